@@ -1,0 +1,285 @@
+"""Start and stop a real, node-less Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from porter_dev import CACHE, REPO_ROOT
+
+ADMIN_TOKEN_USER = "porter-admin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def k8s_bin_dir() -> Path:
+    """Build (first run) or find the cached Kubernetes binaries."""
+    out = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "build-k8s.sh")], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def etcd_binary() -> str:
+    found = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
+    if not found:
+        raise RuntimeError("etcd not found: install Debian's etcd-server (hack/install-deps.sh does)")
+    return found
+
+
+def _write_signing_key(path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+
+
+@dataclass
+class ControlPlane:
+    """One control plane in `workdir`; its state file lets another process find and stop it."""
+
+    workdir: Path
+    etcd_port: int = 0
+    apiserver_port: int = 0
+    token: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["workdir"] = str(self.workdir)
+        self.state_file.write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> ControlPlane:
+        data = json.loads((workdir / "state.json").read_text())
+        data["workdir"] = Path(data["workdir"])
+        return cls(**data)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        bins = k8s_bin_dir()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        if not self.token:
+            self.token = os.urandom(16).hex()
+        key = self.workdir / "sa.key"
+        if not key.exists():
+            _write_signing_key(key)
+        (self.workdir / "tokens.csv").write_text(f'{self.token},{ADMIN_TOKEN_USER},uid-admin,"system:masters"\n')
+        self.etcd_port = self.etcd_port or free_port()
+        self.apiserver_port = self.apiserver_port or free_port()
+        self.start_etcd()
+        self.start_apiserver(bins)
+        self.write_kubeconfig()
+        self.wait_ready()
+        self.start_controller_manager(bins)
+        self.save()
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pids[name] = proc.pid
+
+    def start_etcd(self) -> None:
+        peer = free_port()
+        self._spawn(
+            "etcd",
+            [
+                etcd_binary(),
+                "--data-dir", str(self.workdir / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+            ],
+        )  # fmt: skip
+
+    def start_apiserver(self, bins: Path) -> None:
+        key = self.workdir / "sa.key"
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bins / "kube-apiserver"),
+                "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
+                "--bind-address", "127.0.0.1",
+                "--advertise-address", "127.0.0.1",
+                "--secure-port", str(self.apiserver_port),
+                "--cert-dir", str(self.workdir / "pki"),
+                "--token-auth-file", str(self.workdir / "tokens.csv"),
+                "--authorization-mode", "RBAC",
+                "--service-account-issuer", self.server,
+                "--service-account-key-file", str(key),
+                "--service-account-signing-key-file", str(key),
+                "--api-audiences", f"{self.server},pods.eks.amazonaws.com,api://AzureADTokenExchange",
+                "--service-cluster-ip-range", "10.96.0.0/16",
+                "--endpoint-reconciler-type", "none",
+                "--enable-priority-and-fairness=false",
+            ],
+        )  # fmt: skip
+
+    def start_controller_manager(self, bins: Path) -> None:
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bins / "kube-controller-manager"),
+                "--kubeconfig", str(self.kubeconfig),
+                "--authentication-kubeconfig", str(self.kubeconfig),
+                "--authorization-kubeconfig", str(self.kubeconfig),
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(free_port()),
+                "--leader-elect=false",
+                "--controllers", "namespace,garbagecollector,serviceaccount,serviceaccount-token",
+                "--service-account-private-key-file", str(self.workdir / "sa.key"),
+                "--root-ca-file", str(self.workdir / "pki" / "apiserver.crt"),
+                "--use-service-account-credentials=false",
+            ],
+        )  # fmt: skip
+
+    def write_kubeconfig(self) -> None:
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}
+                    ],
+                    "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": self.token}}],
+                    "contexts": [{"name": "local", "context": {"cluster": "local", "user": ADMIN_TOKEN_USER}}],
+                    "current-context": "local",
+                },
+                indent=2,
+            )
+        )
+        self.kubeconfig.chmod(0o600)
+
+    def is_ready(self) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_ready():
+                return
+            for name, pid in self.pids.items():
+                if not _alive(pid):
+                    log = (self.workdir / "logs" / f"{name}.log").read_text()[-3000:]
+                    raise RuntimeError(f"{name} exited during start-up:\n{log}")
+            time.sleep(0.2)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s; logs in {self.workdir / 'logs'}")
+
+    def stop_component(self, name: str) -> None:
+        pid = self.pids.pop(name, None)
+        if pid is not None:
+            _terminate(pid)
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            self.stop_component(name)
+        if self.state_file.exists():
+            self.state_file.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    parser.add_argument("command", choices=["start", "stop", "status", "build"])
+    parser.add_argument("--dir", type=Path, default=CACHE / "cluster")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(k8s_bin_dir())
+        return 0
+    if args.command == "start":
+        if (args.dir / "state.json").exists():
+            existing = ControlPlane.load(args.dir)
+            if existing.is_ready():
+                print(f"already running; KUBECONFIG={existing.kubeconfig}")
+                return 0
+            existing.stop()
+        started = time.monotonic()
+        cp = ControlPlane(workdir=args.dir)
+        cp.start()
+        print(f"control plane ready in {time.monotonic() - started:.1f}s; export KUBECONFIG={cp.kubeconfig}")
+        return 0
+    if not (args.dir / "state.json").exists():
+        print("not running")
+        return 0 if args.command == "stop" else 1
+    cp = ControlPlane.load(args.dir)
+    if args.command == "status":
+        print(f"{'ready' if cp.is_ready() else 'not ready'}: {cp.server} KUBECONFIG={cp.kubeconfig}")
+        return 0 if cp.is_ready() else 1
+    cp.stop()
+    print("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

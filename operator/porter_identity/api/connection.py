@@ -1,0 +1,163 @@
+"""ServiceIdentityConnection: one ServiceAccount linked to one cloud identity."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from porter_identity.api.common import CamelModel, Condition, DeletionPolicy
+from porter_identity.api.validation import (
+    AzureIdentityName,
+    AzureResourceGroup,
+    GcpServiceAccountEmail,
+    RoleRef,
+    ServiceAccountName,
+)
+
+KIND = "ServiceIdentityConnection"
+PLURAL = "serviceidentityconnections"
+SINGULAR = "serviceidentityconnection"
+SHORT_NAMES = ["sic"]
+
+
+class Provider(StrEnum):
+    AWS = "aws"
+    AZURE = "azure"
+    GCP = "gcp"
+
+
+class AwsConnection(CamelModel):
+    """An IAM role in the configured account, linked through an EKS Pod Identity association."""
+
+    role: RoleRef = Field(description="IAM role name (resolved in the configured account) or full role ARN.")
+
+
+class AzureConnection(CamelModel):
+    """A user-assigned managed identity, linked through a federated identity credential."""
+
+    identity_name: AzureIdentityName = Field(description="Name of the user-assigned managed identity.")
+    resource_group: AzureResourceGroup = Field(description="Resource group of the managed identity.")
+
+
+class GcpConnection(CamelModel):
+    """An IAM service account, linked through a Workload Identity binding."""
+
+    service_account_email: GcpServiceAccountEmail = Field(description="Email of the IAM service account.")
+
+
+EXACTLY_ONE_PROVIDER = {
+    "rule": "(has(self.aws) ? 1 : 0) + (has(self.azure) ? 1 : 0) + (has(self.gcp) ? 1 : 0) == 1",
+    "message": "exactly one of aws, azure or gcp must be set",
+}
+PROVIDER_IMMUTABLE = {
+    "rule": "has(self.aws) == has(oldSelf.aws) && has(self.azure) == has(oldSelf.azure)"
+    " && has(self.gcp) == has(oldSelf.gcp)",
+    "message": "the provider (aws, azure or gcp) cannot change; create a new connection instead",
+}
+SERVICE_ACCOUNT_IMMUTABLE = {
+    "rule": "self == oldSelf",
+    "message": "serviceAccountName is immutable; create a new connection instead",
+}
+
+
+class ConnectionSpec(CamelModel):
+    """What the workload's ServiceAccount should be linked to."""
+
+    model_config = {
+        "json_schema_extra": {"x-kubernetes-validations": [EXACTLY_ONE_PROVIDER, PROVIDER_IMMUTABLE]}
+    }
+
+    service_account_name: ServiceAccountName = Field(
+        description="ServiceAccount in the connection's own namespace that receives the credentials.",
+        json_schema_extra={"x-kubernetes-validations": [SERVICE_ACCOUNT_IMMUTABLE]},
+    )
+    aws: AwsConnection | None = None
+    azure: AzureConnection | None = None
+    gcp: GcpConnection | None = None
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.DELETE,
+        description="Delete removes the cloud link with the connection; Retain leaves it in place.",
+    )
+
+    @property
+    def provider(self) -> Provider:
+        if self.aws is not None:
+            return Provider.AWS
+        if self.azure is not None:
+            return Provider.AZURE
+        if self.gcp is not None:
+            return Provider.GCP
+        raise ValueError("exactly one of aws, azure or gcp must be set")
+
+    @property
+    def identity(self) -> str:
+        """The cloud identity as the user wrote it, for printer columns and messages."""
+        if self.aws is not None:
+            return self.aws.role
+        if self.azure is not None:
+            return f"{self.azure.resource_group}/{self.azure.identity_name}"
+        if self.gcp is not None:
+            return self.gcp.service_account_email
+        raise ValueError("exactly one of aws, azure or gcp must be set")
+
+
+class AwsStatus(CamelModel):
+    association_id: str | None = None
+    association_arn: str | None = None
+    role_arn: str | None = None
+
+
+class AzureStatus(CamelModel):
+    credential_name: str | None = None
+    client_id: str | None = None
+    principal_id: str | None = None
+    tenant_id: str | None = None
+
+
+class GcpStatus(CamelModel):
+    member: str | None = None
+
+
+class ConnectionStatus(CamelModel):
+    """What the operator observed and did, in kstatus form."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    provider: Provider | None = None
+    identity: str | None = None
+    aws: AwsStatus | None = None
+    azure: AzureStatus | None = None
+    gcp: GcpStatus | None = None
+
+
+class ObjectMeta(CamelModel):
+    """The part of metadata the operator reads."""
+
+    model_config = {"extra": "ignore"}
+
+    name: str
+    namespace: str | None = None
+    uid: str = ""
+    generation: int = 0
+    deletion_timestamp: str | None = None
+
+
+class ServiceIdentityConnection(CamelModel):
+    """The whole object as the API server returns it."""
+
+    model_config = {"extra": "ignore"}
+
+    metadata: ObjectMeta
+    spec: ConnectionSpec
+    status: ConnectionStatus = Field(default_factory=ConnectionStatus)
+
+    @classmethod
+    def from_body(cls, body: Any) -> ServiceIdentityConnection:
+        return cls.model_validate(
+            {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
+        )
