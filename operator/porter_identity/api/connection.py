@@ -20,6 +20,11 @@ KIND = "ServiceIdentityConnection"
 PLURAL = "serviceidentityconnections"
 SINGULAR = "serviceidentityconnection"
 SHORT_NAMES = ["sic"]
+DESCRIPTION = (
+    "ServiceIdentityConnection links one ServiceAccount in its namespace to one cloud identity "
+    "(an AWS IAM role, an Azure user-assigned managed identity or a GCP IAM service account) "
+    "so that its pods get short-lived credentials without stored keys."
+)
 
 
 class Provider(StrEnum):
@@ -56,10 +61,6 @@ PROVIDER_IMMUTABLE = {
     " && has(self.gcp) == has(oldSelf.gcp)",
     "message": "the provider (aws, azure or gcp) cannot change; create a new connection instead",
 }
-SERVICE_ACCOUNT_IMMUTABLE = {
-    "rule": "self == oldSelf",
-    "message": "serviceAccountName is immutable; create a new connection instead",
-}
 
 
 class ConnectionSpec(CamelModel):
@@ -71,7 +72,6 @@ class ConnectionSpec(CamelModel):
 
     service_account_name: ServiceAccountName = Field(
         description="ServiceAccount in the connection's own namespace that receives the credentials.",
-        json_schema_extra={"x-kubernetes-validations": [SERVICE_ACCOUNT_IMMUTABLE]},
     )
     aws: AwsConnection | None = None
     azure: AzureConnection | None = None

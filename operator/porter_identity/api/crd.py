@@ -87,7 +87,7 @@ def connection_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": connection.ServiceIdentityConnection.__doc__ or "",
+                            "description": connection.DESCRIPTION,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

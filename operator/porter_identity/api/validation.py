@@ -17,7 +17,7 @@ AZURE_RESOURCE_GROUP = r"^[A-Za-z0-9._()-]{0,89}[A-Za-z0-9_()-]$"
 GCP_SERVICE_ACCOUNT_EMAIL = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9][a-z0-9.:-]*\.iam\.gserviceaccount\.com$"
 
 
-def matching(regex: str, message: str, max_length: int) -> Any:
+def matching(regex: str, message: str, max_length: int, *extra_rules: dict[str, str]) -> Any:
     """A string type checked against `regex`, emitted into the CRD as a CEL rule with `message`."""
     compiled = re.compile(regex)
 
@@ -29,7 +29,11 @@ def matching(regex: str, message: str, max_length: int) -> Any:
     cel = {"rule": f"self.matches(r'{regex}')", "message": message}
     return Annotated[
         str,
-        Field(min_length=1, max_length=max_length, json_schema_extra={"x-kubernetes-validations": [cel]}),
+        Field(
+            min_length=1,
+            max_length=max_length,
+            json_schema_extra={"x-kubernetes-validations": [cel, *extra_rules]},
+        ),
         AfterValidator(check),
     ]
 
@@ -39,6 +43,7 @@ ServiceAccountName = matching(
     "serviceAccountName must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', "
     "starting and ending with a letter or digit",
     253,
+    {"rule": "self == oldSelf", "message": "serviceAccountName is immutable; create a new connection instead"},
 )
 RoleRef = matching(
     IAM_ROLE,

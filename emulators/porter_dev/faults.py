@@ -1,0 +1,86 @@
+"""Fault injection and call accounting shared by the cloud emulators (throttling, 5xx, latency)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Rule:
+    """Fail calls matching service/operation ('*' matches all): the next `count` of them, or at `rate`."""
+
+    fault: str  # "throttle" | "unavailable"
+    service: str = "*"
+    operation: str = "*"
+    count: int | None = None
+    rate: float | None = None
+
+    def matches(self, service: str, operation: str) -> bool:
+        return self.service in ("*", service) and self.operation in ("*", operation)
+
+
+@dataclass
+class Faults:
+    """Thread-safe fault plan plus a count of every call served, by `service:Operation`."""
+
+    latency_ms: float = 0.0
+    rules: list[Rule] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    seed: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(default_factory=random.Random)
+
+    def configure(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.latency_ms = float(body.get("latencyMs", 0))
+            self.rules = [
+                Rule(
+                    fault=r["fault"],
+                    service=r.get("service", "*"),
+                    operation=r.get("operation", "*"),
+                    count=r.get("count"),
+                    rate=r.get("rate"),
+                )
+                for r in body.get("rules", [])
+            ]
+            if "seed" in body:
+                self._random.seed(body["seed"])
+
+    def reset(self) -> None:
+        with self._lock:
+            self.latency_ms = 0.0
+            self.rules = []
+            self.calls.clear()
+            self.injected.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"calls": dict(self.calls), "injected": dict(self.injected)}
+
+    def on_call(self, service: str, operation: str) -> str | None:
+        """Record a call, apply latency, and return the fault to inject, if any."""
+        with self._lock:
+            self.calls[f"{service}:{operation}"] += 1
+            latency = self.latency_ms
+            fault = None
+            for rule in self.rules:
+                if not rule.matches(service, operation):
+                    continue
+                if rule.count is not None and rule.count > 0:
+                    rule.count -= 1
+                    fault = rule.fault
+                    break
+                if rule.rate is not None and self._random.random() < rule.rate:
+                    fault = rule.fault
+                    break
+            if fault:
+                self.injected[f"{service}:{operation}:{fault}"] += 1
+        if latency:
+            time.sleep(latency / 1000.0)
+        return fault
