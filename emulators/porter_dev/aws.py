@@ -361,7 +361,7 @@ def _operation(
             ("POST", True): "UpdatePodIdentityAssociation",
             ("DELETE", True): "DeletePodIdentityAssociation",
         }.get((method, has_id), "Unknown")
-    params = parse_qs(environ.get("QUERY_STRING", ""))
+    params: dict[str, list[str]] = parse_qs(str(environ.get("QUERY_STRING", "")))
     if body and "json" not in environ.get("CONTENT_TYPE", ""):
         params.update(parse_qs(body.decode(errors="replace")))
     action = params.get("Action")

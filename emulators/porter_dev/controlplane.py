@@ -1,4 +1,4 @@
-"""Start and stop a real, node-less Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on loopback."""
+"""Start and stop a real, node-less Kubernetes control plane (etcd, kube-apiserver, controller-manager) on loopback."""
 
 from __future__ import annotations
 

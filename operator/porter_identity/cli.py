@@ -27,7 +27,7 @@ def _dev(args: argparse.Namespace) -> int:
     except ImportError:
         print("`dev` needs a source checkout installed with the test extra: pip install -e '.[test]'")
         return 2
-    return sandbox.main(args)
+    return int(sandbox.main(args))
 
 
 def main(argv: list[str] | None = None) -> int:

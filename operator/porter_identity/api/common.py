@@ -13,8 +13,7 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
         extra="forbid",
-        alias_generator=lambda name: name.split("_")[0]
-        + "".join(part.title() for part in name.split("_")[1:]),
+        alias_generator=lambda name: name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:]),
     )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from porter_identity.api.common import CamelModel, Condition, DeletionPolicy
 from porter_identity.api.validation import (
@@ -66,9 +66,9 @@ PROVIDER_IMMUTABLE = {
 class ConnectionSpec(CamelModel):
     """What the workload's ServiceAccount should be linked to."""
 
-    model_config = {
-        "json_schema_extra": {"x-kubernetes-validations": [EXACTLY_ONE_PROVIDER, PROVIDER_IMMUTABLE]}
-    }
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": cast(Any, [EXACTLY_ONE_PROVIDER, PROVIDER_IMMUTABLE])}
+    )
 
     service_account_name: ServiceAccountName = Field(
         description="ServiceAccount in the connection's own namespace that receives the credentials.",
@@ -138,7 +138,7 @@ class ConnectionStatus(CamelModel):
 class ObjectMeta(CamelModel):
     """The part of metadata the operator reads."""
 
-    model_config = {"extra": "ignore"}
+    model_config = ConfigDict(extra="ignore")
 
     name: str
     namespace: str | None = None
@@ -150,7 +150,7 @@ class ObjectMeta(CamelModel):
 class ServiceIdentityConnection(CamelModel):
     """The whole object as the API server returns it."""
 
-    model_config = {"extra": "ignore"}
+    model_config = ConfigDict(extra="ignore")
 
     metadata: ObjectMeta
     spec: ConnectionSpec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, cast
 
 from pydantic import AfterValidator, Field
 
@@ -32,38 +32,44 @@ def matching(regex: str, message: str, max_length: int, *extra_rules: dict[str, 
         Field(
             min_length=1,
             max_length=max_length,
-            json_schema_extra={"x-kubernetes-validations": [cel, *extra_rules]},
+            json_schema_extra={"x-kubernetes-validations": cast(Any, [cel, *extra_rules])},
         ),
         AfterValidator(check),
     ]
 
 
-ServiceAccountName = matching(
-    DNS1123_SUBDOMAIN,
-    "serviceAccountName must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', "
-    "starting and ending with a letter or digit",
-    253,
-    {"rule": "self == oldSelf", "message": "serviceAccountName is immutable; create a new connection instead"},
-)
-RoleRef = matching(
-    IAM_ROLE,
-    "role must be an IAM role name (1-64 of letters, digits and +=,.@_-) "
-    "or a role ARN such as arn:aws:iam::123456789012:role/my-role",
-    2048,
-)
-AzureIdentityName = matching(
-    AZURE_IDENTITY_NAME,
-    "identityName must be 3-128 letters, digits, '-' or '_', starting with a letter or digit",
-    128,
-)
-AzureResourceGroup = matching(
-    AZURE_RESOURCE_GROUP,
-    "resourceGroup must be 1-90 letters, digits, '.', '_', '-', '(' or ')', not ending with '.'",
-    90,
-)
-GcpServiceAccountEmail = matching(
-    GCP_SERVICE_ACCOUNT_EMAIL,
-    "serviceAccountEmail must be an IAM service account email such as "
-    "name@project-id.iam.gserviceaccount.com",
-    254,
-)
+if TYPE_CHECKING:
+    ServiceAccountName: TypeAlias = str
+    RoleRef: TypeAlias = str
+    AzureIdentityName: TypeAlias = str
+    AzureResourceGroup: TypeAlias = str
+    GcpServiceAccountEmail: TypeAlias = str
+else:
+    ServiceAccountName = matching(
+        DNS1123_SUBDOMAIN,
+        "serviceAccountName must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', "
+        "starting and ending with a letter or digit",
+        253,
+        {"rule": "self == oldSelf", "message": "serviceAccountName is immutable; create a new connection instead"},
+    )
+    RoleRef = matching(
+        IAM_ROLE,
+        "role must be an IAM role name (1-64 of letters, digits and +=,.@_-) "
+        "or a role ARN such as arn:aws:iam::123456789012:role/my-role",
+        2048,
+    )
+    AzureIdentityName = matching(
+        AZURE_IDENTITY_NAME,
+        "identityName must be 3-128 letters, digits, '-' or '_', starting with a letter or digit",
+        128,
+    )
+    AzureResourceGroup = matching(
+        AZURE_RESOURCE_GROUP,
+        "resourceGroup must be 1-90 letters, digits, '.', '_', '-', '(' or ')', not ending with '.'",
+        90,
+    )
+    GcpServiceAccountEmail = matching(
+        GCP_SERVICE_ACCOUNT_EMAIL,
+        "serviceAccountEmail must be an IAM service account email such as name@project-id.iam.gserviceaccount.com",
+        254,
+    )

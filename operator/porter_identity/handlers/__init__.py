@@ -1,0 +1,1 @@
+"""Thin kopf handlers: parse -> decide (reconcile/) -> act (providers/) -> write status and Events."""

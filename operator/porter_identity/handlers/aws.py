@@ -1,0 +1,120 @@
+"""Carry out the AWS plan for one connection: read cloud state, ask reconcile/ what to do, do it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from porter_identity.api.connection import AwsStatus, ServiceIdentityConnection
+from porter_identity.providers.aws import Association, AwsProvider
+from porter_identity.providers.errors import CloudError, NotFound
+from porter_identity.reconcile import aws as decide
+from porter_identity.reconcile import outcome
+from porter_identity.reconcile.outcome import Outcome, Reason
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something done in the cloud, reported as a Normal Event."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    status: AwsStatus | None
+    change: Change | None = None
+
+
+def _observe(provider: AwsProvider, conn: ServiceIdentityConnection) -> Association | None:
+    """Our association: straight from the recorded id when there is one, else by listing."""
+    known = conn.status.aws.association_id if conn.status.aws else None
+    if known:
+        found = provider.describe_association(known)
+        if found is not None and decide.owned_by(found, conn.metadata.uid):
+            return found
+    return provider.find_association(conn.metadata.namespace or "", conn.spec.service_account_name)
+
+
+def apply(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
+    assert conn.spec.aws is not None
+    ns, sa, uid = conn.metadata.namespace or "", conn.spec.service_account_name, conn.metadata.uid
+    step = "looking up the IAM role"
+    try:
+        try:
+            role = provider.get_role(conn.spec.aws.role)
+        except NotFound:
+            return Result(
+                outcome.stalled(
+                    Reason.ROLE_NOT_FOUND,
+                    f"IAM role {conn.spec.aws.role} does not exist in the operator's account; "
+                    "create it (trusting pods.eks.amazonaws.com) or fix spec.aws.role",
+                ),
+                None,
+            )
+        if conn.spec.aws.role.startswith("arn:") and role.arn != conn.spec.aws.role:
+            return Result(
+                outcome.stalled(
+                    Reason.ROLE_NOT_FOUND,
+                    f"IAM role {conn.spec.aws.role} does not exist; the account has {role.arn} by that name",
+                ),
+                None,
+            )
+        step = "reading the EKS Pod Identity association"
+        observed = _observe(provider, conn)
+        plan = decide.plan_apply(uid, role.arn, observed)
+        change: Change | None = None
+        if plan.action is decide.Action.CONFLICT:
+            return Result(outcome.stalled(Reason.CONFLICT, plan.message), None)
+        if plan.action is decide.Action.CREATE:
+            step = "creating the EKS Pod Identity association"
+            tags = decide.ownership_tags(uid, ns, conn.metadata.name)
+            current = provider.create_association(ns, sa, role.arn, tags)
+            change = Change("Created", f"created EKS Pod Identity association {current.association_id}")
+        elif plan.action is decide.Action.UPDATE:
+            assert plan.association is not None
+            step = "updating the EKS Pod Identity association"
+            current = provider.update_association(plan.association.association_id, role.arn)
+            change = Change(
+                "Updated",
+                f"updated EKS Pod Identity association {current.association_id} "
+                f"from {plan.association.role_arn} to {role.arn}",
+            )
+        else:
+            assert plan.association is not None
+            current = plan.association
+            recorded = conn.status.aws.association_id if conn.status.aws else None
+            if recorded != current.association_id:
+                change = Change("Adopted", f"adopted existing EKS Pod Identity association {current.association_id}")
+    except CloudError as err:
+        return Result(outcome.from_error(err, what=step), conn.status.aws)
+    status = AwsStatus(
+        association_id=current.association_id, association_arn=current.association_arn, role_arn=current.role_arn
+    )
+    return Result(
+        outcome.ready(f"service account {ns}/{sa} is bound to {role.arn} by association {current.association_id}"),
+        status,
+        change,
+    )
+
+
+def delete(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
+    """Remove our association; a missing one is success, someone else's is left alone."""
+    step = "reading the EKS Pod Identity association"
+    try:
+        observed = _observe(provider, conn)
+        action = decide.plan_delete(conn.metadata.uid, observed)
+        if action is decide.DeleteAction.DELETE:
+            assert observed is not None
+            step = "deleting the EKS Pod Identity association"
+            provider.delete_association(observed.association_id)
+            change = Change("Deleted", f"deleted EKS Pod Identity association {observed.association_id}")
+        elif action is decide.DeleteAction.NOT_OURS:
+            assert observed is not None
+            change = Change("Skipped", f"left association {observed.association_id}: it is not this connection's")
+        else:
+            change = Change("Deleted", "EKS Pod Identity association already gone")
+    except CloudError as err:
+        return Result(outcome.from_error(err, what=step), conn.status.aws)
+    return Result(outcome.ready(change.message), None, change)

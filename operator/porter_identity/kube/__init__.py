@@ -1,0 +1,1 @@
+"""Kubernetes-side helpers: status patches and Events."""

@@ -1,0 +1,168 @@
+"""AWS adapter: IAM role lookup and EKS Pod Identity associations through boto3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from porter_identity.providers.errors import (
+    AccessDenied,
+    CloudError,
+    Conflict,
+    Invalid,
+    NotFound,
+    Throttled,
+    Transient,
+)
+
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+}
+_NOT_FOUND = {"NoSuchEntity", "ResourceNotFoundException"}
+_CONFLICT = {"ResourceInUseException", "EntityAlreadyExists"}
+_INVALID = {"InvalidParameterException", "InvalidRequestException", "ValidationError", "MalformedPolicyDocument"}
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "InvalidClientTokenId"}
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    arn: str
+    trust_policy: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Association:
+    """An EKS Pod Identity association as DescribePodIdentityAssociation returns it."""
+
+    association_id: str
+    association_arn: str
+    namespace: str
+    service_account: str
+    role_arn: str
+    tags: dict[str, str]
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Association:
+        return cls(
+            association_id=data["associationId"],
+            association_arn=data["associationArn"],
+            namespace=data["namespace"],
+            service_account=data["serviceAccount"],
+            role_arn=data["roleArn"],
+            tags=dict(data.get("tags") or {}),
+        )
+
+
+def translate(err: ClientError | BotoCoreError) -> CloudError:
+    """Map a botocore failure onto the typed errors, keeping AWS's own code and message."""
+    if isinstance(err, BotoCoreError):
+        return Transient(f"AWS unreachable: {err}", code=type(err).__name__)
+    error = err.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", "")) or str(err)
+    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _THROTTLING or status == 429:
+        return Throttled(message, code=code)
+    if code in _NOT_FOUND:
+        return NotFound(message, code=code)
+    if code in _CONFLICT:
+        return Conflict(message, code=code)
+    if code in _INVALID:
+        return Invalid(message, code=code)
+    if code in _DENIED:
+        return AccessDenied(message, code=code)
+    if status >= 500 or status == 0:
+        return Transient(message, code=code)
+    return Invalid(message, code=code)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as err:
+        raise translate(err) from err
+
+
+def role_name(role: str) -> str:
+    """The role's name from a name or an ARN (paths are not part of the name)."""
+    return role.rsplit("/", 1)[-1] if role.startswith("arn:") else role
+
+
+class AwsProvider:
+    """Talks to IAM and EKS for one cluster; clients are thread-safe and shared."""
+
+    def __init__(self, region: str, cluster_name: str, max_attempts: int = 3, session: Any = None) -> None:
+        session = session or boto3.session.Session()
+        config = Config(region_name=region, retries={"mode": "standard", "max_attempts": max_attempts})
+        self.cluster_name = cluster_name
+        self.iam = session.client("iam", config=config)
+        self.eks = session.client("eks", config=config)
+
+    def get_role(self, role: str) -> Role:
+        with translated():
+            data = self.iam.get_role(RoleName=role_name(role))["Role"]
+        trust = data.get("AssumeRolePolicyDocument") or {}
+        return Role(name=data["RoleName"], arn=data["Arn"], trust_policy=trust if isinstance(trust, dict) else {})
+
+    def find_association(self, namespace: str, service_account: str) -> Association | None:
+        """The association for this namespace + service account, if any (EKS allows at most one)."""
+        with translated():
+            listed = self.eks.list_pod_identity_associations(
+                clusterName=self.cluster_name, namespace=namespace, serviceAccount=service_account
+            )["associations"]
+        for summary in listed:
+            found = self.describe_association(summary["associationId"])
+            if found is not None:
+                return found
+        return None
+
+    def describe_association(self, association_id: str) -> Association | None:
+        try:
+            with translated():
+                data = self.eks.describe_pod_identity_association(
+                    clusterName=self.cluster_name, associationId=association_id
+                )["association"]
+        except NotFound:
+            return None
+        return Association.from_api(data)
+
+    def create_association(
+        self, namespace: str, service_account: str, role_arn: str, tags: dict[str, str]
+    ) -> Association:
+        with translated():
+            data = self.eks.create_pod_identity_association(
+                clusterName=self.cluster_name,
+                namespace=namespace,
+                serviceAccount=service_account,
+                roleArn=role_arn,
+                tags=tags,
+            )["association"]
+        return Association.from_api(data)
+
+    def update_association(self, association_id: str, role_arn: str) -> Association:
+        with translated():
+            data = self.eks.update_pod_identity_association(
+                clusterName=self.cluster_name, associationId=association_id, roleArn=role_arn
+            )["association"]
+        return Association.from_api(data)
+
+    def delete_association(self, association_id: str) -> bool:
+        """Delete; False when it was already gone (which counts as success)."""
+        try:
+            with translated():
+                self.eks.delete_pod_identity_association(clusterName=self.cluster_name, associationId=association_id)
+        except NotFound:
+            return False
+        return True

@@ -1,0 +1,42 @@
+"""Typed cloud errors: the only failure vocabulary that reconcile/ and handlers/ see."""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Base class; `retryable` says whether backing off and trying again can help."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class NotFound(CloudError):
+    """The addressed cloud object does not exist."""
+
+
+class Conflict(CloudError):
+    """The cloud object exists in a state that clashes with the request."""
+
+
+class Invalid(CloudError):
+    """The cloud refused the request as malformed."""
+
+
+class AccessDenied(CloudError):
+    """The operator's own credentials may not do this."""
+
+
+class Throttled(CloudError):
+    """The cloud asked us to slow down."""
+
+    retryable = True
+
+
+class Transient(CloudError):
+    """5xx, timeouts, connection errors, concurrency conflicts: try again later."""
+
+    retryable = True

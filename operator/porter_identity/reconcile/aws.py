@@ -1,0 +1,74 @@
+"""Decide what to do with the EKS Pod Identity association of one connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from porter_identity.providers.aws import Association
+
+MANAGED_TAG = "porter.run/managed"
+UID_TAG = "porter.run/connection-uid"
+NAME_TAG = "porter.run/connection"
+
+
+def ownership_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
+    return {MANAGED_TAG: "true", UID_TAG: uid, NAME_TAG: f"{namespace}/{name}"}
+
+
+def owned_by(association: Association, uid: str) -> bool:
+    return association.tags.get(MANAGED_TAG) == "true" and association.tags.get(UID_TAG) == uid
+
+
+def role_arn_for(role: str, account_id: str | None) -> str | None:
+    """The ARN a role reference names, when it can be known without asking IAM."""
+    if role.startswith("arn:"):
+        return role
+    return f"arn:aws:iam::{account_id}:role/{role}" if account_id else None
+
+
+class Action(StrEnum):
+    CREATE = "Create"
+    UPDATE = "Update"
+    KEEP = "Keep"
+    CONFLICT = "Conflict"
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    association: Association | None = None
+    message: str = ""
+
+
+def plan_apply(uid: str, role_arn: str, observed: Association | None) -> Plan:
+    """What to do so that exactly our association, with `role_arn`, exists for the service account."""
+    if observed is None:
+        return Plan(Action.CREATE)
+    if not owned_by(observed, uid):
+        owner = observed.tags.get(NAME_TAG) if observed.tags.get(MANAGED_TAG) == "true" else None
+        by = f"by connection {owner}" if owner else "outside porter-identity"
+        return Plan(
+            Action.CONFLICT,
+            observed,
+            f"service account {observed.namespace}/{observed.service_account} already has EKS Pod Identity "
+            f"association {observed.association_id} (role {observed.role_arn}), managed {by}; "
+            "EKS allows one per service account: delete that association or bind another service account",
+        )
+    if observed.role_arn != role_arn:
+        return Plan(Action.UPDATE, observed)
+    return Plan(Action.KEEP, observed)
+
+
+class DeleteAction(StrEnum):
+    DELETE = "Delete"
+    GONE = "Gone"
+    NOT_OURS = "NotOurs"
+
+
+def plan_delete(uid: str, observed: Association | None) -> DeleteAction:
+    if observed is None:
+        return DeleteAction.GONE
+    if not owned_by(observed, uid):
+        return DeleteAction.NOT_OURS
+    return DeleteAction.DELETE

@@ -1,0 +1,77 @@
+"""The result of one reconcile, in kstatus terms, and the reasons it can carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from porter_identity.providers.errors import AccessDenied, CloudError, Conflict, Invalid, NotFound, Throttled
+
+
+class State(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Reason(StrEnum):
+    """One name per situation: condition reason, Event reason, log key and metric label."""
+
+    BOUND = "Bound"
+    PROGRESSING = "Progressing"
+    THROTTLED = "Throttled"
+    CLOUD_UNAVAILABLE = "CloudUnavailable"
+    ROLE_NOT_FOUND = "RoleNotFound"
+    CLUSTER_NOT_FOUND = "ClusterNotFound"
+    CONFLICT = "Conflict"
+    INVALID_SPEC = "InvalidSpec"
+    ACCESS_DENIED = "AccessDenied"
+    CLOUD_REJECTED = "CloudRejected"
+    NOT_CONFIGURED = "NotConfigured"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    reason: Reason
+    message: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.state is State.RECONCILING
+
+    @property
+    def recheck(self) -> bool:
+        """Stalled by something outside the spec (a missing role, a foreign association) that may get fixed."""
+        return self.state is State.STALLED and self.reason in (
+            Reason.ROLE_NOT_FOUND,
+            Reason.CLUSTER_NOT_FOUND,
+            Reason.CONFLICT,
+            Reason.ACCESS_DENIED,
+        )
+
+
+def ready(message: str) -> Outcome:
+    return Outcome(State.READY, Reason.BOUND, message)
+
+
+def stalled(reason: Reason, message: str) -> Outcome:
+    return Outcome(State.STALLED, reason, message)
+
+
+def from_error(err: CloudError, *, what: str) -> Outcome:
+    """Classify a cloud failure while doing `what` (e.g. "creating the association")."""
+    detail = f"{what}: {err.message}" if err.code == "" else f"{what}: {err.code}: {err.message}"
+    if isinstance(err, Throttled):
+        return Outcome(State.RECONCILING, Reason.THROTTLED, f"throttled while {detail}; retrying with backoff")
+    if err.retryable:
+        return Outcome(State.RECONCILING, Reason.CLOUD_UNAVAILABLE, f"cloud error while {detail}; retrying")
+    if isinstance(err, AccessDenied):
+        return stalled(Reason.ACCESS_DENIED, f"the operator's credentials were refused while {detail}")
+    if isinstance(err, NotFound):
+        return stalled(Reason.CLUSTER_NOT_FOUND, f"not found while {detail}")
+    if isinstance(err, Conflict):
+        return stalled(Reason.CONFLICT, f"conflict while {detail}")
+    if isinstance(err, Invalid):
+        return stalled(Reason.CLOUD_REJECTED, f"the cloud rejected the request while {detail}")
+    return stalled(Reason.CLOUD_REJECTED, f"unexpected cloud error while {detail}")

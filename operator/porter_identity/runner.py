@@ -1,0 +1,48 @@
+"""Configure kopf and run the operator in-process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from porter_identity import GROUP
+from porter_identity.config import Settings
+from porter_identity.handlers import connection  # noqa: F401 - registers the handlers
+from porter_identity.providers.aws import AwsProvider
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = Settings()
+    memo.settings = config
+    memo.aws = (
+        AwsProvider(config.aws_region, config.eks_cluster_name, config.aws_max_attempts)
+        if config.eks_cluster_name
+        else None
+    )
+    # Our own finalizer and annotations, nothing under status.kopf: status stays the documented API.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = config.max_workers
+    # A watch that stays silent longer than this is re-established, so a dead connection cannot hang us.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+
+
+def run(namespaces: list[str], liveness: str | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )
+    return 0
