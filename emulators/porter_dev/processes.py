@@ -1,0 +1,156 @@
+"""Start the AWS emulator and the operator as separate processes, for tests and the dev sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from porter_dev.controlplane import free_port
+
+AWS_ACCOUNT_ID = "123456789012"  # moto's default account for any access key it does not know
+AWS_REGION = "us-east-1"
+EKS_CLUSTER = "porter-dev"
+
+
+def _http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            _http("GET", url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class AwsEmulator:
+    """moto + Pod Identity API on a loopback port; `env` is what an AWS SDK needs to use it."""
+
+    logdir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": AWS_REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def start(self) -> AwsEmulator:
+        self.port = self.port or free_port()
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        log = self.logdir / "aws-emulator.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "porter_dev.aws", "--port", str(self.port)],
+            stdout=open(log, "ab"),  # noqa: SIM115 - owned by the child
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_http(f"{self.endpoint}/_porter/health", self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def faults(self, **plan: Any) -> None:
+        """e.g. faults(rules=[{"fault": "throttle", "service": "eks", "count": 2}], latencyMs=50)."""
+        _http("POST", f"{self.endpoint}/_porter/faults", plan)
+
+    def reset(self) -> None:
+        _http("POST", f"{self.endpoint}/_porter/reset", {})
+
+    def calls(self) -> dict[str, int]:
+        calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["calls"]
+        return calls
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=AWS_REGION
+        ).client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+
+def pod_identity_trust_policy() -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "pods.eks.amazonaws.com"},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"],
+                }
+            ],
+        }
+    )
+
+
+@dataclass
+class Operator:
+    """`porter-identity run` as its own process, so tests can kill -9 and restart it."""
+
+    kubeconfig: Path
+    logfile: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "porter_identity.cli", "run"],
+            stdout=open(self.logfile, "ab"),  # noqa: SIM115 - owned by the child
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, exactly like an OOM kill or node loss."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.logfile.read_text() if self.logfile.exists() else ""

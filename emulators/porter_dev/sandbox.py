@@ -1,0 +1,126 @@
+"""`porter-identity dev`: a whole local system (control plane, emulators, operator, examples) in one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from porter_dev import CACHE, REPO_ROOT
+from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+
+EXAMPLES = REPO_ROOT / "examples"
+
+
+def seed_cloud(aws: AwsEmulator, fixtures: dict[str, Any]) -> str:
+    """Create the customer-owned cloud identities the examples point at; returns the EKS cluster name."""
+    spec = fixtures["aws"]
+    eks, iam = aws.client("eks"), aws.client("iam")
+    if spec["cluster"] not in eks.list_clusters()["clusters"]:
+        eks.create_cluster(
+            name=spec["cluster"],
+            roleArn="arn:aws:iam::123456789012:role/eks-cluster",
+            resourcesVpcConfig={"subnetIds": []},
+        )
+    existing = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    for role in spec["roles"]:
+        if role["name"] not in existing:
+            iam.create_role(
+                RoleName=role["name"], Path=role.get("path", "/"), AssumeRolePolicyDocument=pod_identity_trust_policy()
+            )
+    return str(spec["cluster"])
+
+
+def kubectl(cp: ControlPlane, *args: str, check: bool = True) -> str:
+    out = subprocess.run(
+        [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig), *args],
+        check=check,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return out.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def down(workdir: Path) -> None:
+    state = workdir / "sandbox.json"
+    if state.exists():
+        for pid in json.loads(state.read_text()).values():
+            if _alive(pid):
+                os.killpg(pid, signal.SIGTERM)
+        state.unlink()
+    if (workdir / "cluster" / "state.json").exists():
+        ControlPlane.load(workdir / "cluster").stop()
+
+
+def up(workdir: Path, with_operator: bool = True) -> int:
+    started = time.monotonic()
+    down(workdir)
+    print("building/finding Kubernetes binaries (the first run builds them from Go modules: ~10 min)")
+    bins = k8s_bin_dir()
+    cp = ControlPlane(workdir=workdir / "cluster")
+    cp.start()
+    print(f"control plane ready at {cp.server}")
+    aws = AwsEmulator(logdir=workdir / "logs").start()
+    cluster = seed_cloud(aws, yaml.safe_load((EXAMPLES / "cloud.yaml").read_text()))
+    print(f"AWS emulator at {aws.endpoint} (EKS cluster {cluster})")
+    kubectl(cp, "apply", "-f", str(REPO_ROOT / "crds"))
+    kubectl(cp, "wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+    pids = {"aws-emulator": aws.proc.pid if aws.proc else 0}
+    env = {**aws.env, "PORTER_EKS_CLUSTER_NAME": cluster, "PORTER_AWS_REGION": AWS_REGION}
+    if with_operator:
+        op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
+        pids["operator"] = op.proc.pid if op.proc else 0
+    (workdir / "sandbox.json").write_text(json.dumps(pids))
+    (workdir / "env.sh").write_text(
+        "".join(f"export {k}={v}\n" for k, v in {**env, "KUBECONFIG": str(cp.kubeconfig)}.items())
+        + f"export PATH={bins}:$PATH\n"
+    )
+    kubectl(cp, "apply", "-f", str(EXAMPLES / "shop.yaml"))
+    if with_operator:
+        kubectl(cp, "-n", "shop", "wait", "--for=condition=Ready", "sic", "--all", "--timeout=60s")
+    print(kubectl(cp, "get", "sic", "-A"))
+    print(f"sandbox up in {time.monotonic() - started:.1f}s. Use it:")
+    print(f"  source {workdir / 'env.sh'}")
+    print("  kubectl get sic -A; kubectl -n shop describe sic checkout-api")
+    print(f"  operator log: {workdir / 'logs' / 'operator.log'}")
+    print("  porter-identity dev down   # stop everything")
+    return 0
+
+
+def status(workdir: Path) -> int:
+    state = workdir / "sandbox.json"
+    if not state.exists():
+        print("sandbox is not running")
+        return 1
+    for name, pid in json.loads(state.read_text()).items():
+        print(f"{name}: {'running' if _alive(pid) else 'stopped'} (pid {pid})")
+    cp = ControlPlane.load(workdir / "cluster")
+    print(f"kube-apiserver: {'ready' if cp.is_ready() else 'not ready'} at {cp.server}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    workdir: Path = args.workdir or CACHE / "sandbox"
+    if args.command == "down":
+        down(workdir)
+        print("sandbox stopped")
+        return 0
+    if args.command == "status":
+        return status(workdir)
+    return up(workdir, with_operator=not args.no_operator)
