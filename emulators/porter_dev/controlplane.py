@@ -103,8 +103,8 @@ class ControlPlane:
         self.apiserver_port = self.apiserver_port or free_port()
         self.start_etcd()
         self.start_apiserver(bins)
-        self.write_kubeconfig()
         self.wait_ready()
+        self.write_kubeconfig()
         self.start_controller_manager(bins)
         self.save()
 
@@ -177,7 +177,13 @@ class ControlPlane:
                     "apiVersion": "v1",
                     "kind": "Config",
                     "clusters": [
-                        {"name": "local", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": self.server,
+                                "certificate-authority": str(self.workdir / "pki" / "apiserver.crt"),
+                            },
+                        }
                     ],
                     "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": self.token}}],
                     "contexts": [{"name": "local", "context": {"cluster": "local", "user": ADMIN_TOKEN_USER}}],
@@ -190,6 +196,7 @@ class ControlPlane:
 
     def is_ready(self) -> bool:
         ctx = ssl.create_default_context()
+        # is_ready runs before the kubeconfig (and its CA file) are trusted: the serving cert is self-signed.
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         req = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.token}"})

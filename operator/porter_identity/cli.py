@@ -23,11 +23,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     try:
-        from porter_dev import sandbox
+        from porter_dev.sandbox import main as sandbox_main
     except ImportError:
         print("`dev` needs a source checkout installed with the test extra: pip install -e '.[test]'")
         return 2
-    return int(sandbox.main(args))
+    return sandbox_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

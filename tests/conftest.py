@@ -1,0 +1,130 @@
+"""Shared fixtures: a real control plane, the AWS emulator and the operator process, started once per session."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from porter_dev import REPO_ROOT
+from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+
+GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
+EKS_CLUSTER = "e2e"
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("porter")
+
+
+@pytest.fixture(scope="session")
+def control_plane(workdir: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(workdir=workdir / "cluster")
+    cp.start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def api(control_plane: ControlPlane) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Callable[..., subprocess.CompletedProcess[str]]:
+    binary = k8s_bin_dir() / "kubectl"
+
+    def run(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(binary), "--kubeconfig", str(control_plane.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Callable[..., Any]) -> None:
+    kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+
+
+@pytest.fixture(scope="session")
+def aws(workdir: Path) -> Iterator[AwsEmulator]:
+    emulator = AwsEmulator(logdir=workdir / "logs").start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def eks_cluster(aws: AwsEmulator) -> str:
+    aws.client("eks").create_cluster(
+        name=EKS_CLUSTER, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": []}
+    )
+    return EKS_CLUSTER
+
+
+@pytest.fixture(scope="session")
+def make_role(aws: AwsEmulator) -> Callable[..., str]:
+    iam = aws.client("iam")
+
+    def make(name: str | None = None, path: str = "/") -> str:
+        name = name or f"role-{uuid.uuid4().hex[:10]}"
+        arn: str = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=pod_identity_trust_policy())[
+            "Role"
+        ]["Arn"]
+        return arn
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, crds: None, aws: AwsEmulator, eks_cluster: str, workdir: Path
+) -> Iterator[Operator]:
+    op = Operator(
+        kubeconfig=control_plane.kubeconfig,
+        logfile=workdir / "logs" / "operator.log",
+        env={
+            **aws.env,
+            "PORTER_EKS_CLUSTER_NAME": eks_cluster,
+            "PORTER_AWS_REGION": AWS_REGION,
+            "PORTER_AWS_ACCOUNT_ID": "123456789012",
+            "PORTER_RETRY_BASE_SECONDS": "0.5",
+            "PORTER_RETRY_MAX_SECONDS": "4",
+        },
+    ).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll until `predicate` returns something truthy; fail with `what` and the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")

@@ -1,0 +1,88 @@
+"""Helpers for e2e tests: create, read and wait on ServiceIdentityConnections through the real API server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from tests.conftest import GROUP, PLURAL, VERSION, wait_for
+
+
+def connection(name: str, service_account: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ServiceIdentityConnection",
+        "metadata": {"name": name},
+        "spec": {"serviceAccountName": service_account, **spec},
+    }
+
+
+class Connections:
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def create(self, name: str, service_account: str, **spec: Any) -> dict[str, Any]:
+        body = connection(name, service_account, **spec)
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return found
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def condition(self, name: str, kind: str = "Ready") -> dict[str, Any] | None:
+        obj = self.get(name) or {}
+        for cond in (obj.get("status") or {}).get("conditions", []):
+            if cond["type"] == kind:
+                found: dict[str, Any] = cond
+                return found
+        return None
+
+    def wait_ready(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            obj = self.get(name)
+            cond = self.condition(name)
+            gen = obj["metadata"]["generation"] if obj else None
+            if cond and cond["status"] == "True" and obj and obj["status"].get("observedGeneration") == gen:
+                return obj
+            return None
+
+        result: dict[str, Any] = wait_for(
+            ready, timeout, what=f"{self.namespace}/{name} Ready (last: {self.condition(name)})"
+        )
+        return result
+
+    def wait_reason(self, name: str, reason: str, timeout: float = 30.0) -> dict[str, Any]:
+        def has_reason() -> dict[str, Any] | None:
+            cond = self.condition(name)
+            return cond if cond and cond["reason"] == reason else None
+
+        result: dict[str, Any] = wait_for(has_reason, timeout, what=f"{self.namespace}/{name} reason {reason}")
+        return result
+
+    def wait_gone(self, name: str, timeout: float = 30.0) -> None:
+        wait_for(lambda: self.get(name) is None, timeout, what=f"{self.namespace}/{name} deleted")
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        core = client.CoreV1Api(self.custom.api_client)
+        items: list[client.CoreV1Event] = core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        return items
