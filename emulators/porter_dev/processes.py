@@ -91,12 +91,14 @@ class AwsEmulator:
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["calls"]
         return calls
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, **config: Any) -> Any:
+        """A boto3 client for this emulator; `config` goes to botocore's Config (e.g. retries)."""
         import boto3
+        from botocore.config import Config
 
         return boto3.session.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name=AWS_REGION
-        ).client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+        ).client(service, endpoint_url=self.endpoint, config=Config(**config))  # type: ignore[call-overload]
 
 
 def pod_identity_trust_policy() -> str:

@@ -105,7 +105,7 @@ class AwsProvider:
 
     def __init__(self, region: str, cluster_name: str, max_attempts: int = 3, session: Any = None) -> None:
         session = session or boto3.session.Session()
-        config = Config(region_name=region, retries={"mode": "standard", "max_attempts": max_attempts})
+        config = Config(region_name=region, retries={"mode": "standard", "total_max_attempts": max_attempts})
         self.cluster_name = cluster_name
         self.iam = session.client("iam", config=config)
         self.eks = session.client("eks", config=config)
