@@ -1,0 +1,27 @@
+# One command for the sandbox, one for the tests. Both install what they need first.
+.PHONY: deps dev down test lint crds unit
+
+VENV := .venv/bin
+
+deps:
+	bash hack/install-deps.sh
+
+dev: deps
+	$(VENV)/porter-identity dev
+
+down:
+	$(VENV)/porter-identity dev down
+
+crds:
+	$(VENV)/porter-identity crds
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+unit:
+	$(VENV)/pytest tests/unit -q
+
+test: deps lint
+	$(VENV)/pytest -q
