@@ -216,3 +216,20 @@ def test_operator_restart_makes_no_duplicate_and_no_writes(
     assert calls.get("iam:GetRole") == 1, calls
     assert calls.get("eks:CreatePodIdentityAssociation") == 1, calls
     assert "eks:UpdatePodIdentityAssociation" not in calls, calls
+
+
+def test_throttling_shows_reconciling_then_converges(conns: Connections, aws: AwsEmulator, make_role: Any) -> None:
+    role_arn = make_role()
+    # botocore makes 3 attempts per call: 4 throttles fail the first reconcile, the retry succeeds.
+    aws.faults(rules=[{"fault": "throttle", "service": "eks", "operation": "CreatePodIdentityAssociation", "count": 4}])
+    try:
+        conns.create("slow", "slow", aws={"role": role_arn})
+        conns.wait_ready("slow", timeout=60)
+    finally:
+        aws.faults(rules=[])
+    throttled = [e for e in conns.events("slow") if e.reason == "Throttled"]
+    assert throttled and throttled[0].type == "Warning"
+    assert "throttled while creating the EKS Pod Identity association: ThrottlingException" in throttled[0].message
+    obj = conns.get("slow")
+    assert {c["type"] for c in obj["status"]["conditions"]} == {"Ready"}  # Reconciling removed once Ready
+    assert len(associations(aws, conns.namespace, "slow")) == 1

@@ -41,7 +41,9 @@ def kind_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ["go", "install", f"sigs.k8s.io/kind@{KIND_VERSION}"], check=True, env={**os.environ, "GOBIN": str(bindir)}
         )
     kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
-    subprocess.run([str(kind), "create", "cluster", "--name", "porter-e2e", "--kubeconfig", str(kubeconfig)], check=True)
+    subprocess.run(
+        [str(kind), "create", "cluster", "--name", "porter-e2e", "--kubeconfig", str(kubeconfig)], check=True
+    )
     yield kubeconfig
     subprocess.run([str(kind), "delete", "cluster", "--name", "porter-e2e"], check=False)
 
