@@ -40,3 +40,7 @@ class Transient(CloudError):
     """5xx, timeouts, connection errors, concurrency conflicts: try again later."""
 
     retryable = True
+
+
+class LimitExceeded(CloudError):
+    """A documented quota of the cloud is reached (e.g. 20 federated credentials per managed identity)."""

@@ -1,0 +1,153 @@
+"""Azure adapter: user-assigned managed identities and their federated identity credentials (azure-mgmt-msi)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.msi.models import FederatedIdentityCredential
+
+from porter_identity.providers.errors import (
+    AccessDenied,
+    CloudError,
+    Conflict,
+    Invalid,
+    LimitExceeded,
+    NotFound,
+    Throttled,
+    Transient,
+)
+from porter_identity.providers.locks import KeyedLocks
+
+CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
+
+
+@dataclass(frozen=True)
+class Identity:
+    resource_group: str
+    name: str
+    client_id: str
+    principal_id: str
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A federated identity credential as ARM returns it."""
+
+    name: str
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...]
+
+
+def translate(err: HttpResponseError | ServiceRequestError | ServiceResponseError) -> CloudError:
+    if not isinstance(err, HttpResponseError) or isinstance(err, ServiceResponseError):
+        return Transient(f"Azure unreachable: {err}", code=type(err).__name__)
+    status = err.status_code or 0
+    code = (err.error.code if err.error is not None else "") or ""
+    message = (err.error.message if err.error is not None else "") or err.message or str(err)
+    if code == CONCURRENT_WRITES:
+        return Transient(message, code=code)
+    if status == 429 or code in ("TooManyRequests", "Throttled"):
+        return Throttled(message, code=code)
+    if status == 404:
+        return NotFound(message, code=code)
+    if status in (401, 403):
+        return AccessDenied(message, code=code)
+    if "limit" in code.lower() or "quota" in code.lower():
+        return LimitExceeded(message, code=code)
+    if status == 409:
+        return Conflict(message, code=code)
+    if status >= 500:
+        return Transient(message, code=code)
+    return Invalid(message, code=code)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    try:
+        yield
+    except (HttpResponseError, ServiceRequestError) as err:
+        raise translate(err) from err
+
+
+class AzureProvider:
+    """Talks to ARM for one subscription; writes to one identity are serialised (Azure allows one at a time)."""
+
+    def __init__(
+        self,
+        subscription_id: str,
+        credential: TokenCredential,
+        base_url: str = "https://management.azure.com",
+        connection_verify: str | bool = True,
+        retry_total: int = 3,
+    ) -> None:
+        self.subscription_id = subscription_id
+        self.client = ManagedServiceIdentityClient(
+            credential,
+            subscription_id,
+            base_url=base_url,
+            connection_verify=connection_verify,
+            retry_total=retry_total,
+        )
+        self.writes = KeyedLocks()
+
+    def _key(self, resource_group: str, identity: str) -> str:
+        return f"/subscriptions/{self.subscription_id}/resourceGroups/{resource_group}/{identity}".lower()
+
+    def get_identity(self, resource_group: str, name: str) -> Identity:
+        with translated():
+            found: Any = self.client.user_assigned_identities.get(resource_group, name)
+        return Identity(
+            resource_group=resource_group,
+            name=name,
+            client_id=str(found.client_id),
+            principal_id=str(found.principal_id),
+            tenant_id=str(found.tenant_id),
+        )
+
+    def get_credential(self, resource_group: str, identity: str, name: str) -> Credential | None:
+        try:
+            with translated():
+                found: Any = self.client.federated_identity_credentials.get(resource_group, identity, name)
+        except NotFound:
+            return None
+        return _credential(found)
+
+    def list_credentials(self, resource_group: str, identity: str) -> list[Credential]:
+        with translated():
+            return [_credential(c) for c in self.client.federated_identity_credentials.list(resource_group, identity)]
+
+    def put_credential(self, resource_group: str, identity: str, wanted: Credential) -> Credential:
+        body = FederatedIdentityCredential(
+            issuer=wanted.issuer, subject=wanted.subject, audiences=list(wanted.audiences)
+        )
+        with self.writes.hold(self._key(resource_group, identity)), translated():
+            made: Any = self.client.federated_identity_credentials.create_or_update(
+                resource_group, identity, wanted.name, body
+            )
+        return _credential(made)
+
+    def delete_credential(self, resource_group: str, identity: str, name: str) -> bool:
+        """Delete; False when it was already gone (success too)."""
+        try:
+            with self.writes.hold(self._key(resource_group, identity)), translated():
+                self.client.federated_identity_credentials.delete(resource_group, identity, name)
+        except NotFound:
+            return False
+        return True
+
+
+def _credential(found: Any) -> Credential:
+    return Credential(
+        name=str(found.name),
+        issuer=str(found.issuer),
+        subject=str(found.subject),
+        audiences=tuple(found.audiences or ()),
+    )
