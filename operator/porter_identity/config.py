@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal, Self
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Settings(BaseSettings):
@@ -18,9 +23,37 @@ class Settings(BaseSettings):
     eks_cluster_name: str | None = Field(default=None, description="EKS cluster that receives associations.")
     aws_max_attempts: int = Field(default=3, ge=1, le=10, description="botocore attempts per call (standard mode).")
 
+    oidc_issuer: str | None = Field(
+        default=None, description="The cluster's service-account token issuer (Azure federated credentials trust it)."
+    )
+    azure_subscription_id: str | None = Field(default=None, description="Subscription of the managed identities.")
+    azure_arm_endpoint: str = Field(default="https://management.azure.com", description="Azure Resource Manager.")
+    azure_ca_file: str | None = Field(default=None, description="Extra CA bundle for the ARM endpoint.")
+    azure_credential: Literal["default", "emulator"] = Field(
+        default="default",
+        description="default: DefaultAzureCredential (workload identity on AKS); emulator: fixed token, loopback only.",
+    )
+    gcp_project_id: str | None = Field(default=None, description="Project of the GKE cluster's workload pool.")
+    gcp_workload_pool: str | None = Field(default=None, description="Defaults to <gcp_project_id>.svc.id.goog.")
+    gcp_iam_endpoint: str | None = Field(
+        default=None, description="host:port of a plaintext IAM endpoint (the emulator); unset means Google."
+    )
+
     retry_base_seconds: float = Field(default=1.0, gt=0, description="First backoff after a retryable error.")
     retry_max_seconds: float = Field(default=120.0, gt=0, description="Longest backoff after retryable errors.")
     stalled_recheck_seconds: float = Field(
         default=300.0, gt=0, description="How often a Stalled connection whose cause is outside the spec is rechecked."
     )
     max_workers: int = Field(default=20, ge=1, description="Threads for blocking cloud calls.")
+
+    @model_validator(mode="after")
+    def _emulator_credential_is_loopback_only(self) -> Self:
+        if self.azure_credential == "emulator" and urlparse(self.azure_arm_endpoint).hostname not in LOOPBACK:
+            raise ValueError("PORTER_AZURE_CREDENTIAL=emulator is only allowed with a loopback ARM endpoint")
+        return self
+
+    @property
+    def workload_pool(self) -> str | None:
+        if self.gcp_workload_pool:
+            return self.gcp_workload_pool
+        return f"{self.gcp_project_id}.svc.id.goog" if self.gcp_project_id else None

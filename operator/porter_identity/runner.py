@@ -10,18 +10,16 @@ import kopf
 from porter_identity import GROUP
 from porter_identity.config import Settings
 from porter_identity.handlers import connection  # noqa: F401 - registers the handlers
-from porter_identity.providers.aws import AwsProvider
+from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.providers import clients
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = Settings()
     memo.settings = config
-    memo.aws = (
-        AwsProvider(config.aws_region, config.eks_cluster_name, config.aws_max_attempts)
-        if config.eks_cluster_name
-        else None
-    )
+    memo.clouds = clients.build(config)
+    memo.service_accounts = ServiceAccounts(_kube_client())
     # Our own finalizer and annotations, nothing under status.kopf: status stays the documented API.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -35,6 +33,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+
+
+def _kube_client() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
 
 
 def run(namespaces: list[str], liveness: str | None) -> int:

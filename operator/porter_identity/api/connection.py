@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, cast
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from porter_identity.api.common import CamelModel, Condition, DeletionPolicy
 from porter_identity.api.validation import (
@@ -80,6 +80,13 @@ class ConnectionSpec(CamelModel):
         default=DeletionPolicy.DELETE,
         description="Delete removes the cloud link with the connection; Retain leaves it in place.",
     )
+
+    @model_validator(mode="after")
+    def _exactly_one_provider(self) -> ConnectionSpec:
+        # The CRD's CEL rule says the same; this covers objects admitted before that rule existed.
+        if sum(block is not None for block in (self.aws, self.azure, self.gcp)) != 1:
+            raise ValueError("exactly one of aws, azure or gcp must be set")
+        return self
 
     @property
     def provider(self) -> Provider:

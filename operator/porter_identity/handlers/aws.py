@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from porter_identity.api.connection import AwsStatus, ServiceIdentityConnection
+from porter_identity.handlers.result import Change, Result
 from porter_identity.providers.aws import Association, AwsProvider
 from porter_identity.providers.errors import CloudError, NotFound
 from porter_identity.reconcile import aws as decide
 from porter_identity.reconcile import outcome
-from porter_identity.reconcile.outcome import Outcome, Reason
-
-
-@dataclass(frozen=True)
-class Change:
-    """Something done in the cloud, reported as a Normal Event."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Result:
-    outcome: Outcome
-    status: AwsStatus | None
-    change: Change | None = None
+from porter_identity.reconcile.outcome import Reason
 
 
 def _observe(provider: AwsProvider, conn: ServiceIdentityConnection) -> Association | None:

@@ -1,4 +1,4 @@
-"""kopf handlers for ServiceIdentityConnection."""
+"""kopf handlers for ServiceIdentityConnection: parse, hand over to the provider workflow, write status."""
 
 from __future__ import annotations
 
@@ -10,39 +10,72 @@ from pydantic import ValidationError
 from porter_identity import GROUP, VERSION
 from porter_identity.api.connection import PLURAL, Provider, ServiceIdentityConnection
 from porter_identity.config import Settings
-from porter_identity.handlers import aws
+from porter_identity.handlers import aws, azure, gcp
+from porter_identity.handlers.result import Result
 from porter_identity.kube import status as kstatus
+from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.providers.clients import Clouds
 from porter_identity.reconcile import backoff, conditions
 from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
-
-
-def _settings(memo: Any) -> Settings:
-    settings: Settings = memo.settings
-    return settings
 
 
 def _is_current(conn: ServiceIdentityConnection) -> bool:
     """Status already describes this generation as Ready: nothing to do (no cloud call, no write)."""
     ready = conditions.ready_condition(conn.status.conditions)
+    recorded = getattr(conn.status, conn.spec.provider.value)
     return (
         ready is not None
         and ready.status == "True"
         and conn.status.observed_generation == conn.metadata.generation
-        and (conn.spec.aws is None or (conn.status.aws is not None and conn.status.aws.association_id is not None))
+        and recorded is not None
     )
-
-
-def _invalid(body: kopf.Body, err: ValidationError) -> ServiceIdentityConnection | Outcome:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return stalled(Reason.INVALID_SPEC, f"{where}: {first['msg']}")
 
 
 def _parse(body: kopf.Body) -> ServiceIdentityConnection | Outcome:
     try:
         return ServiceIdentityConnection.from_body(body)
-    except ValidationError as err:
-        return _invalid(body, err)
+    except (ValidationError, ValueError) as err:
+        if isinstance(err, ValidationError):
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return stalled(Reason.INVALID_SPEC, f"{where}: {first['msg']}")
+        return stalled(Reason.INVALID_SPEC, str(err))
+
+
+def _not_configured(provider: Provider, what: str) -> Result:
+    return Result(stalled(Reason.NOT_CONFIGURED, f"{provider.value} connections need operator settings: {what}"), None)
+
+
+def _apply(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
+    clouds: Clouds = memo.clouds
+    settings: Settings = memo.settings
+    accounts: ServiceAccounts = memo.service_accounts
+    provider = conn.spec.provider
+    if provider is Provider.AWS:
+        if clouds.aws is None:
+            return _not_configured(provider, "PORTER_EKS_CLUSTER_NAME")
+        return aws.apply(clouds.aws, conn)
+    if provider is Provider.AZURE:
+        if clouds.azure is None or settings.oidc_issuer is None:
+            return _not_configured(provider, "PORTER_AZURE_SUBSCRIPTION_ID and PORTER_OIDC_ISSUER")
+        return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn)
+    if clouds.gcp is None or settings.workload_pool is None:
+        return _not_configured(provider, "PORTER_GCP_PROJECT_ID")
+    return gcp.apply(clouds.gcp, accounts, settings.workload_pool, conn)
+
+
+def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
+    """None when this operator has no client for the provider, so it cannot have created anything."""
+    clouds: Clouds = memo.clouds
+    settings: Settings = memo.settings
+    accounts: ServiceAccounts = memo.service_accounts
+    if conn.spec.aws is not None and clouds.aws is not None:
+        return aws.delete(clouds.aws, conn)
+    if conn.spec.azure is not None and clouds.azure is not None:
+        return azure.delete(clouds.azure, accounts, conn)
+    if conn.spec.gcp is not None and clouds.gcp is not None and settings.workload_pool is not None:
+        return gcp.delete(clouds.gcp, accounts, settings.workload_pool, conn)
+    return None
 
 
 def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
@@ -57,42 +90,29 @@ def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    settings = _settings(memo)
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
-        logger.warning("invalid spec", extra={"reason": parsed.reason.value})
+        kopf.event(body, type="Warning", reason=parsed.reason.value, message=parsed.message)
+        logger.warning(parsed.message, extra={"reason": parsed.reason.value})
         return
     conn = parsed
     if _is_current(conn):
         return
-    provider_status: dict[str, Any] = {}
-    if conn.spec.provider is Provider.AWS:
-        if memo.aws is None:
-            result = stalled(
-                Reason.NOT_CONFIGURED, "the operator has no EKS cluster configured (PORTER_EKS_CLUSTER_NAME)"
-            )
-        else:
-            applied = aws.apply(memo.aws, conn)
-            result = applied.outcome
-            provider_status["aws"] = applied.status
-            if applied.change is not None:
-                kopf.event(body, type="Normal", reason=applied.change.reason, message=applied.change.message)
-    else:
-        result = stalled(
-            Reason.NOT_CONFIGURED, f"{conn.spec.provider.value} connections are not enabled in this operator"
-        )
-    new = kstatus.next_status(conn, result, **provider_status)
+    result = _apply(memo, conn)
+    if result.change is not None:
+        kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
+    new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
-    kstatus.announce(body, conn.status, result)
-    log = logger.info if result.state is State.READY else logger.warning
-    log(result.message, extra={"reason": result.reason.value, "provider": conn.spec.provider.value})
-    _retry_after(result, retry, settings)
+    kstatus.announce(body, conn.status, result.outcome)
+    log = logger.info if result.outcome.state is State.READY else logger.warning
+    log(result.outcome.message, extra={"reason": result.outcome.reason.value, "provider": conn.spec.provider.value})
+    _retry_after(result.outcome, retry, memo.settings)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Remove the cloud link; the finalizer comes off only when this returns."""
-    settings = _settings(memo)
+    settings: Settings = memo.settings
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
         return  # never admitted, so nothing was ever created for it
@@ -100,12 +120,13 @@ def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) 
     if conn.spec.deletion_policy.value == "Retain":
         kopf.event(body, type="Normal", reason="Retained", message="deletionPolicy is Retain: cloud link left in place")
         return
-    if conn.spec.aws is not None and memo.aws is not None:
-        result = aws.delete(memo.aws, conn)
-        if result.outcome.state is not State.READY:
-            kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
-            delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
-            raise kopf.TemporaryError(result.outcome.message, delay=delay)
-        if result.change is not None:
-            kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
-            logger.info(result.change.message, extra={"reason": result.change.reason})
+    result = _delete(memo, conn)
+    if result is None:
+        return
+    if result.outcome.state is not State.READY:
+        kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
+        delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
+        raise kopf.TemporaryError(result.outcome.message, delay=delay)
+    if result.change is not None:
+        kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
+        logger.info(result.change.message, extra={"reason": result.change.reason})

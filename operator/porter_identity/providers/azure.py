@@ -54,6 +54,8 @@ def translate(err: HttpResponseError | ServiceRequestError | ServiceResponseErro
     message = (err.error.message if err.error is not None else "") or err.message or str(err)
     if code == CONCURRENT_WRITES:
         return Transient(message, code=code)
+    if "issuer and subject combination already exists" in message.lower():
+        return Conflict(message, code=code)
     if status == 429 or code in ("TooManyRequests", "Throttled"):
         return Throttled(message, code=code)
     if status == 404:

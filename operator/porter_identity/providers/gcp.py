@@ -85,14 +85,16 @@ class GcpProvider:
             policy: policy_pb2.Policy = self.client.get_iam_policy(request={"resource": resource(email)})
         return {b.role: list(b.members) for b in policy.bindings}, policy.etag
 
-    def update(self, email: str, change: Callable[[Bindings], Bindings | None]) -> Bindings:
-        """Apply `change` (None = nothing to do) to the policy; a stale etag means read again and retry."""
+    def update(self, email: str, change: Callable[[Bindings], Bindings | None]) -> tuple[Bindings, bool]:
+        """Apply `change` (None = nothing to do) to the policy; a stale etag means read again and retry.
+
+        Returns the resulting bindings and whether a write happened."""
         with self.writes.hold(email.lower()):
             for attempt in range(self.etag_retries):
                 current, etag = self.bindings(email)
                 wanted = change(current)
                 if wanted is None:
-                    return current
+                    return current, False
                 policy = policy_pb2.Policy(
                     version=1,
                     etag=etag,
@@ -105,5 +107,5 @@ class GcpProvider:
                     if err.code != "Aborted" or attempt == self.etag_retries - 1:
                         raise
                     continue
-                return wanted
+                return wanted, True
         raise AssertionError("unreachable")

@@ -7,6 +7,6 @@ import random
 
 def delay(retry: int, base: float, cap: float, rand: float | None = None) -> float:
     """Seconds to wait before attempt `retry + 1`; `rand` in [0, 1) makes it deterministic for tests."""
-    step = min(cap, base * 2.0 ** max(retry, 0))
+    step = min(cap, base * 2.0 ** min(max(retry, 0), 62))  # kopf's retry count grows without bound
     r = random.random() if rand is None else rand
     return step / 2 + step / 2 * r

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from porter_identity.providers.errors import AccessDenied, CloudError, Conflict, Invalid, NotFound, Throttled
+from porter_identity.providers.errors import (
+    AccessDenied,
+    CloudError,
+    Conflict,
+    Invalid,
+    LimitExceeded,
+    NotFound,
+    Throttled,
+)
 
 
 class State(StrEnum):
@@ -22,6 +30,9 @@ class Reason(StrEnum):
     THROTTLED = "Throttled"
     CLOUD_UNAVAILABLE = "CloudUnavailable"
     ROLE_NOT_FOUND = "RoleNotFound"
+    IDENTITY_NOT_FOUND = "IdentityNotFound"
+    SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
+    LIMIT_EXCEEDED = "LimitExceeded"
     CLUSTER_NOT_FOUND = "ClusterNotFound"
     CONFLICT = "Conflict"
     INVALID_SPEC = "InvalidSpec"
@@ -45,6 +56,8 @@ class Outcome:
         """Stalled by something outside the spec (a missing role, a foreign association) that may get fixed."""
         return self.state is State.STALLED and self.reason in (
             Reason.ROLE_NOT_FOUND,
+            Reason.IDENTITY_NOT_FOUND,
+            Reason.LIMIT_EXCEEDED,
             Reason.CLUSTER_NOT_FOUND,
             Reason.CONFLICT,
             Reason.ACCESS_DENIED,
@@ -70,6 +83,8 @@ def from_error(err: CloudError, *, what: str) -> Outcome:
         return stalled(Reason.ACCESS_DENIED, f"the operator's credentials were refused while {detail}")
     if isinstance(err, NotFound):
         return stalled(Reason.CLUSTER_NOT_FOUND, f"not found while {detail}")
+    if isinstance(err, LimitExceeded):
+        return stalled(Reason.LIMIT_EXCEEDED, f"a cloud limit was reached while {detail}")
     if isinstance(err, Conflict):
         return stalled(Reason.CONFLICT, f"conflict while {detail}")
     if isinstance(err, Invalid):

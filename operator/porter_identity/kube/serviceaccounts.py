@@ -1,0 +1,48 @@
+"""Read and annotate ServiceAccounts (Azure client id, GCP service account), writing only on change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from porter_identity.reconcile import annotation_patch
+
+
+class ServiceAccountMissing(Exception):
+    """The connection's ServiceAccount does not exist (yet)."""
+
+
+class ServiceAccounts:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+
+    def _annotations(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            found: Any = self.core.read_namespaced_service_account(name, namespace)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(found.metadata.annotations or {})
+
+    def annotate(self, namespace: str, name: str, wanted: dict[str, str]) -> bool:
+        """Ensure `wanted` annotations; True when a write was needed."""
+        current = self._annotations(namespace, name)
+        if current is None:
+            raise ServiceAccountMissing(f"ServiceAccount {namespace}/{name} does not exist")
+        change = annotation_patch.patch(current, dict(wanted))
+        if change is None:
+            return False
+        self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": change}})
+        return True
+
+    def unannotate(self, namespace: str, name: str, ours: dict[str, str]) -> bool:
+        current = self._annotations(namespace, name)
+        if current is None:
+            return False
+        change = annotation_patch.removal(current, ours)
+        if change is None:
+            return False
+        self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": change}})
+        return True

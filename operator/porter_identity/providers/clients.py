@@ -1,0 +1,52 @@
+"""Build the cloud adapters the settings ask for; a provider without settings stays None (NotConfigured)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from porter_identity.config import Settings
+from porter_identity.providers.aws import AwsProvider
+from porter_identity.providers.azure import AzureProvider
+from porter_identity.providers.gcp import GcpProvider
+
+
+class EmulatorToken:
+    """A fixed bearer token for the local ARM emulator (config refuses it for non-loopback endpoints)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken("emulator", int(time.time()) + 3600)
+
+
+@dataclass
+class Clouds:
+    aws: AwsProvider | None
+    azure: AzureProvider | None
+    gcp: GcpProvider | None
+
+
+def build(settings: Settings) -> Clouds:
+    aws = (
+        AwsProvider(settings.aws_region, settings.eks_cluster_name, settings.aws_max_attempts)
+        if settings.eks_cluster_name
+        else None
+    )
+    azure = None
+    if settings.azure_subscription_id and settings.oidc_issuer:
+        if settings.azure_credential == "emulator":
+            credential: Any = EmulatorToken()
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        azure = AzureProvider(
+            settings.azure_subscription_id,
+            credential,
+            base_url=settings.azure_arm_endpoint,
+            connection_verify=settings.azure_ca_file or True,
+        )
+    gcp = GcpProvider.connect(settings.gcp_iam_endpoint) if settings.workload_pool else None
+    return Clouds(aws=aws, azure=azure, gcp=gcp)
