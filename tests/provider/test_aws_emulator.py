@@ -29,9 +29,9 @@ def _code(err: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
 def test_paging_with_max_results_and_next_token(eks: Any, eks_cluster: str, make_role: Any, ns: str) -> None:
     role = make_role()
     made = [
-        eks.create_pod_identity_association(clusterName=eks_cluster, namespace=ns, serviceAccount=f"sa{i}", roleArn=role)[
-            "association"
-        ]["associationId"]
+        eks.create_pod_identity_association(
+            clusterName=eks_cluster, namespace=ns, serviceAccount=f"sa{i}", roleArn=role
+        )["association"]["associationId"]
         for i in range(7)
     ]
     seen, token, pages = [], None, 0
@@ -116,7 +116,9 @@ def test_client_request_token_is_idempotent(eks: Any, eks_cluster: str, make_rol
 
 def test_fault_injection_fails_exactly_the_planned_calls(aws: AwsEmulator, eks_cluster: str) -> None:
     once = aws.client("eks", retries={"mode": "standard", "total_max_attempts": 1})
-    aws.faults(rules=[{"fault": "unavailable", "service": "eks", "operation": "ListPodIdentityAssociations", "count": 1}])
+    aws.faults(
+        rules=[{"fault": "unavailable", "service": "eks", "operation": "ListPodIdentityAssociations", "count": 1}]
+    )
     with pytest.raises(ClientError) as err:
         once.list_pod_identity_associations(clusterName=eks_cluster)
     assert _code(err) == ("ServerException", 500)
