@@ -1,0 +1,101 @@
+"""Pure decisions for Azure credentials, GCP bindings and ServiceAccount annotations."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from porter_identity.providers.azure import Credential
+from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER
+from porter_identity.providers.locks import KeyedLocks
+from porter_identity.reconcile import annotation_patch, azure, gcp
+
+AZURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
+
+
+@pytest.mark.parametrize(
+    ("namespace", "service_account"),
+    [
+        ("shop", "checkout"),
+        ("a", "b"),
+        ("x" * 63, "y" * 253),
+        ("team.one", "sa.with.dots"),
+        ("ns", "a-b"),
+    ],
+)
+def test_credential_names_are_always_valid_for_azure(namespace: str, service_account: str) -> None:
+    name = azure.credential_name(namespace, service_account)
+    assert AZURE_NAME.fullmatch(name), name
+    assert name == azure.credential_name(namespace, service_account)  # deterministic
+
+
+def test_credential_names_are_unique_where_the_readable_part_collides() -> None:
+    assert azure.credential_name("a-b", "c") != azure.credential_name("a", "b-c")
+    long_ns = "n" * 63
+    assert azure.credential_name(long_ns, "s" * 200 + "1") != azure.credential_name(long_ns, "s" * 200 + "2")
+
+
+def test_desired_credential_trusts_the_issuer_for_exactly_this_service_account() -> None:
+    wanted = azure.desired("https://issuer.example", "shop", "api")
+    assert wanted.subject == "system:serviceaccount:shop:api"
+    assert wanted.audiences == ("api://AzureADTokenExchange",)
+    assert wanted.issuer == "https://issuer.example"
+
+
+def test_azure_plan() -> None:
+    wanted = azure.desired("https://issuer", "ns", "sa")
+    assert azure.plan_apply(wanted, None) is azure.Action.CREATE
+    assert azure.plan_apply(wanted, wanted) is azure.Action.KEEP
+    drifted = Credential(wanted.name, "https://other", wanted.subject, wanted.audiences)
+    assert azure.plan_apply(wanted, drifted) is azure.Action.UPDATE
+    wrong_audience = Credential(wanted.name, wanted.issuer, wanted.subject, ("api://else",))
+    assert azure.plan_apply(wanted, wrong_audience) is azure.Action.UPDATE
+
+
+def test_gcp_member_and_binding_changes_leave_other_members_alone() -> None:
+    who = gcp.member("proj.svc.id.goog", "shop", "api")
+    assert who == "serviceAccount:proj.svc.id.goog[shop/api]"
+    other = "serviceAccount:proj.svc.id.goog[other/sa]"
+    bindings = {WORKLOAD_IDENTITY_USER: [other], "roles/viewer": ["user:a@example.com"]}
+    added = gcp.with_member(bindings, who)
+    assert added == {WORKLOAD_IDENTITY_USER: [other, who], "roles/viewer": ["user:a@example.com"]}
+    assert gcp.with_member(added, who) is None
+    assert gcp.without_member(added, who) == bindings
+    assert gcp.without_member(bindings, who) is None
+    assert bindings == {WORKLOAD_IDENTITY_USER: [other], "roles/viewer": ["user:a@example.com"]}  # not mutated
+
+
+def test_annotation_patch_only_differences_and_removal_only_of_our_values() -> None:
+    current = {"a": "1", "b": "2"}
+    assert annotation_patch.patch(current, {"a": "1"}) is None
+    assert annotation_patch.patch(current, {"a": "9", "c": "3"}) == {"a": "9", "c": "3"}
+    assert annotation_patch.removal(current, {"a": "1", "b": "someone-else"}) == {"a": None}
+    assert annotation_patch.removal(current, {"z": "1"}) is None
+
+
+def test_keyed_locks_serialise_one_key_and_not_others() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    def hold(key: str, tag: str, seconds: float) -> None:
+        with locks.hold(key):
+            order.append(f"{tag}+")
+            time.sleep(seconds)
+            order.append(f"{tag}-")
+
+    first = threading.Thread(target=hold, args=("id-1", "a", 0.2))
+    first.start()
+    time.sleep(0.05)
+    same = threading.Thread(target=hold, args=("id-1", "b", 0.0))
+    other = threading.Thread(target=hold, args=("id-2", "c", 0.0))
+    same.start()
+    other.start()
+    other.join()
+    assert order[:3] == ["a+", "c+", "c-"]  # another key is not blocked by "a"
+    first.join()
+    same.join()
+    assert order[3:] == ["a-", "b+", "b-"]  # the same key waits its turn
+    assert len(locks) == 0  # nothing kept once idle
