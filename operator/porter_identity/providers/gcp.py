@@ -56,7 +56,12 @@ def translated() -> Iterator[None]:
 
 
 def resource(email: str) -> str:
-    return f"projects/-/serviceAccounts/{email}"
+    """The policy resource; the project comes from the email, since `projects/-` answers PERMISSION_DENIED
+    instead of NOT_FOUND for a missing account (documented on ServiceAccount.name)."""
+    domain = email.rsplit("@", 1)[-1]
+    suffix = ".iam.gserviceaccount.com"
+    project = domain[: -len(suffix)] if domain.endswith(suffix) else "-"
+    return f"projects/{project}/serviceAccounts/{email}"
 
 
 class GcpProvider:
