@@ -13,11 +13,15 @@ import pytest
 from kubernetes import client, config
 
 from porter_dev import REPO_ROOT
+from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
 
 GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
 EKS_CLUSTER = "e2e"
+AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
+GCP_PROJECT = "porter-e2e"
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +72,20 @@ def aws(workdir: Path) -> Iterator[AwsEmulator]:
 
 
 @pytest.fixture(scope="session")
+def azure(workdir: Path) -> Iterator[AzureEmulator]:
+    emulator = AzureEmulator(logdir=workdir / "logs").start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def gcp(workdir: Path) -> Iterator[GcpEmulator]:
+    emulator = GcpEmulator(logdir=workdir / "logs").start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
 def eks_cluster(aws: AwsEmulator) -> str:
     aws.client("eks").create_cluster(
         name=EKS_CLUSTER, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": []}
@@ -91,7 +109,13 @@ def make_role(aws: AwsEmulator) -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, crds: None, aws: AwsEmulator, eks_cluster: str, workdir: Path
+    control_plane: ControlPlane,
+    crds: None,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    eks_cluster: str,
+    workdir: Path,
 ) -> Iterator[Operator]:
     op = Operator(
         kubeconfig=control_plane.kubeconfig,
@@ -101,12 +125,36 @@ def operator(
             "PORTER_EKS_CLUSTER_NAME": eks_cluster,
             "PORTER_AWS_REGION": AWS_REGION,
             "PORTER_AWS_ACCOUNT_ID": "123456789012",
+            "PORTER_OIDC_ISSUER": control_plane.server,
+            "PORTER_AZURE_SUBSCRIPTION_ID": AZURE_SUBSCRIPTION,
+            "PORTER_AZURE_ARM_ENDPOINT": f"https://127.0.0.1:{azure.port}",
+            "PORTER_AZURE_CA_FILE": str(azure.ca_file),
+            "PORTER_AZURE_CREDENTIAL": "emulator",
+            "PORTER_GCP_PROJECT_ID": GCP_PROJECT,
+            "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
             "PORTER_RETRY_BASE_SECONDS": "0.5",
             "PORTER_RETRY_MAX_SECONDS": "4",
         },
     ).start()
     yield op
     op.stop()
+
+
+@pytest.fixture
+def service_account(api: client.ApiClient) -> Callable[[str, str], None]:
+    core = client.CoreV1Api(api)
+
+    def make(namespace: str, name: str) -> None:
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+
+    return make
+
+
+def sa_annotations(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    found = client.CoreV1Api(api).read_namespaced_service_account(name, namespace)
+    return dict(found.metadata.annotations or {})
 
 
 @pytest.fixture
