@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +15,9 @@ from typing import Any
 import yaml
 
 from porter_dev import CACHE, REPO_ROOT
+from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -37,6 +40,20 @@ def seed_cloud(aws: AwsEmulator, fixtures: dict[str, Any]) -> str:
                 RoleName=role["name"], Path=role.get("path", "/"), AssumeRolePolicyDocument=pod_identity_trust_policy()
             )
     return str(spec["cluster"])
+
+
+def seed_azure(azure: AzureEmulator, fixtures: dict[str, Any]) -> str:
+    spec = fixtures["azure"]
+    for identity in spec["identities"]:
+        azure.seed_identity(spec["subscription"], identity["resourceGroup"], identity["name"])
+    return str(spec["subscription"])
+
+
+def seed_gcp(gcp: GcpEmulator, fixtures: dict[str, Any]) -> str:
+    spec = fixtures["gcp"]
+    for account in spec["serviceAccounts"]:
+        gcp.seed_service_account(spec["project"], account)
+    return str(spec["project"])
 
 
 def kubectl(cp: ControlPlane, *args: str, check: bool = True) -> str:
@@ -71,18 +88,42 @@ def down(workdir: Path) -> None:
 def up(workdir: Path, with_operator: bool = True) -> int:
     started = time.monotonic()
     down(workdir)
+    # The emulators start empty, so the cluster must too: stale objects would claim links that no longer exist.
+    shutil.rmtree(workdir / "cluster", ignore_errors=True)
     print("building/finding Kubernetes binaries (the first run builds them from Go modules: ~10 min)")
     bins = k8s_bin_dir()
     cp = ControlPlane(workdir=workdir / "cluster")
     cp.start()
     print(f"control plane ready at {cp.server}")
+    fixtures = yaml.safe_load((EXAMPLES / "cloud.yaml").read_text())
     aws = AwsEmulator(logdir=workdir / "logs").start()
-    cluster = seed_cloud(aws, yaml.safe_load((EXAMPLES / "cloud.yaml").read_text()))
+    cluster = seed_cloud(aws, fixtures)
     print(f"AWS emulator at {aws.endpoint} (EKS cluster {cluster})")
+    azure = AzureEmulator(logdir=workdir / "logs").start()
+    subscription = seed_azure(azure, fixtures)
+    print(f"Azure ARM emulator at {azure.endpoint} (subscription {subscription})")
+    gcp = GcpEmulator(logdir=workdir / "logs").start()
+    project = seed_gcp(gcp, fixtures)
+    print(f"GCP IAM emulator at {gcp.endpoint} (project {project})")
     kubectl(cp, "apply", "-f", str(REPO_ROOT / "crds"))
     kubectl(cp, "wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
-    pids = {"aws-emulator": aws.proc.pid if aws.proc else 0}
-    env = {**aws.env, "PORTER_EKS_CLUSTER_NAME": cluster, "PORTER_AWS_REGION": AWS_REGION}
+    pids = {
+        "aws-emulator": aws.proc.pid if aws.proc else 0,
+        "azure-emulator": azure.proc.pid if azure.proc else 0,
+        "gcp-emulator": gcp.proc.pid if gcp.proc else 0,
+    }
+    env = {
+        **aws.env,
+        "PORTER_EKS_CLUSTER_NAME": cluster,
+        "PORTER_AWS_REGION": AWS_REGION,
+        "PORTER_OIDC_ISSUER": cp.server,
+        "PORTER_AZURE_SUBSCRIPTION_ID": subscription,
+        "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
+        "PORTER_AZURE_CA_FILE": str(azure.ca_file),
+        "PORTER_AZURE_CREDENTIAL": "emulator",
+        "PORTER_GCP_PROJECT_ID": project,
+        "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+    }
     if with_operator:
         op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
         pids["operator"] = op.proc.pid if op.proc else 0
@@ -92,6 +133,7 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         + f"export PATH={bins}:$PATH\n"
     )
     kubectl(cp, "apply", "-f", str(EXAMPLES / "shop.yaml"))
+    kubectl(cp, "apply", "-f", str(EXAMPLES / "shop-azure-gcp.yaml"))
     if with_operator:
         kubectl(cp, "-n", "shop", "wait", "--for=condition=Ready", "sic", "--all", "--timeout=60s")
     print(kubectl(cp, "get", "sic", "-A"))
