@@ -31,7 +31,6 @@ import json
 import re
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -683,27 +682,13 @@ class AzureEmulator:
 
     def start(self, timeout: float = 30.0) -> AzureEmulator:
         from porter_dev.controlplane import free_port
+        from porter_dev.processes import spawn_module
 
         self.port = self.port or free_port()
-        self.logdir.mkdir(parents=True, exist_ok=True)
         self.ca_file.unlink(missing_ok=True)  # wait for this run's certificate, not a stale one
         log = self.logdir / "azure-emulator.log"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "porter_dev.azure",
-                "--port",
-                str(self.port),
-                "--cert-dir",
-                str(self.cert_dir),
-                "--tenant-id",
-                self.tenant_id,
-            ],
-            stdout=open(log, "ab"),  # noqa: SIM115 - owned by the child
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        args = ["--port", str(self.port), "--cert-dir", str(self.cert_dir), "--tenant-id", self.tenant_id]
+        self.proc = spawn_module("porter_dev.azure", args, log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -716,9 +701,9 @@ class AzureEmulator:
         raise TimeoutError(f"{self.endpoint}/_porter/health did not answer within {timeout}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        from porter_dev.processes import stop_process
+
+        stop_process(self.proc)
 
     def _control(self, method: str, route: str, body: Any = None) -> Any:
         return _https(method, f"{self.endpoint}/_porter/{route}", self.ca_file, body)

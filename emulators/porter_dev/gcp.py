@@ -43,7 +43,6 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -60,7 +59,7 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2
 
 from porter_dev.controlplane import free_port
 from porter_dev.faults import Faults
-from porter_dev.processes import _http, _wait_http
+from porter_dev.processes import _http, _wait_http, spawn_module, stop_process
 
 SERVICE = "google.iam.admin.v1.IAM"
 PROJECT_ID = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
@@ -557,29 +556,14 @@ class GcpEmulator:
     def start(self) -> GcpEmulator:
         self.port = self.port or free_port()
         self.control_port = self.control_port or free_port()
-        self.logdir.mkdir(parents=True, exist_ok=True)
         log = self.logdir / "gcp-emulator.log"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "porter_dev.gcp",
-                "--port",
-                str(self.port),
-                "--control-port",
-                str(self.control_port),
-            ],
-            stdout=open(log, "ab"),  # noqa: SIM115 - owned by the child
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        args = ["--port", str(self.port), "--control-port", str(self.control_port)]
+        self.proc = spawn_module("porter_dev.gcp", args, log)
         _wait_http(f"{self.control_url}/_porter/health", self.proc, log)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     def faults(self, **plan: Any) -> None:
         """e.g. faults(rules=[{"fault": "throttle", "operation": "SetIamPolicy", "count": 1}], latencyMs=50)."""

@@ -27,6 +27,30 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> Any:
         return json.loads(resp.read() or b"{}")
 
 
+def spawn_module(module: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m module args` in its own session (so it can be killed as a group), output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL for the whole group if it does not exit within `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,21 +88,13 @@ class AwsEmulator:
 
     def start(self) -> AwsEmulator:
         self.port = self.port or free_port()
-        self.logdir.mkdir(parents=True, exist_ok=True)
         log = self.logdir / "aws-emulator.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "porter_dev.aws", "--port", str(self.port)],
-            stdout=open(log, "ab"),  # noqa: SIM115 - owned by the child
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = spawn_module("porter_dev.aws", ["--port", str(self.port)], log)
         _wait_http(f"{self.endpoint}/_porter/health", self.proc, log)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     def faults(self, **plan: Any) -> None:
         """e.g. faults(rules=[{"fault": "throttle", "service": "eks", "count": 2}], latencyMs=50)."""
@@ -126,15 +142,8 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Operator:
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "porter_identity.cli", "run"],
-            stdout=open(self.logfile, "ab"),  # noqa: SIM115 - owned by the child
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        self.proc = spawn_module("porter_identity.cli", ["run"], self.logfile, env)
         return self
 
     def kill(self) -> None:
@@ -144,12 +153,7 @@ class Operator:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -47,26 +47,27 @@ class Connections:
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
-    def condition(self, name: str, kind: str = "Ready") -> dict[str, Any] | None:
-        obj = self.get(name) or {}
-        for cond in (obj.get("status") or {}).get("conditions", []):
+    @staticmethod
+    def condition_of(obj: dict[str, Any] | None, kind: str = "Ready") -> dict[str, Any] | None:
+        for cond in ((obj or {}).get("status") or {}).get("conditions", []):
             if cond["type"] == kind:
                 found: dict[str, Any] = cond
                 return found
         return None
 
+    def condition(self, name: str, kind: str = "Ready") -> dict[str, Any] | None:
+        return self.condition_of(self.get(name), kind)
+
     def wait_ready(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:
-            obj = self.get(name)
-            cond = self.condition(name)
-            gen = obj["metadata"]["generation"] if obj else None
-            if cond and cond["status"] == "True" and obj and obj["status"].get("observedGeneration") == gen:
-                return obj
+            obj = self.get(name)  # one read, so condition and generation belong together
+            cond = self.condition_of(obj)
+            if obj and cond and cond["status"] == "True":
+                if obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+                    return obj
             return None
 
-        result: dict[str, Any] = wait_for(
-            ready, timeout, what=f"{self.namespace}/{name} Ready (last: {self.condition(name)})"
-        )
+        result: dict[str, Any] = wait_for(ready, timeout, what=f"{self.namespace}/{name} Ready")
         return result
 
     def wait_reason(self, name: str, reason: str, timeout: float = 30.0) -> dict[str, Any]:

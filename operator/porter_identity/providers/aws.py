@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from porter_identity.providers.errors import (
     NotFound,
     Throttled,
     Transient,
+    translating,
 )
 
 _THROTTLING = {
@@ -87,12 +87,8 @@ def translate(err: ClientError | BotoCoreError) -> CloudError:
     return Invalid(message, code=code)
 
 
-@contextmanager
-def translated() -> Iterator[None]:
-    try:
-        yield
-    except (ClientError, BotoCoreError) as err:
-        raise translate(err) from err
+def translated() -> AbstractContextManager[None]:
+    return translating((ClientError, BotoCoreError), translate)
 
 
 def role_name(role: str) -> str:

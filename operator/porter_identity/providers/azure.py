@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from porter_identity.providers.errors import (
     NotFound,
     Throttled,
     Transient,
+    translating,
 )
 from porter_identity.providers.locks import KeyedLocks
 
@@ -71,12 +71,8 @@ def translate(err: HttpResponseError | ServiceRequestError | ServiceResponseErro
     return Invalid(message, code=code)
 
 
-@contextmanager
-def translated() -> Iterator[None]:
-    try:
-        yield
-    except (HttpResponseError, ServiceRequestError) as err:
-        raise translate(err) from err
+def translated() -> AbstractContextManager[None]:
+    return translating((HttpResponseError, ServiceRequestError), translate)
 
 
 class AzureProvider:

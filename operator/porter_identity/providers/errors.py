@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 
 class CloudError(Exception):
     """Base class; `retryable` says whether backing off and trying again can help."""
@@ -44,3 +48,12 @@ class Transient(CloudError):
 
 class LimitExceeded(CloudError):
     """A documented quota of the cloud is reached (e.g. 20 federated credentials per managed identity)."""
+
+
+@contextmanager
+def translating(kinds: tuple[type[BaseException], ...], translate: Callable[[Any], CloudError]) -> Iterator[None]:
+    """Re-raise an SDK failure of `kinds` as the typed error `translate` picks, keeping it as the cause."""
+    try:
+        yield
+    except kinds as err:
+        raise translate(err) from err

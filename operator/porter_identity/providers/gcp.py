@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from google.api_core import exceptions as gexc
 from google.cloud import iam_admin_v1
@@ -18,6 +18,7 @@ from porter_identity.providers.errors import (
     NotFound,
     Throttled,
     Transient,
+    translating,
 )
 from porter_identity.providers.locks import KeyedLocks
 
@@ -47,12 +48,8 @@ def translate(err: gexc.GoogleAPICallError | gexc.RetryError) -> CloudError:
     return Transient(message, code=code)
 
 
-@contextmanager
-def translated() -> Iterator[None]:
-    try:
-        yield
-    except (gexc.GoogleAPICallError, gexc.RetryError) as err:
-        raise translate(err) from err
+def translated() -> AbstractContextManager[None]:
+    return translating((gexc.GoogleAPICallError, gexc.RetryError), translate)
 
 
 def resource(email: str) -> str:
