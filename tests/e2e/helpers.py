@@ -62,10 +62,8 @@ class Connections:
         def ready() -> dict[str, Any] | None:
             obj = self.get(name)  # one read, so condition and generation belong together
             cond = self.condition_of(obj)
-            if obj and cond and cond["status"] == "True":
-                if obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
-                    return obj
-            return None
+            current = obj is not None and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+            return obj if current and cond is not None and cond["status"] == "True" else None
 
         result: dict[str, Any] = wait_for(ready, timeout, what=f"{self.namespace}/{name} Ready")
         return result
