@@ -62,7 +62,8 @@ class Connections:
         def ready() -> dict[str, Any] | None:
             obj = self.get(name)  # one read, so condition and generation belong together
             cond = self.condition_of(obj)
-            current = obj is not None and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+            status = (obj or {}).get("status") or {}
+            current = obj is not None and status.get("observedGeneration") == obj["metadata"]["generation"]
             return obj if current and cond is not None and cond["status"] == "True" else None
 
         result: dict[str, Any] = wait_for(ready, timeout, what=f"{self.namespace}/{name} Ready")

@@ -68,14 +68,22 @@ def test_many_connections_on_one_identity_are_serialised_not_failed(
 ) -> None:
     """Azure refuses overlapping writes on one identity; the operator serialises and retries them."""
     name, _ = identity(azure)
-    names = [f"w{i}" for i in range(6)]
+    names = [f"w{i}" for i in range(20)]
     for sa in names:
         service_account(conns.namespace, sa)
+    for sa in names:  # applied at once: the operator handles them concurrently
         conns.create(sa, sa, azure={"identityName": name, "resourceGroup": RG})
     for sa in names:
-        conns.wait_ready(sa, timeout=90)
-    subjects = {c.subject for c in credentials(azure, name)}
-    assert subjects == {f"system:serviceaccount:{conns.namespace}:{sa}" for sa in names}
+        conns.wait_ready(sa, timeout=120)
+    creds = credentials(azure, name)
+    assert len(creds) == 20
+    assert {c.subject for c in creds} == {f"system:serviceaccount:{conns.namespace}:{sa}" for sa in names}
+
+    service_account(conns.namespace, "w20")
+    conns.create("w20", "w20", azure={"identityName": name, "resourceGroup": RG})
+    cond = conns.wait_reason("w20", "LimitExceeded")
+    assert "20 federated identity credentials" in cond["message"]
+    assert len(credentials(azure, name)) == 20
 
 
 def test_missing_identity_is_stalled_identity_not_found(conns: Connections) -> None:
@@ -106,3 +114,17 @@ def test_twenty_credential_limit_is_stalled_with_advice(
     assert "20 federated identity credentials" in cond["message"]
     assert "delete unused credentials" in cond["message"]
     assert len(credentials(azure, name)) == 20
+
+
+def test_retain_keeps_the_credential_and_describe_shows_it(
+    conns: Connections, azure: AzureEmulator, service_account: Any, kubectl: Any
+) -> None:
+    name, _ = identity(azure)
+    service_account(conns.namespace, "kept")
+    conns.create("kept", "kept", azure={"identityName": name, "resourceGroup": RG}, deletionPolicy="Retain")
+    conns.wait_ready("kept")
+    described = kubectl("-n", conns.namespace, "describe", "sic", "kept").stdout
+    assert "Credential Name:" in described and "Client Id:" in described
+    conns.delete("kept")
+    conns.wait_gone("kept")
+    assert len(credentials(azure, name)) == 1

@@ -79,12 +79,13 @@ def test_missing_service_account_email_is_identity_not_found(conns: Connections)
 def test_concurrent_connections_to_one_gsa_all_land(conns: Connections, gcp: GcpEmulator, service_account: Any) -> None:
     """Read-modify-write races on one policy (etags) must not lose a member."""
     email = gsa(gcp)
-    names = [f"w{i}" for i in range(6)]
+    names = [f"w{i}" for i in range(50)]
     for name in names:
         service_account(conns.namespace, name)
+    for name in names:  # applied at once: the operator handles them concurrently
         conns.create(name, name, gcp={"serviceAccountEmail": email})
     for name in names:
-        conns.wait_ready(name, timeout=60)
+        conns.wait_ready(name, timeout=120)
     expected = {f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{conns.namespace}/{n}]" for n in names}
     assert set(members(gcp, email)) == expected
 
@@ -99,3 +100,23 @@ def test_missing_kubernetes_service_account_waits_then_converges(
     service_account(conns.namespace, "late")
     conns.wait_ready("late", timeout=60)
     assert sa_annotations(api, conns.namespace, "late")["iam.gke.io/gcp-service-account"] == email
+
+
+def test_service_account_in_another_project_is_stalled(conns: Connections) -> None:
+    conns.create("far", "far", gcp={"serviceAccountEmail": "svc-far@other-project.iam.gserviceaccount.com"})
+    cond = conns.wait_reason("far", "IdentityOutsideProject")
+    assert "other-project" in cond["message"] and GCP_PROJECT in cond["message"]
+
+
+def test_retain_keeps_the_member_and_describe_shows_it(
+    conns: Connections, gcp: GcpEmulator, service_account: Any, kubectl: Any
+) -> None:
+    email = gsa(gcp)
+    service_account(conns.namespace, "kept")
+    conns.create("kept", "kept", gcp={"serviceAccountEmail": email}, deletionPolicy="Retain")
+    conns.wait_ready("kept")
+    described = kubectl("-n", conns.namespace, "describe", "sic", "kept").stdout
+    assert "Member:" in described and f"[{conns.namespace}/kept]" in described
+    conns.delete("kept")
+    conns.wait_gone("kept")
+    assert members(gcp, email) == [f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{conns.namespace}/kept]"]

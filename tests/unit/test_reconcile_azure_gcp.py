@@ -7,9 +7,10 @@ import threading
 import time
 
 import pytest
+from google.iam.v1 import policy_pb2
 
 from porter_identity.providers.azure import Credential
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER
+from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, project_of
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import annotation_patch, azure, gcp
 
@@ -55,17 +56,48 @@ def test_azure_plan() -> None:
     assert azure.plan_apply(wanted, wrong_audience) is azure.Action.UPDATE
 
 
-def test_gcp_member_and_binding_changes_leave_other_members_alone() -> None:
+def _policy() -> policy_pb2.Policy:
+    policy = policy_pb2.Policy(version=3, etag=b"etag-1")
+    policy.bindings.add(role=WORKLOAD_IDENTITY_USER, members=["serviceAccount:proj.svc.id.goog[other/sa]"])
+    conditional = policy.bindings.add(role=WORKLOAD_IDENTITY_USER, members=["user:temp@example.com"])
+    conditional.condition.expression = "request.time < timestamp('2030-01-01T00:00:00Z')"
+    conditional.condition.title = "until 2030"
+    policy.bindings.add(role="roles/viewer", members=["user:a@example.com"])
+    return policy
+
+
+def test_gcp_member_is_added_to_the_unconditional_binding_only_and_everything_else_kept() -> None:
     who = gcp.member("proj.svc.id.goog", "shop", "api")
     assert who == "serviceAccount:proj.svc.id.goog[shop/api]"
-    other = "serviceAccount:proj.svc.id.goog[other/sa]"
-    bindings = {WORKLOAD_IDENTITY_USER: [other], "roles/viewer": ["user:a@example.com"]}
-    added = gcp.with_member(bindings, who)
-    assert added == {WORKLOAD_IDENTITY_USER: [other, who], "roles/viewer": ["user:a@example.com"]}
+    before = _policy()
+    added = gcp.with_member(before, who)
+    assert added is not None
+    assert list(added.bindings[0].members) == ["serviceAccount:proj.svc.id.goog[other/sa]", who]
+    assert added.bindings[1] == before.bindings[1]  # conditional binding untouched, condition kept
+    assert added.bindings[2] == before.bindings[2]
+    assert (added.version, added.etag) == (3, b"etag-1")  # the etag read is the etag written
+    assert before == _policy()  # input not mutated
     assert gcp.with_member(added, who) is None
-    assert gcp.without_member(added, who) == bindings
-    assert gcp.without_member(bindings, who) is None
-    assert bindings == {WORKLOAD_IDENTITY_USER: [other], "roles/viewer": ["user:a@example.com"]}  # not mutated
+
+
+def test_gcp_member_creates_the_binding_when_absent_and_drops_it_when_emptied() -> None:
+    who = gcp.member("proj.svc.id.goog", "shop", "api")
+    bare = policy_pb2.Policy(etag=b"e")
+    added = gcp.with_member(bare, who)
+    assert added is not None and [(b.role, list(b.members)) for b in added.bindings] == [
+        (WORKLOAD_IDENTITY_USER, [who])
+    ]
+    removed = gcp.without_member(added, who)
+    assert removed is not None and list(removed.bindings) == []
+    assert gcp.without_member(bare, who) is None
+
+
+def test_gcp_member_removal_keeps_other_members_and_conditional_bindings() -> None:
+    who = gcp.member("proj.svc.id.goog", "shop", "api")
+    added = gcp.with_member(_policy(), who)
+    assert added is not None
+    removed = gcp.without_member(added, who)
+    assert removed == _policy()
 
 
 def test_annotation_patch_only_differences_and_removal_only_of_our_values() -> None:
@@ -99,3 +131,8 @@ def test_keyed_locks_serialise_one_key_and_not_others() -> None:
     same.join()
     assert order[3:] == ["a-", "b+", "b-"]  # the same key waits its turn
     assert len(locks) == 0  # nothing kept once idle
+
+
+def test_project_of_service_account_email() -> None:
+    assert project_of("a@my-proj.iam.gserviceaccount.com") == "my-proj"
+    assert project_of("123-compute@developer.gserviceaccount.com") is None

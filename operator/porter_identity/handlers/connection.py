@@ -59,9 +59,9 @@ def _apply(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
         if clouds.azure is None or settings.oidc_issuer is None:
             return _not_configured(provider, "PORTER_AZURE_SUBSCRIPTION_ID and PORTER_OIDC_ISSUER")
         return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn)
-    if clouds.gcp is None or settings.workload_pool is None:
+    if clouds.gcp is None or settings.workload_pool is None or settings.gcp_project_id is None:
         return _not_configured(provider, "PORTER_GCP_PROJECT_ID")
-    return gcp.apply(clouds.gcp, accounts, settings.workload_pool, conn)
+    return gcp.apply(clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool, conn)
 
 
 def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:

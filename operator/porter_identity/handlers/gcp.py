@@ -6,21 +6,32 @@ from porter_identity.api.connection import GcpStatus, ServiceIdentityConnection
 from porter_identity.handlers.result import Change, Result
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
 from porter_identity.providers.errors import CloudError, NotFound
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, GcpProvider
+from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, GcpProvider, project_of
 from porter_identity.reconcile import gcp as decide
 from porter_identity.reconcile import outcome
 from porter_identity.reconcile.outcome import Outcome, Reason, State
 
 
-def apply(provider: GcpProvider, accounts: ServiceAccounts, pool: str, conn: ServiceIdentityConnection) -> Result:
+def apply(
+    provider: GcpProvider, accounts: ServiceAccounts, project: str, pool: str, conn: ServiceIdentityConnection
+) -> Result:
     spec = conn.spec.gcp
     assert spec is not None
     ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
     email = spec.service_account_email
     who = decide.member(pool, ns, sa)
     change: Change | None = None
+    owner = project_of(email)
+    if owner is not None and owner != project:
+        return Result(
+            outcome.stalled(
+                Reason.IDENTITY_OUTSIDE_PROJECT,
+                f"IAM service account {email} belongs to project {owner}, not the configured project {project}",
+            ),
+            None,
+        )
     try:
-        _, wrote = provider.update(email, lambda bindings: decide.with_member(bindings, who))
+        _, wrote = provider.update(email, lambda policy: decide.with_member(policy, who))
     except NotFound:
         return Result(
             outcome.stalled(
@@ -57,7 +68,7 @@ def delete(provider: GcpProvider, accounts: ServiceAccounts, pool: str, conn: Se
     email = spec.service_account_email
     who = decide.member(pool, ns, sa)
     try:
-        _, wrote = provider.update(email, lambda bindings: decide.without_member(bindings, who))
+        _, wrote = provider.update(email, lambda policy: decide.without_member(policy, who))
     except NotFound:
         wrote = False  # the service account is gone, and its policy with it
     except CloudError as err:

@@ -23,7 +23,6 @@ from porter_identity.providers.errors import (
 from porter_identity.providers.locks import KeyedLocks
 
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
-Bindings = dict[str, list[str]]
 
 
 def translate(err: gexc.GoogleAPICallError | gexc.RetryError) -> CloudError:
@@ -52,13 +51,17 @@ def translated() -> AbstractContextManager[None]:
     return translating((gexc.GoogleAPICallError, gexc.RetryError), translate)
 
 
+def project_of(email: str) -> str | None:
+    """The project a user-managed service account lives in, from its email domain."""
+    domain = email.rsplit("@", 1)[-1]
+    suffix = ".iam.gserviceaccount.com"
+    return domain[: -len(suffix)] if domain.endswith(suffix) else None
+
+
 def resource(email: str) -> str:
     """The policy resource; the project comes from the email, since `projects/-` answers PERMISSION_DENIED
     instead of NOT_FOUND for a missing account (documented on ServiceAccount.name)."""
-    domain = email.rsplit("@", 1)[-1]
-    suffix = ".iam.gserviceaccount.com"
-    project = domain[: -len(suffix)] if domain.endswith(suffix) else "-"
-    return f"projects/{project}/serviceAccounts/{email}"
+    return f"projects/{project_of(email) or '-'}/serviceAccounts/{email}"
 
 
 class GcpProvider:
@@ -82,29 +85,29 @@ class GcpProvider:
         transport = IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
         return cls(iam_admin_v1.IAMClient(transport=transport))
 
-    def bindings(self, email: str) -> tuple[Bindings, bytes]:
+    def policy(self, email: str) -> policy_pb2.Policy:
+        """The full policy (version 3, so conditional bindings are returned as they are)."""
         with translated():
-            policy: policy_pb2.Policy = self.client.get_iam_policy(request={"resource": resource(email)})
-        return {b.role: list(b.members) for b in policy.bindings}, policy.etag
+            found: policy_pb2.Policy = self.client.get_iam_policy(
+                request={"resource": resource(email), "options": {"requested_policy_version": 3}}
+            )
+        return found
 
-    def update(self, email: str, change: Callable[[Bindings], Bindings | None]) -> tuple[Bindings, bool]:
-        """Apply `change` (None = nothing to do) to the policy; a stale etag means read again and retry.
+    def update(
+        self, email: str, change: Callable[[policy_pb2.Policy], policy_pb2.Policy | None]
+    ) -> tuple[policy_pb2.Policy, bool]:
+        """Apply `change` (None = nothing to do) with the read etag; a stale etag means read again and retry.
 
-        Returns the resulting bindings and whether a write happened."""
+        Returns the resulting policy and whether a write happened."""
         with self.writes.hold(email.lower()):
             for attempt in range(self.etag_retries):
-                current, etag = self.bindings(email)
+                current = self.policy(email)
                 wanted = change(current)
                 if wanted is None:
                     return current, False
-                policy = policy_pb2.Policy(
-                    version=1,
-                    etag=etag,
-                    bindings=[policy_pb2.Binding(role=r, members=m) for r, m in sorted(wanted.items()) if m],
-                )
                 try:
                     with translated():
-                        self.client.set_iam_policy(request={"resource": resource(email), "policy": policy})
+                        self.client.set_iam_policy(request={"resource": resource(email), "policy": wanted})
                 except Transient as err:
                     if err.code != "Aborted" or attempt == self.etag_retries - 1:
                         raise

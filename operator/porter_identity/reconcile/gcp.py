@@ -1,8 +1,10 @@
-"""Decide the Workload Identity binding on a GCP IAM service account's policy."""
+"""Decide the Workload Identity binding on a GCP IAM service account's policy, touching nothing else."""
 
 from __future__ import annotations
 
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, Bindings
+from google.iam.v1 import policy_pb2
+
+from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER
 
 SERVICE_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
 
@@ -11,17 +13,41 @@ def member(workload_pool: str, namespace: str, service_account: str) -> str:
     return f"serviceAccount:{workload_pool}[{namespace}/{service_account}]"
 
 
-def with_member(bindings: Bindings, who: str) -> Bindings | None:
-    """The bindings with `who` in roles/iam.workloadIdentityUser, or None when it is already there."""
-    members = bindings.get(WORKLOAD_IDENTITY_USER, [])
-    if who in members:
-        return None
-    return {**bindings, WORKLOAD_IDENTITY_USER: [*members, who]}
+def _unconditional(binding: policy_pb2.Binding) -> bool:
+    return binding.role == WORKLOAD_IDENTITY_USER and not binding.HasField("condition")
 
 
-def without_member(bindings: Bindings, who: str) -> Bindings | None:
-    """The bindings without `who` (other members untouched), or None when it is not there."""
-    members = bindings.get(WORKLOAD_IDENTITY_USER, [])
-    if who not in members:
+def with_member(policy: policy_pb2.Policy, who: str) -> policy_pb2.Policy | None:
+    """A copy with `who` in the unconditional workloadIdentityUser binding, or None when it is already there.
+
+    Other members, other bindings, conditions, version and etag are kept exactly."""
+    if any(_unconditional(b) and who in b.members for b in policy.bindings):
         return None
-    return {**bindings, WORKLOAD_IDENTITY_USER: [m for m in members if m != who]}
+    out = policy_pb2.Policy()
+    out.CopyFrom(policy)
+    for binding in out.bindings:
+        if _unconditional(binding):
+            binding.members.append(who)
+            return out
+    out.bindings.add(role=WORKLOAD_IDENTITY_USER, members=[who])
+    return out
+
+
+def without_member(policy: policy_pb2.Policy, who: str) -> policy_pb2.Policy | None:
+    """A copy without `who` (its binding dropped only if it becomes empty), or None when it is not there."""
+    if not any(_unconditional(b) and who in b.members for b in policy.bindings):
+        return None
+    out = policy_pb2.Policy()
+    out.CopyFrom(policy)
+    kept = []
+    for binding in out.bindings:
+        if _unconditional(binding) and who in binding.members:
+            remaining = [m for m in binding.members if m != who]
+            if not remaining:
+                continue
+            del binding.members[:]
+            binding.members.extend(remaining)
+        kept.append(binding)
+    del out.bindings[:]
+    out.bindings.extend(kept)
+    return out

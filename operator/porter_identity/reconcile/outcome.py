@@ -31,6 +31,7 @@ class Reason(StrEnum):
     CLOUD_UNAVAILABLE = "CloudUnavailable"
     ROLE_NOT_FOUND = "RoleNotFound"
     IDENTITY_NOT_FOUND = "IdentityNotFound"
+    IDENTITY_OUTSIDE_PROJECT = "IdentityOutsideProject"
     SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
     LIMIT_EXCEEDED = "LimitExceeded"
     CLUSTER_NOT_FOUND = "ClusterNotFound"
