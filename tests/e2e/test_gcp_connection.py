@@ -120,3 +120,21 @@ def test_retain_keeps_the_member_and_describe_shows_it(
     conns.delete("kept")
     conns.wait_gone("kept")
     assert members(gcp, email) == [f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{conns.namespace}/kept]"]
+
+
+def test_second_connection_for_one_service_account_is_a_conflict_and_its_delete_touches_nothing(
+    conns: Connections, gcp: GcpEmulator, service_account: Any
+) -> None:
+    first_gsa, second_gsa = gsa(gcp), gsa(gcp)
+    service_account(conns.namespace, "shared")
+    conns.create("first", "shared", gcp={"serviceAccountEmail": first_gsa})
+    conns.wait_ready("first")
+    conns.create("second", "shared", gcp={"serviceAccountEmail": second_gsa})
+    cond = conns.wait_reason("second", "Conflict")
+    assert "already linked by connection first" in cond["message"]
+    assert members(gcp, second_gsa) == []
+
+    conns.delete("second")
+    conns.wait_gone("second")
+    assert members(gcp, first_gsa) == [f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{conns.namespace}/shared]"]
+    assert conns.condition("first")["status"] == "True"

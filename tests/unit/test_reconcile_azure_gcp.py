@@ -136,3 +136,15 @@ def test_keyed_locks_serialise_one_key_and_not_others() -> None:
 def test_project_of_service_account_email() -> None:
     assert project_of("a@my-proj.iam.gserviceaccount.com") == "my-proj"
     assert project_of("123-compute@developer.gserviceaccount.com") is None
+
+
+def test_oldest_claim_owns_the_service_account() -> None:
+    from porter_identity.reconcile import claims
+
+    older = claims.Claim("2026-01-01T00:00:00Z", "uid-b", "first")
+    newer = claims.Claim("2026-01-02T00:00:00Z", "uid-a", "second")
+    tie = claims.Claim("2026-01-01T00:00:00Z", "uid-c", "third")
+    assert claims.owner([newer, older]) == older
+    assert claims.owner([tie, older]) == older  # same second: uid breaks the tie, the same way every time
+    assert claims.owner([]) is None
+    assert "connection first" in claims.conflict_message("ns", "sa", older)

@@ -15,7 +15,7 @@ from porter_identity.handlers.result import Result
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers.clients import Clouds
-from porter_identity.reconcile import backoff, conditions
+from porter_identity.reconcile import backoff, claims, conditions
 from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
 
 
@@ -78,6 +78,27 @@ def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
     return None
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def by_service_account(
+    namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, name: str, **_: Any
+) -> dict[tuple[str, str], claims.Claim]:
+    """In-memory index of connections by the ServiceAccount they link, for conflicts without API reads."""
+    created = str(meta.get("creationTimestamp") or "")
+    return {(namespace or "", str(spec.get("serviceAccountName", ""))): claims.Claim(created, str(meta.uid), name)}
+
+
+def _claimed_by_other(
+    index: kopf.Index[tuple[str, str], claims.Claim] | None, conn: ServiceIdentityConnection
+) -> str | None:
+    """The conflict message when an older connection links the same ServiceAccount, else None."""
+    assert index is not None, "kopf passes every index to every handler"
+    key = (conn.metadata.namespace or "", conn.spec.service_account_name)
+    winner = claims.owner(index.get(key, []))
+    if winner is None or winner.uid == conn.metadata.uid:
+        return None
+    return claims.conflict_message(key[0], key[1], winner)
+
+
 def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
     if result.retryable:
         delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
@@ -89,7 +110,15 @@ def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    memo: kopf.Memo,
+    logger: Any,
+    by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    **_: Any,
+) -> None:
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
         kopf.event(body, type="Warning", reason=parsed.reason.value, message=parsed.message)
@@ -98,7 +127,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, l
     conn = parsed
     if _is_current(conn):
         return
-    result = _apply(memo, conn)
+    taken = _claimed_by_other(by_service_account, conn)
+    result = Result(stalled(Reason.CONFLICT, taken), None) if taken else _apply(memo, conn)
     if result.change is not None:
         kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
     new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
@@ -110,7 +140,14 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, l
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def delete(
+    body: kopf.Body,
+    retry: int,
+    memo: kopf.Memo,
+    logger: Any,
+    by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    **_: Any,
+) -> None:
     """Remove the cloud link; the finalizer comes off only when this returns."""
     settings: Settings = memo.settings
     parsed = _parse(body)
@@ -120,6 +157,8 @@ def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) 
     if conn.spec.deletion_policy.value == "Retain":
         kopf.event(body, type="Normal", reason="Retained", message="deletionPolicy is Retain: cloud link left in place")
         return
+    if _claimed_by_other(by_service_account, conn):
+        return  # the link belongs to the older connection: deleting this one must not remove it
     result = _delete(memo, conn)
     if result is None:
         return
