@@ -233,3 +233,11 @@ def test_throttling_shows_reconciling_then_converges(conns: Connections, aws: Aw
     obj = conns.get("slow")
     assert {c["type"] for c in obj["status"]["conditions"]} == {"Ready"}  # Reconciling removed once Ready
     assert len(associations(aws, conns.namespace, "slow")) == 1
+
+
+def test_role_in_another_account_is_refused_without_a_cloud_call(conns: Connections, aws: AwsEmulator) -> None:
+    aws.reset()
+    conns.create("far", "far", aws={"role": "arn:aws:iam::999999999999:role/app"})
+    cond = conns.wait_reason("far", "RoleNotFound")
+    assert "not the configured account 123456789012" in cond["message"]
+    assert associations(aws, conns.namespace, "far") == []

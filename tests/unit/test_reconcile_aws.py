@@ -14,11 +14,11 @@ from porter_identity.reconcile.aws import (
     Action,
     DeleteAction,
     Plan,
+    foreign_account,
     owned_by,
     ownership_tags,
     plan_apply,
     plan_delete,
-    role_arn_for,
 )
 
 UID = "0b7e-our-uid"
@@ -97,29 +97,21 @@ def test_empty_uid_never_matches_a_missing_uid_tag() -> None:
     assert not owned_by(association({MANAGED_TAG: "true"}), "")
 
 
-# --- role_arn_for ----------------------------------------------------------------------------------------------------
+# --- foreign_account -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "arn",
+    ("role", "account", "expected"),
     [
-        "arn:aws:iam::123456789012:role/app",
-        "arn:aws:iam::123456789012:role/path/to/app",
-        "arn:aws-cn:iam::123456789012:role/app",
+        ("app", "123456789012", None),
+        ("arn:aws:iam::123456789012:role/app", "123456789012", None),
+        ("arn:aws:iam::123456789012:role/path/app", None, None),
+        ("arn:aws:iam::999999999999:role/app", "123456789012", "999999999999"),
+        ("arn:aws-cn:iam::999999999999:role/app", "123456789012", "999999999999"),
     ],
 )
-@pytest.mark.parametrize("account", [None, "999999999999"])
-def test_role_arn_for_keeps_arns(arn: str, account: str | None) -> None:
-    assert role_arn_for(arn, account) == arn
-
-
-def test_role_arn_for_name_with_account() -> None:
-    assert role_arn_for("app", "123456789012") == "arn:aws:iam::123456789012:role/app"
-
-
-@pytest.mark.parametrize("account", [None, ""])
-def test_role_arn_for_name_without_account_is_unknown(account: str | None) -> None:
-    assert role_arn_for("app", account) is None
+def test_foreign_account(role: str, account: str | None, expected: str | None) -> None:
+    assert foreign_account(role, account) == expected
 
 
 # --- plan_apply ------------------------------------------------------------------------------------------------------

@@ -21,9 +21,18 @@ def _observe(provider: AwsProvider, conn: ServiceIdentityConnection) -> Associat
     return provider.find_association(conn.metadata.namespace or "", conn.spec.service_account_name)
 
 
-def apply(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
+def apply(provider: AwsProvider, conn: ServiceIdentityConnection, account_id: str | None = None) -> Result:
     assert conn.spec.aws is not None
     ns, sa, uid = conn.metadata.namespace or "", conn.spec.service_account_name, conn.metadata.uid
+    elsewhere = decide.foreign_account(conn.spec.aws.role, account_id)
+    if elsewhere is not None:
+        return Result(
+            outcome.stalled(
+                Reason.ROLE_NOT_FOUND,
+                f"IAM role {conn.spec.aws.role} is in account {elsewhere}, not the configured account {account_id}",
+            ),
+            None,
+        )
     step = "looking up the IAM role"
     try:
         try:

@@ -54,7 +54,7 @@ def _apply(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
     if provider is Provider.AWS:
         if clouds.aws is None:
             return _not_configured(provider, "PORTER_EKS_CLUSTER_NAME")
-        return aws.apply(clouds.aws, conn)
+        return aws.apply(clouds.aws, conn, settings.aws_account_id)
     if provider is Provider.AZURE:
         if clouds.azure is None or settings.oidc_issuer is None:
             return _not_configured(provider, "PORTER_AZURE_SUBSCRIPTION_ID and PORTER_OIDC_ISSUER")

@@ -20,11 +20,12 @@ def owned_by(association: Association, uid: str) -> bool:
     return association.tags.get(MANAGED_TAG) == "true" and association.tags.get(UID_TAG) == uid
 
 
-def role_arn_for(role: str, account_id: str | None) -> str | None:
-    """The ARN a role reference names, when it can be known without asking IAM."""
-    if role.startswith("arn:"):
-        return role
-    return f"arn:aws:iam::{account_id}:role/{role}" if account_id else None
+def foreign_account(role: str, account_id: str | None) -> str | None:
+    """The account a role ARN names when it is not the configured one (no cloud call needed to refuse it)."""
+    if account_id is None or not role.startswith("arn:"):
+        return None
+    named = role.split(":")[4]
+    return named if named != account_id else None
 
 
 class Action(StrEnum):
