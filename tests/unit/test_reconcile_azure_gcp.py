@@ -141,10 +141,12 @@ def test_project_of_service_account_email() -> None:
 def test_oldest_claim_owns_the_service_account() -> None:
     from porter_identity.reconcile import claims
 
-    older = claims.Claim("2026-01-01T00:00:00Z", "uid-b", "first")
-    newer = claims.Claim("2026-01-02T00:00:00Z", "uid-a", "second")
-    tie = claims.Claim("2026-01-01T00:00:00Z", "uid-c", "third")
+    older = claims.Claim(1, "2026-01-01T00:00:00Z", "uid-b", "first")
+    newer = claims.Claim(1, "2026-01-02T00:00:00Z", "uid-a", "second")
+    tie = claims.Claim(1, "2026-01-01T00:00:00Z", "uid-c", "third")
     assert claims.owner([newer, older]) == older
     assert claims.owner([tie, older]) == older  # same second: uid breaks the tie, the same way every time
+    bound_same_second = claims.Claim(0, "2026-01-01T00:00:00Z", "uid-z", "bound")
+    assert claims.owner([older, bound_same_second]) == bound_same_second  # holding the link wins
     assert claims.owner([]) is None
     assert "connection first" in claims.conflict_message("ns", "sa", older)

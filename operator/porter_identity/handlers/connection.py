@@ -80,11 +80,13 @@ def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def by_service_account(
-    namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, name: str, **_: Any
+    namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, name: str, **_: Any
 ) -> dict[tuple[str, str], claims.Claim]:
     """In-memory index of connections by the ServiceAccount they link, for conflicts without API reads."""
     created = str(meta.get("creationTimestamp") or "")
-    return {(namespace or "", str(spec.get("serviceAccountName", ""))): claims.Claim(created, str(meta.uid), name)}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    claim = claims.Claim(0 if ready else 1, created, str(meta.uid), name)
+    return {(namespace or "", str(spec.get("serviceAccountName", ""))): claim}
 
 
 def _claimed_by_other(

@@ -1,4 +1,4 @@
-"""Decide which connection owns a ServiceAccount when several name it: the oldest claim wins."""
+"""Decide which connection owns a ServiceAccount when several name it: the bound one, else the oldest."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from typing import NamedTuple
 
 
 class Claim(NamedTuple):
-    """One connection naming a ServiceAccount; ordering by (created, uid) is total and stable."""
+    """One connection naming a ServiceAccount; ordering by (rank, created, uid) is total and stable.
 
+    A connection that already holds the link ranks first: creation times have one-second resolution,
+    so a newer object with a smaller uid must not displace one that is bound."""
+
+    rank: int  # 0 when the connection is Ready (holds the link), 1 otherwise
     created: str  # RFC 3339, so string order is time order
     uid: str
     name: str
