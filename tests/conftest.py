@@ -134,6 +134,7 @@ def operator(
             "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
             "PORTER_RETRY_BASE_SECONDS": "0.5",
             "PORTER_RETRY_MAX_SECONDS": "4",
+            "PORTER_ROLESET_SYNC_SECONDS": "2",
         },
     ).start()
     yield op

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="How often a Stalled connection whose cause is outside the spec is rechecked."
     )
     max_workers: int = Field(default=20, ge=1, description="Threads for blocking cloud calls.")
+    roleset_sync_seconds: float = Field(
+        default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."
+    )
 
     @model_validator(mode="after")
     def _emulator_credential_is_loopback_only(self) -> Self:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import kopf
 
 from porter_identity import GROUP
 from porter_identity.config import Settings
-from porter_identity.handlers import connection  # noqa: F401 - registers the handlers
+from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
+from porter_identity.iam.sync import RoleSetService
+from porter_identity.kube import secrets
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers import clients
+from porter_identity.providers.iam import AssumedRoles
 
 
 @kopf.on.startup()
@@ -19,7 +23,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     config = Settings()
     memo.settings = config
     memo.clouds = clients.build(config)
-    memo.service_accounts = ServiceAccounts(_kube_client())
+    kube = _kube_client()
+    memo.service_accounts = ServiceAccounts(kube)
+    memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     # Our own finalizer and annotations, nothing under status.kopf: status stays the documented API.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)

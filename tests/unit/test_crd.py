@@ -318,10 +318,31 @@ def test_status_schema_has_no_required_or_null_defaults(root: dict[str, Any]) ->
 # --- rendering and the committed files -------------------------------------------------------------------------------
 
 
-def test_all_crds_names_the_connection_file() -> None:
+def test_all_crds_names_both_files() -> None:
     crds = all_crds()
-    assert list(crds) == ["identity.porter.run_serviceidentityconnections.yaml"]
+    assert list(crds) == [
+        "identity.porter.run_serviceidentityconnections.yaml",
+        "identity.porter.run_porterrolesets.yaml",
+    ]
     assert crds["identity.porter.run_serviceidentityconnections.yaml"] == connection_crd()
+    assert crds["identity.porter.run_porterrolesets.yaml"] == crd.roleset_crd()
+
+
+def test_roleset_crd_is_cluster_scoped_with_short_name_and_columns() -> None:
+    spec = crd.roleset_crd()["spec"]
+    assert spec["scope"] == "Cluster"
+    assert spec["names"]["shortNames"] == ["prs"]
+    columns = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Account", "Roles", "Ready", "Reason", "Age"]
+    props = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert props["deletionPolicy"]["default"] == "Retain"
+
+
+def test_maps_keep_their_value_schema() -> None:
+    # IAM condition blocks are maps of maps of string lists: without additionalProperties the API server prunes them.
+    spec = crd.roleset_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    condition = spec["properties"]["roles"]["items"]["properties"]["statements"]["items"]["properties"]["condition"]
+    assert condition["additionalProperties"]["additionalProperties"] == {"type": "array", "items": {"type": "string"}}
 
 
 def test_render_has_header_and_round_trips(the_crd: dict[str, Any]) -> None:

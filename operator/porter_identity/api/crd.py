@@ -9,10 +9,10 @@ import yaml
 from pydantic import BaseModel
 
 from porter_identity import GROUP, VERSION
-from porter_identity.api import connection
+from porter_identity.api import connection, roleset
 
 # JSON-schema keywords that a Kubernetes structural schema does not accept or that only add noise.
-_DROP = {"title", "$defs", "additionalProperties", "discriminator"}
+_DROP = {"title", "$defs", "discriminator"}
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -32,11 +32,11 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
         return structural({**branches[0], **rest}, defs)
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in _DROP:
-            continue
+        if key in _DROP or (key == "additionalProperties" and not isinstance(value, dict)):
+            continue  # extra="forbid" yields additionalProperties: false; the API server prunes unknown fields anyway
         if key == "properties":
             out[key] = {name: structural(sub, defs) for name, sub in value.items()}
-        elif key == "items":
+        elif key in ("items", "additionalProperties"):
             out[key] = structural(value, defs)
         else:
             out[key] = value
@@ -53,21 +53,22 @@ def _ready_column(name: str, field: str) -> dict[str, Any]:
     return {"name": name, "type": "string", "jsonPath": f'.status.conditions[?(@.type=="Ready")].{field}'}
 
 
-def connection_crd() -> dict[str, Any]:
-    status = _schema(connection.ConnectionStatus)
+def _crd(
+    module: Any, scope: str, columns: list[dict[str, Any]], spec: type[BaseModel], status: type[BaseModel]
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{connection.PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{module.PLURAL}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": connection.KIND,
-                "listKind": f"{connection.KIND}List",
-                "plural": connection.PLURAL,
-                "singular": connection.SINGULAR,
-                "shortNames": connection.SHORT_NAMES,
+                "kind": module.KIND,
+                "listKind": f"{module.KIND}List",
+                "plural": module.PLURAL,
+                "singular": module.SINGULAR,
+                "shortNames": module.SHORT_NAMES,
                 "categories": ["porter"],
             },
             "versions": [
@@ -76,25 +77,18 @@ def connection_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "ServiceAccount", "type": "string", "jsonPath": ".spec.serviceAccountName"},
-                        {"name": "Provider", "type": "string", "jsonPath": ".status.provider"},
-                        {"name": "Identity", "type": "string", "jsonPath": ".status.identity"},
-                        _ready_column("Ready", "status"),
-                        _ready_column("Reason", "reason"),
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": connection.DESCRIPTION,
+                            "description": module.DESCRIPTION,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": _schema(connection.ConnectionSpec),
-                                "status": status,
+                                "spec": _schema(spec),
+                                "status": _schema(status),
                             },
                         }
                     },
@@ -104,9 +98,38 @@ def connection_crd() -> dict[str, Any]:
     }
 
 
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def connection_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "ServiceAccount", "type": "string", "jsonPath": ".spec.serviceAccountName"},
+        {"name": "Provider", "type": "string", "jsonPath": ".status.provider"},
+        {"name": "Identity", "type": "string", "jsonPath": ".status.identity"},
+        _ready_column("Ready", "status"),
+        _ready_column("Reason", "reason"),
+        _AGE,
+    ]
+    return _crd(connection, "Namespaced", columns, connection.ConnectionSpec, connection.ConnectionStatus)
+
+
+def roleset_crd() -> dict[str, Any]:
+    columns = [
+        {"name": "Account", "type": "string", "jsonPath": ".spec.accountId"},
+        {"name": "Roles", "type": "string", "jsonPath": ".status.rolesReady"},
+        _ready_column("Ready", "status"),
+        _ready_column("Reason", "reason"),
+        _AGE,
+    ]
+    return _crd(roleset, "Cluster", columns, roleset.RoleSetSpec, roleset.RoleSetStatus)
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for everything the operator serves."""
-    return {f"{GROUP}_{connection.PLURAL}.yaml": connection_crd()}
+    return {
+        f"{GROUP}_{connection.PLURAL}.yaml": connection_crd(),
+        f"{GROUP}_{roleset.PLURAL}.yaml": roleset_crd(),
+    }
 
 
 def render(crd: dict[str, Any]) -> str:

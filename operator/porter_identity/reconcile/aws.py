@@ -16,8 +16,8 @@ def ownership_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
     return {MANAGED_TAG: "true", UID_TAG: uid, NAME_TAG: f"{namespace}/{name}"}
 
 
-def owned_by(association: Association, uid: str) -> bool:
-    return association.tags.get(MANAGED_TAG) == "true" and association.tags.get(UID_TAG) == uid
+def owned_by(association: Association, uid: str, uid_tag: str = UID_TAG) -> bool:
+    return association.tags.get(MANAGED_TAG) == "true" and association.tags.get(uid_tag) == uid
 
 
 def foreign_account(role: str, account_id: str | None) -> str | None:
@@ -42,11 +42,11 @@ class Plan:
     message: str = ""
 
 
-def plan_apply(uid: str, role_arn: str, observed: Association | None) -> Plan:
+def plan_apply(uid: str, role_arn: str, observed: Association | None, uid_tag: str = UID_TAG) -> Plan:
     """What to do so that exactly our association, with `role_arn`, exists for the service account."""
     if observed is None:
         return Plan(Action.CREATE)
-    if not owned_by(observed, uid):
+    if not owned_by(observed, uid, uid_tag):
         owner = observed.tags.get(NAME_TAG) if observed.tags.get(MANAGED_TAG) == "true" else None
         by = f"by connection {owner}" if owner else "outside porter-identity"
         return Plan(
@@ -67,9 +67,9 @@ class DeleteAction(StrEnum):
     NOT_OURS = "NotOurs"
 
 
-def plan_delete(uid: str, observed: Association | None) -> DeleteAction:
+def plan_delete(uid: str, observed: Association | None, uid_tag: str = UID_TAG) -> DeleteAction:
     if observed is None:
         return DeleteAction.GONE
-    if not owned_by(observed, uid):
+    if not owned_by(observed, uid, uid_tag):
         return DeleteAction.NOT_OURS
     return DeleteAction.DELETE

@@ -26,6 +26,8 @@ class Reason(StrEnum):
     """One name per situation: condition reason, Event reason, log key and metric label."""
 
     BOUND = "Bound"
+    SYNCED = "Synced"
+    SECRET_NOT_FOUND = "SecretNotFound"
     PROGRESSING = "Progressing"
     THROTTLED = "Throttled"
     CLOUD_UNAVAILABLE = "CloudUnavailable"
@@ -62,11 +64,12 @@ class Outcome:
             Reason.CLUSTER_NOT_FOUND,
             Reason.CONFLICT,
             Reason.ACCESS_DENIED,
+            Reason.SECRET_NOT_FOUND,
         )
 
 
-def ready(message: str) -> Outcome:
-    return Outcome(State.READY, Reason.BOUND, message)
+def ready(message: str, reason: Reason = Reason.BOUND) -> Outcome:
+    return Outcome(State.READY, reason, message)
 
 
 def stalled(reason: Reason, message: str) -> Outcome:

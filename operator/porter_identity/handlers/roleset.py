@@ -1,0 +1,108 @@
+"""kopf handlers for PorterRoleSet: sync on change, on resume and on a timer (drift); delete per deletionPolicy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from porter_identity import GROUP, VERSION
+from porter_identity.api.roleset import PLURAL, PorterRoleSet, RoleSetStatus
+from porter_identity.config import Settings
+from porter_identity.iam.sync import RoleSetService, SyncResult
+from porter_identity.providers.locks import KeyedLocks
+from porter_identity.reconcile import backoff, conditions
+from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
+
+# The timer's interval is a decorator argument, so it is read when the module loads (same PORTER_* variable).
+SYNC_SECONDS = Settings().roleset_sync_seconds
+_LOCKS = KeyedLocks()
+
+
+def _parse(body: kopf.Body) -> PorterRoleSet | Outcome:
+    try:
+        return PorterRoleSet.from_body(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return stalled(Reason.INVALID_SPEC, f"{where}: {first['msg']}")
+
+
+def _write(patch: kopf.Patch, rs: PorterRoleSet, result: SyncResult) -> None:
+    """Patch status only when it changed, so an idle sync makes no Kubernetes write."""
+    ready = sum(1 for r in result.roles if any(c.type == "Ready" and c.status == "True" for c in r.conditions))
+    new = RoleSetStatus(
+        observed_generation=rs.metadata.generation,
+        conditions=conditions.build(
+            result.outcome, rs.metadata.generation, rs.status.conditions, conditions.now_rfc3339()
+        ),
+        roles_ready=f"{ready}/{len(result.roles)}" if result.roles else rs.status.roles_ready,
+        roles=result.roles or rs.status.roles,
+    )
+    doc = new.model_dump(mode="json", by_alias=True)
+    if doc == rs.status.model_dump(mode="json", by_alias=True):
+        return
+    for key, value in doc.items():
+        patch.status[key] = value
+
+
+def _announce(body: kopf.Body, rs: PorterRoleSet, result: SyncResult) -> None:
+    for change in result.changes:
+        kopf.event(body, type="Normal", reason=change.reason, message=change.message)
+    for warning in result.warnings:
+        kopf.event(body, type="Warning", reason=warning.reason, message=warning.message)
+    before = conditions.ready_condition(rs.status.conditions)
+    if before is None or before.reason != result.outcome.reason.value or before.message != result.outcome.message:
+        kind = "Normal" if result.outcome.state is State.READY else "Warning"
+        kopf.event(body, type=kind, reason=result.outcome.reason.value, message=result.outcome.message)
+
+
+def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> Outcome:
+    parsed = _parse(body)
+    if isinstance(parsed, Outcome):
+        kopf.event(body, type="Warning", reason=parsed.reason.value, message=parsed.message)
+        return parsed
+    service: RoleSetService = memo.roleset_service
+    with _LOCKS.hold(parsed.metadata.name):
+        result = service.sync(parsed)
+    _write(patch, parsed, result)
+    _announce(body, parsed, result)
+    log = logger.info if result.outcome.state is State.READY else logger.warning
+    log(result.outcome.message, extra={"reason": result.outcome.reason.value, "provider": "aws"})
+    return result.outcome
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    result = _sync(body, patch, memo, logger)
+    settings: Settings = memo.settings
+    if result.retryable:
+        delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
+        raise kopf.TemporaryError(result.message, delay=delay)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SYNC_SECONDS, initial_delay=SYNC_SECONDS)
+def drift(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Re-read the account (and the Secret, so a rotated ExternalId is picked up) and repair what changed."""
+    _sync(body, patch, memo, logger)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    parsed = _parse(body)
+    if isinstance(parsed, Outcome):
+        return  # never valid, so nothing was ever created for it
+    service: RoleSetService = memo.roleset_service
+    with _LOCKS.hold(parsed.metadata.name):
+        result = service.delete(parsed)
+    for change in result.changes:
+        kopf.event(body, type="Normal", reason=change.reason, message=change.message)
+    if result.outcome.state is not State.READY:
+        kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
+        settings: Settings = memo.settings
+        delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
+        raise kopf.TemporaryError(result.outcome.message, delay=delay)
+    logger.info(result.outcome.message, extra={"reason": result.outcome.reason.value})

@@ -1,0 +1,1 @@
+"""PorterRoleSet: presets from the seed, IAM policy and trust documents, size limits and diff."""

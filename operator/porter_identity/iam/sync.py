@@ -1,0 +1,283 @@
+"""The PorterRoleSet service: read the ExternalId and the account, let reconcile/ decide, carry the steps out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from porter_identity.api.common import DeletionPolicy
+from porter_identity.api.roleset import PorterRoleSet, RoleStatus
+from porter_identity.handlers.result import Change
+from porter_identity.iam.desired import desired_roles
+from porter_identity.providers.aws import AwsProvider
+from porter_identity.providers.errors import CloudError, Conflict
+from porter_identity.providers.iam import AssumedRoles, IamRoles
+from porter_identity.reconcile import aws as associations
+from porter_identity.reconcile import conditions, outcome
+from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.roleset import (
+    MANAGED_TAG,
+    OWNER_TAG,
+    DesiredRole,
+    Kind,
+    Layout,
+    ObservedRole,
+    RolePlan,
+    Step,
+    TooLarge,
+    created_by,
+    digest,
+    layout,
+    plan_role,
+)
+
+ROLESET_UID_TAG = "porter.run/roleset-uid"
+
+
+class AssociationTaken(Conflict):
+    """Another owner's association holds the ServiceAccount: reported, never taken over."""
+
+
+ReadSecret = Callable[[str, str, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class RolePreview:
+    """What reconciling would do to one role (for `diff` and for the apply that follows)."""
+
+    role: DesiredRole
+    placed: Layout
+    observed: ObservedRole | None
+    plan: RolePlan
+    association: associations.Plan | None = None
+
+
+@dataclass
+class SyncResult:
+    outcome: Outcome
+    roles: list[RoleStatus] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    warnings: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The open session to the account: IAM plus EKS for the in-cluster roles."""
+
+    iam: IamRoles
+    eks: AwsProvider
+
+
+class RoleSetService:
+    def __init__(self, assumed: AssumedRoles, read_secret: ReadSecret) -> None:
+        self.assumed = assumed
+        self.read_secret = read_secret
+
+    def _open(self, rs: PorterRoleSet) -> tuple[list[DesiredRole], dict[str, Layout], Chain] | Outcome:
+        """Everything checked before any write: Secret, sizes, then the AssumeRole with the ExternalId."""
+        spec, ref = rs.spec, rs.spec.access.external_id_secret_ref
+        external_id = self.read_secret(ref.namespace, ref.name, ref.key)
+        if not external_id:
+            return outcome.stalled(
+                Reason.SECRET_NOT_FOUND,
+                f"Secret {ref.namespace}/{ref.name} does not exist or has no key {ref.key!r}; it must hold the "
+                "ExternalId the access role's trust policy requires",
+            )
+        try:
+            roles = desired_roles(spec, external_id)
+            layouts = {r.name: layout(r) for r in roles}
+        except TooLarge as err:
+            return outcome.stalled(Reason.LIMIT_EXCEEDED, f"{err}; nothing was sent to AWS")
+        except ValueError as err:
+            return outcome.stalled(Reason.INVALID_SPEC, str(err))
+        try:
+            session = self.assumed.session(spec.access.role_arn, external_id, spec.region)
+        except CloudError as err:
+            return outcome.from_error(
+                err,
+                what=f"assuming {spec.access.role_arn} with the ExternalId of Secret {ref.namespace}/{ref.name}",
+            )
+        config = self.assumed.config(spec.region)
+        chain = Chain(
+            iam=IamRoles(session, config, spec.account_id),
+            eks=AwsProvider(spec.region, spec.cluster_name, session=session),
+        )
+        return roles, layouts, chain
+
+    def _association_tags(self, rs: PorterRoleSet) -> dict[str, str]:
+        return {MANAGED_TAG: "true", ROLESET_UID_TAG: rs.metadata.uid, OWNER_TAG: rs.metadata.name}
+
+    def preview(self, rs: PorterRoleSet) -> tuple[list[RolePreview], Chain] | Outcome:
+        """Read everything and decide; writes nothing."""
+        opened = self._open(rs)
+        if isinstance(opened, Outcome):
+            return opened
+        roles, layouts, chain = opened
+        previews = []
+        try:
+            for role in roles:
+                observed = chain.iam.read(role.name)
+                plan = plan_role(role, layouts[role.name], observed, rs.metadata.name, rs.metadata.uid)
+                assoc = None
+                if role.pod_identity is not None and plan.conflict is None:
+                    arn = observed.arn if observed else f"arn:aws:iam::{rs.spec.account_id}:role/{role.name}"
+                    found = chain.eks.find_association(*role.pod_identity)
+                    assoc = associations.plan_apply(rs.metadata.uid, arn, found, ROLESET_UID_TAG)
+                previews.append(RolePreview(role, layouts[role.name], observed, plan, assoc))
+        except CloudError as err:
+            return outcome.from_error(err, what="reading the account's roles")
+        return previews, chain
+
+    def sync(self, rs: PorterRoleSet) -> SyncResult:
+        """Make the account hold exactly the declared roles; one role's failure does not stop the others."""
+        previewed = self.preview(rs)
+        if isinstance(previewed, Outcome):
+            return SyncResult(previewed, rs.status.roles)
+        previews, chain = previewed
+        before = {r.name: r for r in rs.status.roles}
+        result = SyncResult(outcome.ready(""))
+        worst: list[tuple[str, Outcome]] = []
+        for p in previews:
+            status, role_outcome = self._apply_role(rs, p, chain, before.get(p.role.name), result)
+            result.roles.append(status)
+            if role_outcome.state is not State.READY:
+                worst.append((p.role.name, role_outcome))
+        ready = len(previews) - len(worst)
+        summary = f"{ready}/{len(previews)}"
+        if not worst:
+            result.outcome = outcome.ready(
+                f"{summary} roles of account {rs.spec.account_id} are as declared", Reason.SYNCED
+            )
+        else:
+            pending = [w for w in worst if w[1].state is State.RECONCILING]
+            name, first = (pending or worst)[0]
+            result.outcome = Outcome(first.state, first.reason, f"{summary} roles ready; role {name}: {first.message}")
+        return result
+
+    def _apply_role(
+        self, rs: PorterRoleSet, p: RolePreview, chain: Chain, before: RoleStatus | None, result: SyncResult
+    ) -> tuple[RoleStatus, Outcome]:
+        name = p.role.name
+        want = digest(p.role, p.placed)
+        if p.plan.conflict is not None:
+            role_outcome = outcome.stalled(Reason.CONFLICT, p.plan.conflict)
+            return self._role_status(rs, name, None, want, p, None, role_outcome, before), role_outcome
+        arn = p.observed.arn if p.observed else None
+        step = "reading the role"
+        try:
+            for s in p.plan.steps:
+                step = s.describe(name)
+                arn = self._do(chain, rs, name, p.role, s) or arn
+            assoc_id = None
+            if p.association is not None:
+                step = f"EKS Pod Identity association for {p.role.pod_identity}"
+                assoc_id = self._associate(rs, chain, p, arn or "", result)
+        except CloudError as err:
+            role_outcome = outcome.from_error(err, what=step)
+            return self._role_status(rs, name, arn, None, p, None, role_outcome, before), role_outcome
+        if p.plan.steps:
+            done = ", ".join(s.describe(name) for s in p.plan.steps)
+            if p.observed is None:
+                result.changes.append(Change("Created", f"created role {name}: {done}"))
+            elif before is not None and before.digest == want:
+                result.warnings.append(Change("DriftCorrected", f"role {name} was changed outside; restored: {done}"))
+            else:
+                result.changes.append(Change("Updated", f"updated role {name}: {done}"))
+        role_outcome = outcome.ready(f"role {name} is as declared", Reason.SYNCED)
+        return self._role_status(rs, name, arn, want, p, assoc_id, role_outcome, before), role_outcome
+
+    def _do(self, chain: Chain, rs: PorterRoleSet, name: str, role: DesiredRole, s: Step) -> str | None:
+        iam = chain.iam
+        if s.kind is Kind.CREATE_ROLE:
+            assert s.document is not None and s.tags is not None
+            return iam.create_role(name, s.document, s.tags, role.description)
+        if s.kind is Kind.UPDATE_TRUST:
+            assert s.document is not None
+            iam.update_trust(name, s.document)
+        elif s.kind is Kind.TAG_ROLE:
+            assert s.tags is not None
+            iam.tag(name, s.tags)
+        elif s.kind is Kind.PUT_INLINE:
+            assert s.document is not None
+            iam.put_inline(name, s.target, s.document)
+        elif s.kind is Kind.DELETE_INLINE:
+            iam.delete_inline(name, s.target)
+        elif s.kind is Kind.PUT_MANAGED:
+            assert s.document is not None
+            iam.put_managed(name, s.target, s.document, {MANAGED_TAG: "true", OWNER_TAG: rs.metadata.name})
+        elif s.kind is Kind.DETACH_POLICY:
+            iam.detach(name, s.target)
+        return None
+
+    def _associate(self, rs: PorterRoleSet, chain: Chain, p: RolePreview, arn: str, result: SyncResult) -> str | None:
+        plan = p.association
+        assert plan is not None and p.role.pod_identity is not None
+        if plan.action is associations.Action.CONFLICT:
+            raise AssociationTaken(plan.message)
+        if plan.action is associations.Action.CREATE:
+            made = chain.eks.create_association(*p.role.pod_identity, arn, self._association_tags(rs))
+            result.changes.append(Change("Created", f"created EKS Pod Identity association {made.association_id}"))
+            return made.association_id
+        assert plan.association is not None
+        if plan.action is associations.Action.UPDATE:
+            chain.eks.update_association(plan.association.association_id, arn)
+        return plan.association.association_id
+
+    def _role_status(
+        self,
+        rs: PorterRoleSet,
+        name: str,
+        arn: str | None,
+        want: str | None,
+        p: RolePreview,
+        assoc_id: str | None,
+        role_outcome: Outcome,
+        before: RoleStatus | None,
+    ) -> RoleStatus:
+        previous = before.conditions if before else []
+        return RoleStatus(
+            name=name,
+            arn=arn,
+            digest=want if want else (before.digest if before else None),
+            policies=p.placed.names,
+            pod_identity_association_id=assoc_id,
+            conditions=[
+                c
+                for c in conditions.build(role_outcome, rs.metadata.generation, previous, conditions.now_rfc3339())
+                if c.type == "Ready"
+            ],
+        )
+
+    def delete(self, rs: PorterRoleSet) -> SyncResult:
+        """Delete removes the roles (and associations) this PorterRoleSet created; every other role is released."""
+        retain = rs.spec.deletion_policy is DeletionPolicy.RETAIN
+        previewed = self.preview(rs)
+        if isinstance(previewed, Outcome):
+            if retain:  # nothing to remove: an unreachable account must not hold the finalizer
+                return SyncResult(outcome.ready("deletionPolicy is Retain: roles left in place", Reason.SYNCED))
+            return SyncResult(previewed)
+        previews, chain = previewed
+        result = SyncResult(outcome.ready("", Reason.SYNCED))
+        kept = []
+        try:
+            for p in previews:
+                if p.observed is None or p.plan.conflict is not None:
+                    continue
+                if retain or not created_by(p.observed, rs.metadata.uid):
+                    kept.append(p.role.name)
+                    # Released, so another PorterRoleSet may adopt it later.
+                    chain.iam.untag(p.role.name, [OWNER_TAG])
+                    continue
+                if p.association is not None and p.association.action is not associations.Action.CREATE:
+                    found = p.association.association
+                    if found is not None and p.association.action is not associations.Action.CONFLICT:
+                        chain.eks.delete_association(found.association_id)
+                chain.iam.delete_role(p.observed)
+                result.changes.append(Change("Deleted", f"deleted role {p.role.name}"))
+        except CloudError as err:
+            if retain:
+                return SyncResult(outcome.ready(f"roles left in place; releasing them failed: {err}", Reason.SYNCED))
+            return SyncResult(outcome.from_error(err, what="deleting roles"))
+        left = f"; left in place: {', '.join(kept)}" if kept else ""
+        result.outcome = outcome.ready(f"deleted {len(result.changes)} roles{left}", Reason.SYNCED)
+        return result
