@@ -1,10 +1,11 @@
-"""The `porter-identity` command: run the operator, write CRDs, start the local sandbox."""
+"""The `porter-identity` command: run the operator, write CRDs, render the inventory, diff, start the sandbox."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -19,6 +20,91 @@ def _run(args: argparse.Namespace) -> int:
     from porter_identity import runner
 
     return runner.run(namespaces=args.namespace, liveness=args.liveness)
+
+
+def _roleset_service(api: Any) -> Any:
+    from functools import partial
+
+    from porter_identity.iam.sync import RoleSetService
+    from porter_identity.kube import secrets
+    from porter_identity.providers.iam import AssumedRoles
+
+    return RoleSetService(AssumedRoles(), partial(secrets.read_key, api))
+
+
+def _load_roleset(api: Any, name: str | None, manifest: Path | None) -> Any:
+    """The live object by name, or a manifest (with the live object's uid when it already exists)."""
+    import yaml
+    from kubernetes import client
+
+    from porter_identity import GROUP, VERSION
+    from porter_identity.api.roleset import PLURAL, PorterRoleSet
+
+    custom = client.CustomObjectsApi(api)
+    body: dict[str, Any] = yaml.safe_load(manifest.read_text()) if manifest else {"metadata": {"name": name}}
+    try:
+        live: Any = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, body["metadata"]["name"])
+    except client.ApiException as err:
+        if err.status != 404 or manifest is None:
+            raise
+        live = None
+    if manifest is None:
+        return PorterRoleSet.from_body(live)
+    if live is not None:
+        body["metadata"]["uid"] = live["metadata"]["uid"]
+    return PorterRoleSet.from_body(body)
+
+
+def _kube_api() -> Any:
+    from kubernetes import client, config
+
+    config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def _preview(name: str | None, manifest: Path | None) -> tuple[Any, list[Any]] | None:
+    """The PorterRoleSet and what a sync would do, or None after saying why the account cannot be read."""
+    from porter_identity.reconcile.outcome import Outcome
+
+    api = _kube_api()
+    rs = _load_roleset(api, name, manifest)
+    previewed = _roleset_service(api).preview(rs)
+    if isinstance(previewed, Outcome):
+        reason = f"{previewed.reason.value}: {previewed.message}"
+        print(f"cannot read account {rs.spec.account_id}: {reason}", file=sys.stderr)
+        return None
+    return rs, previewed[0]
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from porter_identity.iam.diff import describe
+
+    if (args.name is None) == (args.filename is None):
+        print("give a PorterRoleSet name or -f MANIFEST", file=sys.stderr)
+        return 2
+    found = _preview(args.name, args.filename)
+    if found is None:
+        return 2
+    rs, previews = found
+    lines = describe(previews)
+    if not lines:
+        print(f"PorterRoleSet {rs.metadata.name}: account {rs.spec.account_id} is as declared")
+        return 0
+    print("\n".join(lines))
+    return 1
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from porter_identity.iam import inventory
+
+    if args.live is None:
+        print(inventory.render(inventory.from_presets(args.account_id)), end="")
+        return 0
+    found = _preview(args.live, None)
+    if found is None:
+        return 2
+    print(inventory.render(inventory.from_previews(found[1])), end="")
+    return 0
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -42,6 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("--output", "-o", type=Path, default=Path("crds"))
     crds.set_defaults(func=_crds)
+
+    inv = sub.add_parser("inventory", help="render the Porter IAM role inventory as Markdown")
+    inv.add_argument("--account-id", default=None, help="fill in <account-id> in ARNs")
+    inv.add_argument(
+        "--live", metavar="ROLESET", default=None, help="read the roles live from the account of this PorterRoleSet"
+    )
+    inv.set_defaults(func=_inventory)
+
+    diff = sub.add_parser("diff", help="print what reconciling a PorterRoleSet would change; exit 1 if anything")
+    diff.add_argument("name", nargs="?", default=None, help="a PorterRoleSet in the cluster")
+    diff.add_argument("--filename", "-f", type=Path, default=None, help="a PorterRoleSet manifest not yet applied")
+    diff.set_defaults(func=_diff)
 
     dev = sub.add_parser("dev", help="start a local control plane, cloud emulators and the operator")
     dev.add_argument("--workdir", type=Path, default=None)

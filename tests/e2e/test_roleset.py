@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator
 from porter_identity.iam import presets
 from porter_identity.reconcile.roleset import INLINE_POLICY, canonical
 from tests.conftest import GROUP, VERSION, wait_for
+from tests.seedtable import parse_inventory, parse_seed
 
 pytestmark = pytest.mark.e2e
 
@@ -252,6 +256,67 @@ def test_delete_policy_removes_only_roles_it_created(
     assert _role_exists(iam, "porter-e2e-bystander")
     tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=ACCESS_ROLE)["Tags"]}
     assert "porter.run/owner" not in tags, "released for the next PorterRoleSet"
+
+
+def _cli(control_plane: Any, aws: AwsEmulator, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **aws.env, "KUBECONFIG": str(control_plane.kubeconfig)}
+    return subprocess.run(
+        [sys.executable, "-m", "porter_identity.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_inventory_command_renders_the_seed(control_plane: Any, aws: AwsEmulator) -> None:
+    out = _cli(control_plane, aws, "inventory")
+    assert out.returncode == 0, out.stderr
+    rendered, seed = parse_inventory(out.stdout), parse_seed()
+    assert rendered.summary == seed.summary
+    assert rendered.roles == seed.roles
+
+
+def test_diff_shows_a_given_change_and_nothing_when_in_sync(
+    rolesets: RoleSets,
+    access_role: Callable[[str], None],
+    aws: AwsEmulator,
+    iam: Any,
+    control_plane: Any,
+    tmp_path: Any,
+) -> None:
+    external_id = "diff-" + uuid.uuid4().hex
+    access_role(external_id)
+    rolesets.secret("diff", external_id)
+    rolesets.create("diff", "diff", roles=[{"preset": "porter-telemetry-manager"}], deletionPolicy="Delete")
+    live = rolesets.wait_ready("diff")
+
+    in_sync = _cli(control_plane, aws, "diff", "diff")
+    assert in_sync.returncode == 0, in_sync.stderr
+    assert "is as declared" in in_sync.stdout
+
+    # a change it is given: one more preset and a bucket, in a manifest not yet applied
+    changed = {k: live[k] for k in ("apiVersion", "kind")} | {"metadata": {"name": "diff"}, "spec": dict(live["spec"])}
+    changed["spec"]["roles"] = [*live["spec"]["roles"], {"preset": "porter-eso-secrets-manager"}]
+    changed["spec"]["buckets"] = [{"name": "porter-diff-e2e"}]
+    manifest = tmp_path / "diff.yaml"
+    manifest.write_text(json.dumps(changed))
+    before = _writes(aws)
+    shown = _cli(control_plane, aws, "diff", "-f", str(manifest))
+    assert shown.returncode == 1, shown.stderr
+    assert "porter-eso-secrets-manager:\n  CreateRole on porter-eso-secrets-manager" in shown.stdout
+    assert "      + EnvGroupSecrets" in shown.stdout and "      + ListSecretsCatalog" in shown.stdout
+    assert f"CreateRole on {presets.s3_role_name('porter-diff-e2e')}" in shown.stdout
+    assert "porter-telemetry-manager" not in shown.stdout, "in sync roles are not listed"
+    assert external_id not in shown.stdout
+    assert _writes(aws) == before, "diff never writes"
+    assert not _role_exists(iam, "porter-eso-secrets-manager")
+
+    # the live inventory of the account matches the preset rows
+    listed = _cli(control_plane, aws, "inventory", "--live", "diff")
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        parse_inventory(listed.stdout).roles["porter-telemetry-manager"]
+        == parse_seed().roles["porter-telemetry-manager"]
+    )
+    rolesets.delete("diff")
+    rolesets.wait_gone("diff")
 
 
 def test_all_presets_exactly_as_the_seed_drift_rotation_and_retain(

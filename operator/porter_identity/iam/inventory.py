@@ -7,6 +7,7 @@ from typing import Any
 
 from porter_identity.iam.policy import Condition, Statement
 from porter_identity.iam.presets import PRESETS, S3_PRESET, statements_for
+from porter_identity.iam.sync import RolePreview
 
 SUMMARY_HEADER = "| Role | Created by | Assumable from outside | Purpose |"
 STATEMENT_HEADER = "| Statement | Resource path | Actions | Condition |"
@@ -113,3 +114,38 @@ def _condition(sid: str, op: str, key: str, value: Any) -> Condition:
     if not faithful:
         raise ValueError(f"statement {sid!r}: condition {op} {key} {value!r} has no inventory form")
     return candidate
+
+
+def from_previews(previews: list[RolePreview]) -> list[InventoryRole]:
+    """The roles as they are live in the account (policies in layout order), described by their presets."""
+    s3 = PRESETS[S3_PRESET]
+    roles = []
+    for p in previews:
+        if p.observed is None:
+            continue
+        docs = [p.observed.inline.get(n) or _managed_document(p, n) for n in p.placed.names]
+        docs += [d for n, d in p.observed.inline.items() if n not in p.placed.names]
+        docs += [m.document for n, m in p.observed.managed.items() if n not in p.placed.names]
+        statements = tuple(s for doc in docs if doc for s in statements_from_iam(doc))
+        preset = PRESETS.get(p.role.name) or (s3 if p.role.name.startswith(f"{S3_PRESET}-") else None)
+        if preset is None:
+            roles.append(InventoryRole(p.role.name, "PorterRoleSet", "—", p.role.description, "", "", statements))
+            continue
+        roles.append(
+            InventoryRole(
+                p.role.name,
+                preset.created_by,
+                preset.assumable_from_outside,
+                preset.purpose,
+                preset.summary,
+                preset.trusted_by,
+                statements,
+            )
+        )
+    return roles
+
+
+def _managed_document(p: RolePreview, name: str) -> dict[str, Any] | None:
+    assert p.observed is not None
+    found = p.observed.managed.get(name)
+    return found.document if found else None
