@@ -39,7 +39,21 @@ def seed_cloud(aws: AwsEmulator, fixtures: dict[str, Any]) -> str:
             iam.create_role(
                 RoleName=role["name"], Path=role.get("path", "/"), AssumeRolePolicyDocument=pod_identity_trust_policy()
             )
+    access = spec["accessRole"]
+    if access["name"] not in existing:
+        iam.create_role(RoleName=access["name"], AssumeRolePolicyDocument=access_trust_policy(access))
     return str(spec["cluster"])
+
+
+def access_trust_policy(access: dict[str, str]) -> str:
+    """The bootstrap trust: the management principal, gated by the ExternalId."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"AWS": access["managementPrincipal"]},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": access["externalId"]}},
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def seed_azure(azure: AzureEmulator, fixtures: dict[str, Any]) -> str:
@@ -134,12 +148,16 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     )
     kubectl(cp, "apply", "-f", str(EXAMPLES / "shop.yaml"))
     kubectl(cp, "apply", "-f", str(EXAMPLES / "shop-azure-gcp.yaml"))
+    kubectl(cp, "apply", "-f", str(EXAMPLES / "porter-roleset.yaml"))
     if with_operator:
         kubectl(cp, "-n", "shop", "wait", "--for=condition=Ready", "sic", "--all", "--timeout=60s")
+        kubectl(cp, "wait", "--for=condition=Ready", "prs", "--all", "--timeout=120s")
     print(kubectl(cp, "get", "sic", "-A"))
+    print(kubectl(cp, "get", "prs"))
     print(f"sandbox up in {time.monotonic() - started:.1f}s. Use it:")
     print(f"  source {workdir / 'env.sh'}")
     print("  kubectl get sic -A; kubectl -n shop describe sic checkout-api")
+    print("  kubectl describe prs dev; porter-identity diff dev; porter-identity inventory")
     print(f"  operator log: {workdir / 'logs' / 'operator.log'}")
     print("  porter-identity dev down   # stop everything")
     return 0
