@@ -10,6 +10,24 @@ InvalidParameterException (400) for malformed input (including maxResults outsid
 a bad nextToken), ResourceLimitExceededException at the 5,000-associations-per-cluster quota, and
 clientRequestToken idempotency. Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
 as EKS's restJson protocol does; injected throttling uses the codes botocore retries.
+
+moto lets anyone assume any role and enforces no IAM size quotas, so IAM and STS query-protocol calls get
+what AWS does, with the rules in `porter_dev.iam_rules` (which cites the pages):
+- sts:AssumeRole follows the STS AssumeRole API reference
+  (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html), the IAM JSON policy elements
+  Principal and Condition, and "How to use an external ID": the role's trust policy must allow the caller
+  (an assumed-role session, an IAM user's key, or for keys moto does not know its default identity
+  arn:aws:sts::123456789012:user/moto), else AccessDenied (403), also for a role that does not exist.
+  ExternalId must be 2-1224 characters of [\\w+=,.@:/-] (ValidationError, 400); its value is never recorded
+  or echoed. Conditions: StringEquals and StringLike on sts:ExternalId (absent = no match), aws:SourceAccount
+  and aws:PrincipalAccount (both taken as the caller's account) are evaluated; other keys and operators are
+  treated as met, as we have no request context for them. An explicit Deny wins. The caller's own
+  identity-based policies are not evaluated.
+- IAM quotas (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html), counted without
+  white space: role trust policy 2,048 characters (CreateRole, UpdateAssumeRolePolicy), all inline policies of
+  a role together 10,240 (PutRolePolicy), managed policy 6,144 (CreatePolicy, CreatePolicyVersion), 10 managed
+  policies attached per role (AttachRolePolicy): LimitExceeded (409). moto itself enforces the 5 versions per
+  managed policy and rejects malformed JSON everywhere except CreateRole's trust policy, which we check.
 """
 
 from __future__ import annotations
@@ -24,17 +42,31 @@ import string
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
 
+from porter_dev import iam_rules
 from porter_dev.faults import Faults
+from porter_dev.iam_rules import Caller, IamRuleError
 
 ROLE_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 ASSOCIATIONS_PER_CLUSTER = 5000
 MAX_TAGS = 50
+QUERY_XMLNS = {"iam": "https://iam.amazonaws.com/doc/2010-05-08/", "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+QUOTA_CHECKED = {
+    "CreateRole",
+    "UpdateAssumeRolePolicy",
+    "PutRolePolicy",
+    "CreatePolicy",
+    "CreatePolicyVersion",
+    "AttachRolePolicy",
+}
 POD_IDENTITY = re.compile(r"^/clusters/(?P<cluster>[^/]+)/pod-identity-associations(?:/(?P<id>[^/]+))?/?$")
 
 StartResponse = Callable[..., Any]
@@ -251,14 +283,50 @@ def _json(start: StartResponse, status: int, body: Any, headers: Iterable[tuple[
     return [data]
 
 
-def _query_error(start: StartResponse, status: int, code: str, message: str) -> list[bytes]:
+def _query_error(start: StartResponse, service: str, status: int, code: str, message: str) -> list[bytes]:
+    """The error shape of the IAM and STS query protocol; the namespace is the service's API version."""
+    kind = "Receiver" if status >= 500 else "Sender"
     body = (
-        f'<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
-        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>{uuid.uuid4()}</RequestId>"
+        f'<ErrorResponse xmlns="{QUERY_XMLNS[service]}"><Error><Type>{kind}</Type>'
+        f"<Code>{code}</Code><Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId>"
         "</ErrorResponse>"
     ).encode()
-    start(f"{status} Error", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    start(f"{status} {HTTPStatus(status).phrase}", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _moto_caller(access_key: str, region: str) -> Caller:
+    """Who moto's GetCallerIdentity says signed with `access_key`, plus the role behind a session."""
+    from moto.iam.models import get_account_id_from
+    from moto.sts.models import sts_backends
+    from moto.utilities.utils import get_partition
+
+    backend = sts_backends[get_account_id_from(access_key)][get_partition(region)]
+    session = backend.get_assumed_role_from_access_key(access_key)
+    _, arn, account = backend.get_caller_identity(access_key, region)
+    return Caller(arn=arn, account=account, role_arn=session.role_arn if session else None)
+
+
+def _moto_role(account: str, partition: str, name: str | None = None, arn: str | None = None) -> Any:
+    """The role in moto's IAM backend by name or ARN, or None."""
+    from moto.iam.models import iam_backends
+
+    roles = iam_backends[account][partition].roles.values()
+    return next((r for r in roles if r.name == name or r.arn == arn), None)
+
+
+def _trust_policy(role_arn: str) -> dict[str, Any] | None:
+    """The trust policy of an existing role, or None (a missing role and an unreadable policy both refuse)."""
+    if not ROLE_ARN.match(role_arn):
+        return None
+    _, partition, _, _, account, _ = role_arn.split(":", 5)
+    role = _moto_role(account, partition, arn=role_arn)
+    document = role.assume_role_policy_document if role else None
+    try:
+        policy = json.loads(document) if isinstance(document, str) else document
+    except ValueError:
+        return None
+    return policy if isinstance(policy, dict) else None
 
 
 class AwsEmulator:
@@ -272,6 +340,10 @@ class AwsEmulator:
         self.inner = inner
         self.faults = Faults()
         self.store = PodIdentityStore(cluster_exists=_moto_cluster_exists)
+        self.assume_role_calls: Counter[str] = Counter()
+        self.counter_lock = threading.Lock()
+        # a quota check and the write it allows must not interleave with another write to the same role
+        self.quota_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -283,10 +355,19 @@ class AwsEmulator:
         region = scope.group("region") if scope else "us-east-1"
         body = _read_body(environ)
         match = POD_IDENTITY.match(path) if service == "eks" else None
-        operation = _operation(service, method, path, body, environ, match)
+        params = _params(environ, body) if match is None else {}
+        operation = _operation(method, path, params, match)
         fault = self.faults.on_call(service, operation)
         if fault:
             return _inject(start, service, fault)
+        access_key = scope.group("key") if scope else ""
+        try:
+            if service == "sts" and operation == "AssumeRole":
+                return self._assume_role(environ, start, params, access_key, region)
+            if service == "iam" and operation in QUOTA_CHECKED:
+                return self._quota_checked(environ, start, operation, params, access_key, region)
+        except IamRuleError as err:
+            return _query_error(start, service, err.status, err.code, err.message)
         if match is None:
             return self.inner(environ, start)
         from moto.iam.models import get_account_id_from
@@ -296,6 +377,41 @@ class AwsEmulator:
             return self._pod_identity(start, account, region, match, method, body, environ)
         except EksError as err:
             return _json(start, err.status, {"message": err.message}, [("x-amzn-ErrorType", err.code)])
+
+    def _assume_role(
+        self, environ: dict[str, Any], start: StartResponse, params: dict[str, list[str]], access_key: str, region: str
+    ) -> Iterable[bytes]:
+        external_id = _one(params, "ExternalId")
+        iam_rules.check_external_id(external_id)
+        role_arn = _one(params, "RoleArn") or ""
+        with self.counter_lock:
+            self.assume_role_calls[role_arn] += 1
+        caller = _moto_caller(access_key, region)
+        policy = _trust_policy(role_arn)
+        if policy is None or not iam_rules.trust_allows(policy, caller, external_id):
+            raise IamRuleError(
+                403,
+                "AccessDenied",
+                f"User: {caller.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+            )
+        return self.inner(environ, start)
+
+    def _quota_checked(
+        self,
+        environ: dict[str, Any],
+        start: StartResponse,
+        operation: str,
+        params: dict[str, list[str]],
+        access_key: str,
+        region: str,
+    ) -> list[bytes]:
+        from moto.iam.models import get_account_id_from
+        from moto.utilities.utils import get_partition
+
+        with self.quota_lock:
+            role = _moto_role(get_account_id_from(access_key), get_partition(region), name=_one(params, "RoleName"))
+            _check_quota(operation, params, role)
+            return list(self.inner(environ, start))
 
     def _pod_identity(
         self,
@@ -333,8 +449,13 @@ class AwsEmulator:
             return _json(start, 200, {"ok": True})
         if path == "/_porter/calls" and method == "GET":
             return _json(start, 200, self.faults.snapshot())
+        if path == "/_porter/assume-role" and method == "GET":
+            with self.counter_lock:
+                return _json(start, 200, dict(self.assume_role_calls))
         if path == "/_porter/reset" and method == "POST":
             self.faults.reset()
+            with self.counter_lock:
+                self.assume_role_calls.clear()
             return _json(start, 200, {"ok": True})
         if path == "/_porter/health":
             return _json(start, 200, {"ok": True})
@@ -349,9 +470,31 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return body
 
 
-def _operation(
-    service: str, method: str, path: str, body: bytes, environ: dict[str, Any], match: re.Match[str] | None
-) -> str:
+def _params(environ: dict[str, Any], body: bytes) -> dict[str, list[str]]:
+    """Query-protocol parameters: the query string plus a form body (parse_qs URL-decodes documents)."""
+    params: dict[str, list[str]] = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    if body and "json" not in environ.get("CONTENT_TYPE", ""):
+        params.update(parse_qs(body.decode(errors="replace"), keep_blank_values=True))
+    return params
+
+
+def _check_quota(operation: str, params: dict[str, list[str]], role: Any) -> None:
+    """Raise IamRuleError if `operation` would break an IAM quota; a missing role is left to moto to report."""
+    document = _one(params, "AssumeRolePolicyDocument" if operation == "CreateRole" else "PolicyDocument") or ""
+    if operation == "CreateRole":
+        iam_rules.check_trust_policy_size(document)
+        iam_rules.check_json(document)
+    elif operation == "UpdateAssumeRolePolicy":
+        iam_rules.check_trust_policy_size(document)
+    elif operation in ("CreatePolicy", "CreatePolicyVersion"):
+        iam_rules.check_managed_policy_size(document)
+    elif operation == "PutRolePolicy" and role is not None:
+        iam_rules.check_inline_policies(role.name, role.policies, _one(params, "PolicyName") or "", document)
+    elif operation == "AttachRolePolicy" and role is not None:
+        iam_rules.check_attach(role.managed_policies, _one(params, "PolicyArn") or "")
+
+
+def _operation(method: str, path: str, params: dict[str, list[str]], match: re.Match[str] | None) -> str:
     if match is not None:
         has_id = match.group("id") is not None
         return {
@@ -361,9 +504,6 @@ def _operation(
             ("POST", True): "UpdatePodIdentityAssociation",
             ("DELETE", True): "DeletePodIdentityAssociation",
         }.get((method, has_id), "Unknown")
-    params: dict[str, list[str]] = parse_qs(str(environ.get("QUERY_STRING", "")))
-    if body and "json" not in environ.get("CONTENT_TYPE", ""):
-        params.update(parse_qs(body.decode(errors="replace")))
     action = params.get("Action")
     if action:
         return action[0]
@@ -373,8 +513,8 @@ def _operation(
 def _inject(start: StartResponse, service: str, fault: str) -> list[bytes]:
     if service in ("iam", "sts"):
         if fault == "throttle":
-            return _query_error(start, 400, "Throttling", "Rate exceeded")
-        return _query_error(start, 500, "ServiceFailure", "Injected service failure")
+            return _query_error(start, service, 400, "Throttling", "Rate exceeded")
+        return _query_error(start, service, 500, "ServiceFailure", "Injected service failure")
     if fault == "throttle":
         return _json(start, 429, {"message": "Rate exceeded"}, [("x-amzn-ErrorType", "ThrottlingException")])
     return _json(start, 500, {"message": "Injected server error"}, [("x-amzn-ErrorType", "ServerException")])

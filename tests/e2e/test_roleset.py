@@ -201,7 +201,8 @@ def test_wrong_external_id_is_stalled_access_denied_and_touches_no_role(
     rolesets: RoleSets, access_role: Callable[[str], None], aws: AwsEmulator, iam: Any
 ) -> None:
     access_role("right-" + uuid.uuid4().hex)
-    rolesets.secret("wrong-id", "wrong-" + uuid.uuid4().hex)
+    wrong = "wrong-" + uuid.uuid4().hex
+    rolesets.secret("wrong-id", wrong)
     before = _writes(aws)
     rolesets.create(
         "wrong-id",
@@ -217,7 +218,7 @@ def test_wrong_external_id_is_stalled_access_denied_and_touches_no_role(
     cond = wait_for(lambda: rolesets.condition("wrong-id", "Stalled"), 30, what="Stalled")
     ready = rolesets.ready("wrong-id")
     assert ready is not None and ready["status"] == "False" and ready["reason"] == "AccessDenied"
-    assert ACCESS_ARN in ready["message"] and "wrong-" not in ready["message"]
+    assert ACCESS_ARN in ready["message"] and wrong not in ready["message"]
     assert cond["reason"] == "AccessDenied"
     assert not _role_exists(iam, "porter-e2e-never")
     assert _writes(aws) == before

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from porter_identity.api.common import CamelModel, Condition, DeletionPolicy
 from porter_identity.api.connection import ObjectMeta
 from porter_identity.api.validation import matching
+from porter_identity.iam.presets import s3_role_name
 
 KIND = "PorterRoleSet"
 PLURAL = "porterrolesets"
@@ -125,14 +126,29 @@ class PolicyStatement(CamelModel):
     )
 
 
+TRUSTS_SOMEONE = {
+    "rule": "(has(self.management) && self.management == 'ExternalId')"
+    " || (has(self.services) && size(self.services) > 0) || (has(self.podIdentity) && self.podIdentity)",
+    "message": "trust must name at least one principal: management ExternalId, services or podIdentity",
+}
+
+
 class CustomTrust(CamelModel):
     """Who may assume a custom role; the same three kinds of principal the presets use."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": cast(Any, [TRUSTS_SOMEONE])})
 
     management: Literal["None", "ExternalId"] = Field(
         default="None", description="ExternalId: the management principal may assume it with the ExternalId."
     )
     services: list[ServicePrincipal] = Field(default_factory=list, max_length=10)
     pod_identity: bool = Field(default=False, description="Trusted by pods.eks.amazonaws.com, scoped to the account.")
+
+    @model_validator(mode="after")
+    def _trusts_someone(self) -> CustomTrust:
+        if self.management == "None" and not self.services and not self.pod_identity:
+            raise ValueError(TRUSTS_SOMEONE["message"])
+        return self
 
 
 ONE_OF_PRESET_OR_NAME = {
@@ -155,7 +171,7 @@ class RoleSpec(CamelModel):
     preset: PresetName | None = Field(default=None, description="A role of the seed's inventory.")
     name: RoleName | None = Field(default=None, description="Name of a custom role.")
     pod_identity: PodIdentity | None = None
-    statements: list[PolicyStatement] | None = Field(default=None, max_length=200)
+    statements: list[PolicyStatement] | None = Field(default=None, min_length=1, max_length=200)
     trust: CustomTrust | None = None
 
     @model_validator(mode="after")
@@ -216,8 +232,11 @@ class RoleSetSpec(CamelModel):
     def _access_in_account_and_unique(self) -> RoleSetSpec:
         if self.access.role_arn.split(":")[4] != self.account_id:
             raise ValueError(ACCESS_IN_ACCOUNT["message"])
-        names = [r.role_name for r in self.roles] + [b.name for b in self.buckets]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        # A bucket becomes the role porter-s3-<hash>: compare the role names IAM will see, name the bucket.
+        names = [(r.role_name, r.role_name) for r in self.roles]
+        names += [(s3_role_name(b.name), f"{s3_role_name(b.name)} (bucket {b.name})") for b in self.buckets]
+        roles = [n for n, _ in names]
+        duplicates = sorted({shown for n, shown in names if roles.count(n) > 1})
         if duplicates:
             raise ValueError(f"roles and buckets must be unique; repeated: {', '.join(duplicates)}")
         return self
