@@ -13,6 +13,7 @@ from porter_identity.config import Settings
 from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
+from porter_identity.kube.events import ClusterEvents
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers import clients
 from porter_identity.providers.iam import AssumedRoles
@@ -25,6 +26,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.clouds = clients.build(config)
     kube = _kube_client()
     memo.service_accounts = ServiceAccounts(kube)
+    memo.cluster_events = ClusterEvents(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     # Our own finalizer and annotations, nothing under status.kopf: status stays the documented API.
     settings.persistence.finalizer = f"{GROUP}/finalizer"

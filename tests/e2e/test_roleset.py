@@ -394,6 +394,11 @@ def test_all_presets_exactly_as_the_seed_drift_rotation_and_retain(
         e.type == "Warning" and "porter-telemetry-manager" in e.message for e in reasons if e.reason == "DriftCorrected"
     )
 
+    described = kubectl("describe", "prs", "prod").stdout
+    events = described.split("Events:", 1)[1]
+    assert "DriftCorrected" in events and "porter-telemetry-manager" in events, described[-2000:]
+    assert "Roles Ready:  10/10" in described
+
     # idle: a sweep of an account in sync writes nothing
     writes = _writes(aws)
     assumes = aws.calls().get("sts:AssumeRole", 0)

@@ -11,6 +11,7 @@ from porter_identity import GROUP, VERSION
 from porter_identity.api.roleset import PLURAL, PorterRoleSet, RoleSetStatus
 from porter_identity.config import Settings
 from porter_identity.iam.sync import RoleSetService, SyncResult
+from porter_identity.kube.events import ClusterEvents
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import backoff, conditions
 from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
@@ -18,6 +19,11 @@ from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
 # The timer's interval is a decorator argument, so it is read when the module loads (same PORTER_* variable).
 SYNC_SECONDS = Settings().roleset_sync_seconds
 _LOCKS = KeyedLocks()
+
+
+def _event(memo: kopf.Memo, body: kopf.Body, type: str, reason: str, message: str) -> None:
+    events: ClusterEvents = memo.cluster_events
+    events.post(body, type, reason, message)
 
 
 def _parse(body: kopf.Body) -> PorterRoleSet | Outcome:
@@ -47,27 +53,27 @@ def _write(patch: kopf.Patch, rs: PorterRoleSet, result: SyncResult) -> None:
         patch.status[key] = value
 
 
-def _announce(body: kopf.Body, rs: PorterRoleSet, result: SyncResult) -> None:
+def _announce(memo: kopf.Memo, body: kopf.Body, rs: PorterRoleSet, result: SyncResult) -> None:
     for change in result.changes:
-        kopf.event(body, type="Normal", reason=change.reason, message=change.message)
+        _event(memo, body, type="Normal", reason=change.reason, message=change.message)
     for warning in result.warnings:
-        kopf.event(body, type="Warning", reason=warning.reason, message=warning.message)
+        _event(memo, body, type="Warning", reason=warning.reason, message=warning.message)
     before = conditions.ready_condition(rs.status.conditions)
     if before is None or before.reason != result.outcome.reason.value or before.message != result.outcome.message:
         kind = "Normal" if result.outcome.state is State.READY else "Warning"
-        kopf.event(body, type=kind, reason=result.outcome.reason.value, message=result.outcome.message)
+        _event(memo, body, type=kind, reason=result.outcome.reason.value, message=result.outcome.message)
 
 
 def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> Outcome:
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
-        kopf.event(body, type="Warning", reason=parsed.reason.value, message=parsed.message)
+        _event(memo, body, type="Warning", reason=parsed.reason.value, message=parsed.message)
         return parsed
     service: RoleSetService = memo.roleset_service
     with _LOCKS.hold(parsed.metadata.name):
         result = service.sync(parsed)
     _write(patch, parsed, result)
-    _announce(body, parsed, result)
+    _announce(memo, body, parsed, result)
     log = logger.info if result.outcome.state is State.READY else logger.warning
     log(result.outcome.message, extra={"reason": result.outcome.reason.value, "provider": "aws"})
     return result.outcome
@@ -99,9 +105,9 @@ def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) 
     with _LOCKS.hold(parsed.metadata.name):
         result = service.delete(parsed)
     for change in result.changes:
-        kopf.event(body, type="Normal", reason=change.reason, message=change.message)
+        _event(memo, body, type="Normal", reason=change.reason, message=change.message)
     if result.outcome.state is not State.READY:
-        kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
+        _event(memo, body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
         settings: Settings = memo.settings
         delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
         raise kopf.TemporaryError(result.outcome.message, delay=delay)
