@@ -163,7 +163,6 @@ def test_trust_is_what_the_assumable_by_line_says(name: str) -> None:
     preset = PRESETS[name]
     assert preset.trust == trust_from_line(preset.trusted_by)
     assert (preset.trust.management is not None) == preset.assumable_from_outside.startswith("Yes")
-    assert preset.pod_identity == preset.trust.pod_identity
 
 
 def test_trust_of_the_outside_assumable_roles() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,3 +40,29 @@ class Condition(CamelModel):
     last_transition_time: str
     reason: str = Field(max_length=1024)
     message: str = Field(default="", max_length=32768)
+
+
+class ObjectMeta(CamelModel):
+    """The part of metadata the operator reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    namespace: str | None = None
+    uid: str = ""
+    generation: int = 0
+    deletion_timestamp: str | None = None
+
+
+class KubeObject(CamelModel):
+    """A custom resource as the API server returns it: subclasses declare spec and status."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: ObjectMeta
+
+    @classmethod
+    def from_body(cls, body: Any) -> Self:
+        return cls.model_validate(
+            {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
+        )

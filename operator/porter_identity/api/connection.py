@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from pydantic import ConfigDict, Field, model_validator
 
-from porter_identity.api.common import CamelModel, Condition, DeletionPolicy
+from porter_identity.api.common import CamelModel, Condition, DeletionPolicy, KubeObject
 from porter_identity.api.validation import (
     AzureIdentityName,
     AzureResourceGroup,
@@ -142,29 +142,8 @@ class ConnectionStatus(CamelModel):
     gcp: GcpStatus | None = None
 
 
-class ObjectMeta(CamelModel):
-    """The part of metadata the operator reads."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    namespace: str | None = None
-    uid: str = ""
-    generation: int = 0
-    deletion_timestamp: str | None = None
-
-
-class ServiceIdentityConnection(CamelModel):
+class ServiceIdentityConnection(KubeObject):
     """The whole object as the API server returns it."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    metadata: ObjectMeta
     spec: ConnectionSpec
     status: ConnectionStatus = Field(default_factory=ConnectionStatus)
-
-    @classmethod
-    def from_body(cls, body: Any) -> ServiceIdentityConnection:
-        return cls.model_validate(
-            {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
-        )

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, cast
 
 from pydantic import ConfigDict, Field, model_validator
 
-from porter_identity.api.common import CamelModel, Condition, DeletionPolicy
-from porter_identity.api.connection import ObjectMeta
+from porter_identity.api.common import CamelModel, Condition, DeletionPolicy, KubeObject
 from porter_identity.api.validation import matching
 from porter_identity.iam.presets import s3_role_name
 
@@ -268,17 +267,8 @@ class RoleSetStatus(CamelModel):
     )
 
 
-class PorterRoleSet(CamelModel):
+class PorterRoleSet(KubeObject):
     """The whole object as the API server returns it."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    metadata: ObjectMeta
     spec: RoleSetSpec
     status: RoleSetStatus = Field(default_factory=RoleSetStatus)
-
-    @classmethod
-    def from_body(cls, body: Any) -> PorterRoleSet:
-        return cls.model_validate(
-            {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
-        )

@@ -54,7 +54,6 @@ class Preset:
     trusted_by: str
     statements: tuple[Statement, ...]  # resources may hold ACCOUNT_PLACEHOLDER
     trust: Trust
-    pod_identity: bool  # in-cluster role: may get an EKS Pod Identity association
 
 
 def statements_for(preset: Preset, account_id: str) -> tuple[Statement, ...]:
@@ -226,7 +225,6 @@ _ALL = (
             "Assumable by Porter’s CAPIManagement role, and by EC2, EKS, and EKS Pod Identity service principals."
         ),
         trust=Trust("default", ("ec2.amazonaws.com", "eks.amazonaws.com"), pod_identity=True),
-        pod_identity=True,
         statements=(
             _s(
                 "IAMController",
@@ -257,7 +255,6 @@ _ALL = (
             "EKS service principals."
         ),
         trust=Trust("required", ("ec2.amazonaws.com", "eks.amazonaws.com"), pod_identity=False),
-        pod_identity=False,
         statements=(
             _s(
                 "EksClusterManagement",
@@ -491,7 +488,6 @@ _ALL = (
             ("ec2.amazonaws.com", "eks.amazonaws.com", "vpc-flow-logs.amazonaws.com"),
             pod_identity=True,
         ),
-        pod_identity=True,
         statements=(
             _s(
                 "KmsManagement",
@@ -644,7 +640,6 @@ _ALL = (
         summary="For operating the EKS managed control plane.",
         trusted_by="Assumable by EKS service principals (not by Porter).",
         trust=Trust(None, ("eks.amazonaws.com",), pod_identity=False),
-        pod_identity=False,
         statements=(
             _EKS_CLUSTER_POLICY,
             _EKS_SLR_CREATE,
@@ -664,7 +659,6 @@ _ALL = (
         summary="Instance profile role for EKS worker nodes.",
         trusted_by="Assumable by the EC2 service principal (not by Porter).",
         trust=Trust(None, ("ec2.amazonaws.com",), pod_identity=False),
-        pod_identity=False,
         statements=(
             _s(
                 "CustomerCloudWatchLogs",
@@ -852,7 +846,6 @@ _ALL = (
         summary="For provisioning and managing cost-optimized EKS worker nodes.",
         trusted_by="Assumable by the Karpenter controller pod using EKS Pod Identities.",
         trust=_POD_IDENTITY_ONLY,
-        pod_identity=True,
         statements=(
             _s(
                 "ScopedEc2InstanceAccess",
@@ -959,7 +952,6 @@ _ALL = (
         summary="For collecting and exporting OTLP metrics.",
         trusted_by="Assumable by the OpenTelemetry Collector pod using EKS Pod Identities.",
         trust=_POD_IDENTITY_ONLY,
-        pod_identity=True,
         statements=(
             _s(
                 "PorterMetrics",
@@ -984,7 +976,6 @@ _ALL = (
         summary="For managing compliance alarms.",
         trusted_by="Assumable by the Porter Agent pod using EKS Pod Identities.",
         trust=_POD_IDENTITY_ONLY,
-        pod_identity=True,
         statements=(
             _s(
                 "CloudWatchAlarms",
@@ -1010,7 +1001,6 @@ _ALL = (
         summary="For managing environment group secrets in Secrets Manager.",
         trusted_by="Assumable by the External Secrets Operator pod using EKS Pod Identities.",
         trust=_POD_IDENTITY_ONLY,
-        pod_identity=True,
         statements=(
             _s(
                 "EnvGroupSecrets",
@@ -1039,7 +1029,6 @@ _ALL = (
             "role itself."
         ),
         trust=_POD_IDENTITY_ONLY,
-        pod_identity=True,
         statements=s3_statements("*"),
     ),
 )
