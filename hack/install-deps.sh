@@ -21,7 +21,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c hack/constraints.txt -e '.[test,dev]'
+.venv/bin/python -m pip install -q -c hack/constraints.txt -e '.[test,dev,bench]'
 
 bash hack/build-k8s.sh >/dev/null
 echo "dependencies ready"

@@ -139,11 +139,12 @@ class Operator:
     kubeconfig: Path
     logfile: Path
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # extra `porter-identity run` arguments
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Operator:
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self.proc = spawn_module("porter_identity.cli", ["run"], self.logfile, env)
+        self.proc = spawn_module("porter_identity.cli", ["run", *self.args], self.logfile, env)
         return self
 
     def kill(self) -> None:

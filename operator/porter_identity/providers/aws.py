@@ -15,6 +15,7 @@ from porter_identity.providers.errors import (
     CloudError,
     Conflict,
     Invalid,
+    LimitExceeded,
     NotFound,
     Throttled,
     Transient,
@@ -31,6 +32,7 @@ _THROTTLING = {
 _NOT_FOUND = {"NoSuchEntity", "ResourceNotFoundException"}
 _CONFLICT = {"ResourceInUseException", "EntityAlreadyExists"}
 _INVALID = {"InvalidParameterException", "InvalidRequestException", "ValidationError", "MalformedPolicyDocument"}
+_LIMIT = {"LimitExceeded", "ResourceLimitExceededException"}
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "InvalidClientTokenId"}
 
 
@@ -78,6 +80,8 @@ def translate(err: ClientError | BotoCoreError) -> CloudError:
         return NotFound(message, code=code)
     if code in _CONFLICT:
         return Conflict(message, code=code)
+    if code in _LIMIT:
+        return LimitExceeded(message, code=code)
     if code in _INVALID:
         return Invalid(message, code=code)
     if code in _DENIED:

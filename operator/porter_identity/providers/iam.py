@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import threading
 from typing import Any
 from urllib.parse import unquote
@@ -194,7 +195,7 @@ class IamRoles:
         with translated():
             with contextlib.suppress(self.iam.exceptions.NoSuchEntityException):
                 self.iam.detach_role_policy(RoleName=role, PolicyArn=arn)
-            if arn.startswith(self.policy_arn(f"{role}-")):
+            if re.fullmatch(re.escape(self.policy_arn(role)) + r"-[0-9]+", arn):
                 self._delete_policy(arn)
 
     def _delete_policy(self, arn: str) -> None:

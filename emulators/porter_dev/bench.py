@@ -1,0 +1,446 @@
+"""`hack/bench`: drive N connections through a real API server, the emulators and the operator; write figures.
+
+Times come from the API server's watch as seen by this process (create returned -> Ready=True observed),
+never from the operator's logs. Writes to a connection are the watch's MODIFIED events for it. Cloud calls
+are the emulators' own counters. RSS and CPU are read from /proc for the operator process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from porter_dev import CACHE
+from porter_dev.azure import AzureEmulator
+from porter_dev.controlplane import ControlPlane, free_port
+from porter_dev.gcp import GcpEmulator
+from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+
+GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
+PROVIDERS = ("aws", "azure", "gcp")
+EKS_CLUSTER = "bench"
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000be9c0"
+PROJECT = "porter-bench"
+NAMESPACES = 10
+AWS_ROLES = 10
+PER_AZURE_IDENTITY = 15  # Azure allows 20 federated credentials per identity
+PER_GCP_ACCOUNT = 500  # GCP allows 1,500 principals per policy
+
+
+@dataclass
+class Track:
+    """One connection as the watch saw it."""
+
+    provider: str
+    created: float = 0.0
+    ready: float | None = None
+    writes_to_ready: int = 0
+    writes_after: int = 0
+
+
+@dataclass
+class Watcher:
+    """Counts MODIFIED events per connection and notes when each first reports Ready=True."""
+
+    custom: client.CustomObjectsApi
+    tracks: dict[tuple[str, str], Track]
+    resource_version: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                resource_version=self.resource_version,
+                timeout_seconds=5,
+                allow_watch_bookmarks=True,
+            )
+            for event in stream:
+                obj = event["object"]
+                self.resource_version = obj["metadata"]["resourceVersion"]
+                if event["type"] != "MODIFIED":
+                    continue
+                self._modified(obj, time.monotonic())
+
+    def _modified(self, obj: dict[str, Any], now: float) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions", [])
+        )
+        with self.lock:
+            track = self.tracks.get(key)
+            if track is None:
+                return
+            if track.ready is None:
+                track.writes_to_ready += 1
+                if ready:
+                    track.ready = now
+            else:
+                track.writes_after += 1
+
+    def ready_count(self) -> int:
+        with self.lock:
+            return sum(1 for t in self.tracks.values() if t.ready is not None)
+
+    def writes_after(self) -> int:
+        with self.lock:
+            return sum(t.writes_after for t in self.tracks.values())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _spread(n: int, provider: str) -> list[str]:
+    return [PROVIDERS[i % 3] if provider == "mixed" else provider for i in range(n)]
+
+
+def _spec(provider: str, i: int) -> dict[str, Any]:
+    """`i` counts connections of this provider only, so identities fill up evenly."""
+    if provider == "aws":
+        return {"aws": {"role": f"bench-role-{i % AWS_ROLES}"}}
+    if provider == "azure":
+        return {"azure": {"identityName": f"bench-id-{i // PER_AZURE_IDENTITY}", "resourceGroup": "bench-rg"}}
+    return {"gcp": {"serviceAccountEmail": f"bench-sa-{i // PER_GCP_ACCOUNT:04d}@{PROJECT}.iam.gserviceaccount.com"}}
+
+
+def _nth(providers: list[str]) -> list[int]:
+    seen = dict.fromkeys(PROVIDERS, 0)
+    out = []
+    for p in providers:
+        out.append(seen[p])
+        seen[p] += 1
+    return out
+
+
+def _seed(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator, providers: list[str]) -> None:
+    aws.client("eks").create_cluster(
+        name=EKS_CLUSTER, roleArn=f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/eks", resourcesVpcConfig={"subnetIds": []}
+    )
+    iam = aws.client("iam")
+    for i in range(AWS_ROLES):
+        iam.create_role(RoleName=f"bench-role-{i}", AssumeRolePolicyDocument=pod_identity_trust_policy())
+    for i in range(math.ceil(providers.count("azure") / PER_AZURE_IDENTITY)):
+        azure.seed_identity(SUBSCRIPTION, "bench-rg", f"bench-id-{i}")
+    for i in range(math.ceil(providers.count("gcp") / PER_GCP_ACCOUNT)):
+        gcp.seed_service_account(PROJECT, f"bench-sa-{i:04d}")
+
+
+def _proc_stats(pid: int) -> tuple[float, float]:
+    """(peak RSS in MB, CPU seconds) of a live process."""
+    peak = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return peak, cpu
+
+
+def _calls(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator) -> dict[str, int]:
+    return {
+        "aws": sum(aws.calls().values()),
+        "azure": sum(azure.calls().values()),
+        "gcp": sum(gcp.calls().values()),
+    }
+
+
+def _wait_quiet(pid: int, timeout: float) -> None:
+    """Until the operator has used no CPU for three seconds: its resync is over."""
+    deadline, quiet, last = time.monotonic() + timeout, 0, _proc_stats(pid)[1]
+    while time.monotonic() < deadline and quiet < 3:
+        time.sleep(1)
+        now = _proc_stats(pid)[1]
+        quiet = quiet + 1 if now - last < 0.05 else 0
+        last = now
+
+
+def _wait_liveness(url: str, op: Operator, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not op.alive():
+            raise RuntimeError(f"operator exited:\n{op.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"operator liveness {url} did not answer")
+
+
+def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str], liveness: str) -> Operator:
+    op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env)
+    op.args = ["--liveness", liveness]
+    _wait_liveness(liveness, op.start())
+    return op
+
+
+def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> dict[str, Any]:
+    workdir = out / "work"
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh etcd and emulators for every run
+    providers = _spread(n, provider)
+    cp = ControlPlane(workdir=workdir / "cluster")
+    cp.start()
+    aws = AwsEmulator(logdir=workdir / "logs").start()
+    azure = AzureEmulator(logdir=workdir / "logs").start()
+    gcp = GcpEmulator(logdir=workdir / "logs").start()
+    op: Operator | None = None
+    try:
+        import subprocess
+
+        from porter_dev.controlplane import k8s_bin_dir
+
+        subprocess.run(
+            [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply", "-f", "crds/"],
+            check=True,
+            capture_output=True,
+        )
+        _seed(aws, azure, gcp, providers)
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
+        cfg.connection_pool_maxsize = 32
+        api = client.ApiClient(cfg)
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        for i in range(NAMESPACES):
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=f"bench-{i}")))
+        names = [(f"bench-{i % NAMESPACES}", f"c-{i}") for i in range(n)]
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda key: core.create_namespaced_service_account(
+                        key[0], client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=key[1]))
+                    ),
+                    names,
+                )
+            )
+        wait_for_crd(custom)
+        for emulator in (aws, azure, gcp):
+            emulator.faults(latencyMs=latency_ms)
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        op_env = {
+            **aws.env,
+            "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
+            "PORTER_AWS_REGION": AWS_REGION,
+            "PORTER_AWS_ACCOUNT_ID": AWS_ACCOUNT_ID,
+            "PORTER_OIDC_ISSUER": cp.server,
+            "PORTER_AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+            "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
+            "PORTER_AZURE_CA_FILE": str(azure.ca_file),
+            "PORTER_AZURE_CREDENTIAL": "emulator",
+            "PORTER_GCP_PROJECT_ID": PROJECT,
+            "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+        }
+        op = Operator(
+            kubeconfig=cp.kubeconfig,
+            logfile=workdir / "logs" / "operator.log",
+            env=op_env,
+            args=["--liveness", liveness],
+        ).start()
+        _wait_liveness(liveness, op)
+        tracks = {key: Track(providers[i]) for i, key in enumerate(names)}
+        listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        start_rv = str(listed["metadata"]["resourceVersion"])
+        watcher = Watcher(custom, tracks, start_rv)
+        thread = threading.Thread(target=watcher.run, daemon=True)
+        thread.start()
+        before = _calls(aws, azure, gcp)
+
+        nth = _nth(providers)
+
+        def create(i: int) -> None:
+            ns, name = names[i]
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ServiceIdentityConnection",
+                "metadata": {"name": name},
+                "spec": {"serviceAccountName": name, **_spec(providers[i], nth[i])},
+            }
+            tracks[names[i]].created = time.monotonic()
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, range(n)))
+        deadline = began + timeout
+        while watcher.ready_count() < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        settled = _calls(aws, azure, gcp)
+        assert op.proc is not None
+        peak_rss, cpu = _proc_stats(op.proc.pid)
+
+        # one full resync: a restarted operator lists everything and must find nothing to do
+        writes_before = watcher.writes_after()
+        op.stop()
+        op = Operator(
+            kubeconfig=cp.kubeconfig,
+            logfile=workdir / "logs" / "operator.log",
+            env=op_env,
+            args=["--liveness", liveness],
+        ).start()
+        _wait_liveness(liveness, op)
+        assert op.proc is not None
+        _wait_quiet(op.proc.pid, timeout=max(60.0, n / 20))
+        resynced = _calls(aws, azure, gcp)
+        watcher.stop.set()
+        return _figures(
+            n, provider, latency_ms, began, tracks, before, settled, resynced,
+            watcher.writes_after() - writes_before, peak_rss, cpu,
+        )  # fmt: skip
+    finally:
+        if op is not None:
+            op.stop()
+        for emulator in (aws, azure, gcp):
+            emulator.stop()
+        cp.stop()
+
+
+def wait_for_crd(custom: client.CustomObjectsApi, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
+            return
+        except client.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _figures(
+    n: int,
+    provider: str,
+    latency_ms: float,
+    began: float,
+    tracks: dict[tuple[str, str], Track],
+    before: dict[str, int],
+    settled: dict[str, int],
+    resynced: dict[str, int],
+    resync_writes: int,
+    peak_rss: float,
+    cpu: float,
+) -> dict[str, Any]:
+    done = [t for t in tracks.values() if t.ready is not None]
+    latencies = [t.ready - t.created for t in done if t.ready is not None]
+    last = max((t.ready for t in done if t.ready is not None), default=began)
+    per_provider = {p: sum(1 for t in tracks.values() if t.provider == p) for p in PROVIDERS}
+    writes = [t.writes_to_ready for t in done]
+    return {
+        "n": n,
+        "provider": provider,
+        "cloud_latency_ms": latency_ms,
+        "ready": len(done),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        "create_to_ready_seconds": {
+            "p50": round(percentile(latencies, 0.50), 3) if latencies else None,
+            "p95": round(percentile(latencies, 0.95), 3) if latencies else None,
+            "p99": round(percentile(latencies, 0.99), 3) if latencies else None,
+            "max": round(max(latencies), 3) if latencies else None,
+        },
+        "throughput_per_second": round(len(done) / (last - began), 1) if last > began else None,
+        "cloud_calls_per_connection": {
+            p: {
+                "create": round((settled[p] - before[p]) / per_provider[p], 2),
+                "idle_resync": resynced[p] - settled[p],
+            }
+            for p in PROVIDERS
+            if per_provider[p]
+        },
+        "connection_writes_to_ready": {
+            "mean": round(sum(writes) / len(writes), 2) if writes else None,
+            "max": max(writes, default=0),
+        },
+        "connection_writes_idle_resync": resync_writes,
+        "operator": {"peak_rss_mb": round(peak_rss, 1), "cpu_seconds": round(cpu, 1)},
+        "ready_over_time": sorted(round(t.ready - began, 3) for t in done if t.ready is not None),
+    }
+
+
+def markdown(fig: dict[str, Any]) -> str:
+    lat, calls = fig["create_to_ready_seconds"], fig["cloud_calls_per_connection"]
+    rows = [
+        ("connections (Ready / applied)", f"{fig['ready']} / {fig['n']} ({fig['provider']})"),
+        ("cloud latency added per call", f"{fig['cloud_latency_ms']:g} ms"),
+        ("create → Ready p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} s"),
+        ("throughput", f"{fig['throughput_per_second']} connections/s"),
+        *(
+            (f"{p} cloud calls per connection (create / idle resync total)", f"{c['create']} / {c['idle_resync']}")
+            for p, c in calls.items()
+        ),
+        (
+            "writes to the connection to reach Ready (mean / max)",
+            f"{fig['connection_writes_to_ready']['mean']} / {fig['connection_writes_to_ready']['max']}",
+        ),
+        ("writes to connections on an idle resync (total)", str(fig["connection_writes_idle_resync"])),
+        ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
+    ]
+    return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def plot(fig: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = fig["ready_over_time"]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.step(times, range(1, len(times) + 1), where="post")
+    axes.set_xlabel("seconds since the first create")
+    axes.set_ylabel("connections Ready")
+    axes.set_title(f"N={fig['n']} ({fig['provider']}), {fig['cloud_latency_ms']:g} ms per cloud call")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hack/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000], help="connections per run")
+    parser.add_argument("--big", action="store_true", help="also run N=10,000")
+    parser.add_argument("--provider", choices=[*PROVIDERS, "mixed"], default="mixed")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="added to every cloud call")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all Ready")
+    parser.add_argument("--out", type=Path, default=CACHE / "bench")
+    args = parser.parse_args(argv)
+    # SIGTERM (e.g. `timeout`) must still stop the control plane, emulators and operator this run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sizes = [*args.n, *([10_000] if args.big else [])]
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in sizes:
+        fig = run(n, args.provider, args.latency_ms, args.out / f"n{n}", args.timeout)
+        stem = args.out / f"bench-{args.provider}-n{n}"
+        stem.with_suffix(".json").write_text(json.dumps(fig, indent=2))
+        stem.with_suffix(".md").write_text(markdown(fig))
+        plot(fig, stem.with_suffix(".png"))
+        print(markdown(fig))
+        print(f"wrote {stem}.json, .md, .png")
+        results.append(fig)
+    return 0 if all(f["ready"] == f["n"] for f in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
