@@ -527,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from werkzeug.serving import run_simple
 
-    run_simple(args.host, args.port, AwsEmulator(), threaded=True)
+    from porter_dev.faults import KeepAliveHandler
+
+    run_simple(args.host, args.port, AwsEmulator(), threaded=True, request_handler=KeepAliveHandler)
     return 0
 
 

@@ -760,11 +760,14 @@ def main(argv: list[str] | None = None) -> int:
     from werkzeug.serving import run_simple
 
     cert, key = write_certificate(args.cert_dir, hosts=dict.fromkeys((args.host, "127.0.0.1", "localhost")))
+    from porter_dev.faults import KeepAliveHandler
+
     run_simple(
         args.host,
         args.port,
         ManagedIdentityApp(tenant_id=args.tenant_id),
         threaded=True,
+        request_handler=KeepAliveHandler,
         ssl_context=(str(cert), str(key)),
     )
     return 0

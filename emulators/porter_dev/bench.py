@@ -36,9 +36,11 @@ EKS_CLUSTER = "bench"
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000be9c0"
 PROJECT = "porter-bench"
 NAMESPACES = 10
-AWS_ROLES = 10
-PER_AZURE_IDENTITY = 15  # Azure allows 20 federated credentials per identity
-PER_GCP_ACCOUNT = 500  # GCP allows 1,500 principals per policy
+# Identities are shared the way services share them in practice: a few connections (environments,
+# workers) per identity. Azure's limit is 20 credentials per identity, GCP's 1,500 principals per policy.
+PER_AWS_ROLE = 10
+PER_AZURE_IDENTITY = 5
+PER_GCP_ACCOUNT = 5
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Track:
     ready: float | None = None
     writes_to_ready: int = 0
     writes_after: int = 0
+    sa_writes: int = 0
 
 
 @dataclass
@@ -63,22 +66,46 @@ class Watcher:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
+        self._follow(
+            lambda rv: watch.Watch().stream(  # type: ignore[no-untyped-call]
+                self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, resource_version=rv, timeout_seconds=5
+            ),
+            self._modified,
+            self.resource_version,
+        )
+
+    def run_service_accounts(self, core: client.CoreV1Api, resource_version: str) -> None:
+        """ServiceAccount annotations (Azure, GCP) are writes too: count them per connection."""
+        self._follow(
+            lambda rv: watch.Watch().stream(  # type: ignore[no-untyped-call]
+                core.list_service_account_for_all_namespaces, resource_version=rv, timeout_seconds=5
+            ),
+            self._sa_modified,
+            resource_version,
+        )
+
+    def _follow(self, stream: Any, handle: Any, resource_version: str) -> None:
         while not self.stop.is_set():
-            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                self.custom.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                PLURAL,
-                resource_version=self.resource_version,
-                timeout_seconds=5,
-                allow_watch_bookmarks=True,
-            )
-            for event in stream:
+            for event in stream(resource_version):
                 obj = event["object"]
-                self.resource_version = obj["metadata"]["resourceVersion"]
-                if event["type"] != "MODIFIED":
-                    continue
-                self._modified(obj, time.monotonic())
+                if not isinstance(obj, dict):  # typed models (ServiceAccounts): only metadata is needed
+                    meta = obj.metadata
+                    obj = {
+                        "metadata": {
+                            "namespace": meta.namespace,
+                            "name": meta.name,
+                            "resourceVersion": meta.resource_version,
+                        }
+                    }
+                resource_version = obj["metadata"]["resourceVersion"]
+                if event["type"] == "MODIFIED":
+                    handle(obj, time.monotonic())
+
+    def _sa_modified(self, obj: dict[str, Any], now: float) -> None:
+        with self.lock:
+            track = self.tracks.get((obj["metadata"]["namespace"], obj["metadata"]["name"]))
+            if track is not None:
+                track.sa_writes += 1
 
     def _modified(self, obj: dict[str, Any], now: float) -> None:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -118,7 +145,7 @@ def _spread(n: int, provider: str) -> list[str]:
 def _spec(provider: str, i: int) -> dict[str, Any]:
     """`i` counts connections of this provider only, so identities fill up evenly."""
     if provider == "aws":
-        return {"aws": {"role": f"bench-role-{i % AWS_ROLES}"}}
+        return {"aws": {"role": f"bench-role-{i // PER_AWS_ROLE}"}}
     if provider == "azure":
         return {"azure": {"identityName": f"bench-id-{i // PER_AZURE_IDENTITY}", "resourceGroup": "bench-rg"}}
     return {"gcp": {"serviceAccountEmail": f"bench-sa-{i // PER_GCP_ACCOUNT:04d}@{PROJECT}.iam.gserviceaccount.com"}}
@@ -138,7 +165,7 @@ def _seed(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator, providers: l
         name=EKS_CLUSTER, roleArn=f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/eks", resourcesVpcConfig={"subnetIds": []}
     )
     iam = aws.client("iam")
-    for i in range(AWS_ROLES):
+    for i in range(math.ceil(providers.count("aws") / PER_AWS_ROLE)):
         iam.create_role(RoleName=f"bench-role-{i}", AssumeRolePolicyDocument=pod_identity_trust_policy())
     for i in range(math.ceil(providers.count("azure") / PER_AZURE_IDENTITY)):
         azure.seed_identity(SUBSCRIPTION, "bench-rg", f"bench-id-{i}")
@@ -263,8 +290,10 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         start_rv = str(listed["metadata"]["resourceVersion"])
         watcher = Watcher(custom, tracks, start_rv)
-        thread = threading.Thread(target=watcher.run, daemon=True)
-        thread.start()
+        threading.Thread(target=watcher.run, daemon=True).start()
+        sa_list: Any = core.list_service_account_for_all_namespaces(limit=1)
+        sa_rv = str(sa_list.metadata.resource_version)
+        threading.Thread(target=watcher.run_service_accounts, args=(core, sa_rv), daemon=True).start()
         before = _calls(aws, azure, gcp)
 
         nth = _nth(providers)
@@ -372,6 +401,11 @@ def _figures(
             "max": max(writes, default=0),
         },
         "connection_writes_idle_resync": resync_writes,
+        "service_account_writes_per_connection": {
+            p: round(sum(t.sa_writes for t in tracks.values() if t.provider == p) / per_provider[p], 2)
+            for p in PROVIDERS
+            if per_provider[p]
+        },
         "operator": {"peak_rss_mb": round(peak_rss, 1), "cpu_seconds": round(cpu, 1)},
         "ready_over_time": sorted(round(t.ready - began, 3) for t in done if t.ready is not None),
     }
@@ -393,6 +427,10 @@ def markdown(fig: dict[str, Any]) -> str:
             f"{fig['connection_writes_to_ready']['mean']} / {fig['connection_writes_to_ready']['max']}",
         ),
         ("writes to connections on an idle resync (total)", str(fig["connection_writes_idle_resync"])),
+        *(
+            (f"{p} ServiceAccount writes per connection (whole run)", str(w))
+            for p, w in fig["service_account_writes_per_connection"].items()
+        ),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
     ]
     return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)

@@ -1,4 +1,4 @@
-"""Fault injection and call accounting shared by the cloud emulators (throttling, 5xx, latency)."""
+"""Fault injection, call accounting and the HTTP handler shared by the cloud emulators."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler
 
 
 @dataclass
@@ -84,3 +86,10 @@ class Faults:
         if latency:
             time.sleep(latency / 1000.0)
         return fault
+
+
+class KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1 with keep-alive, as the real endpoints serve: werkzeug's HTTP/1.0 default closes every
+    connection, so every SDK call would pay a new TCP (and, for ARM, TLS) handshake that clouds do not charge."""
+
+    protocol_version = "HTTP/1.1"

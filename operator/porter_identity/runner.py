@@ -34,7 +34,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Handlers post an Event for every state change themselves; kopf's own "Handler succeeded" log lines
+    # would add one API write per connection. Only errors still become Events.
+    settings.posting.level = logging.ERROR
     settings.execution.max_workers = config.max_workers
     # A watch that stays silent longer than this is re-established, so a dead connection cannot hang us.
     settings.watching.server_timeout = 300

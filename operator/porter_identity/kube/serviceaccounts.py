@@ -26,16 +26,15 @@ class ServiceAccounts:
             raise
         return dict(found.metadata.annotations or {})
 
-    def annotate(self, namespace: str, name: str, wanted: dict[str, str]) -> bool:
-        """Ensure `wanted` annotations; True when a write was needed."""
-        current = self._annotations(namespace, name)
-        if current is None:
-            raise ServiceAccountMissing(f"ServiceAccount {namespace}/{name} does not exist")
-        change = annotation_patch.patch(current, dict(wanted))
-        if change is None:
-            return False
-        self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": change}})
-        return True
+    def annotate(self, namespace: str, name: str, wanted: dict[str, str]) -> None:
+        """Ensure `wanted` annotations with one merge patch: the API server stores nothing when they are already
+        there (no new resourceVersion), so a read first would only add a round trip."""
+        try:
+            self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": wanted}})
+        except client.ApiException as err:
+            if err.status == 404:
+                raise ServiceAccountMissing(f"ServiceAccount {namespace}/{name} does not exist") from None
+            raise
 
     def unannotate(self, namespace: str, name: str, ours: dict[str, str]) -> bool:
         current = self._annotations(namespace, name)
