@@ -103,9 +103,16 @@ def role_name(role: str) -> str:
 class AwsProvider:
     """Talks to IAM and EKS for one cluster; clients are thread-safe and shared."""
 
-    def __init__(self, region: str, cluster_name: str, max_attempts: int = 3, session: Any = None) -> None:
+    def __init__(
+        self, region: str, cluster_name: str, max_attempts: int = 3, session: Any = None, pool_size: int = 10
+    ) -> None:
         session = session or boto3.session.Session()
-        config = Config(region_name=region, retries={"mode": "standard", "total_max_attempts": max_attempts})
+        # One pooled connection per worker thread: a smaller pool drops connections and reconnects under load.
+        config = Config(
+            region_name=region,
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            max_pool_connections=pool_size,
+        )
         self.cluster_name = cluster_name
         self.iam = session.client("iam", config=config)
         self.eks = session.client("eks", config=config)

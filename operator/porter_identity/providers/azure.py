@@ -6,10 +6,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.msi.models import FederatedIdentityCredential
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from porter_identity.providers.errors import (
     AccessDenied,
@@ -75,6 +79,17 @@ def translated() -> AbstractContextManager[None]:
     return translating((HttpResponseError, ServiceRequestError), translate)
 
 
+def _pooled_transport(pool_size: int, connection_verify: str | bool) -> RequestsTransport:
+    """azure-core's transport with one pooled connection per worker thread (requests keeps 10 by default,
+    and every connection beyond that pays a new TLS handshake)."""
+    session = requests.Session()
+    # azure-core retries in its own pipeline policy; urllib3 must not retry underneath it.
+    adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=False, connection_verify=connection_verify)
+
+
 class AzureProvider:
     """Talks to ARM for one subscription; writes to one identity are serialised (Azure allows one at a time)."""
 
@@ -85,6 +100,7 @@ class AzureProvider:
         base_url: str = "https://management.azure.com",
         connection_verify: str | bool = True,
         retry_total: int = 3,
+        pool_size: int = 10,
     ) -> None:
         self.subscription_id = subscription_id
         self.client = ManagedServiceIdentityClient(
@@ -93,6 +109,7 @@ class AzureProvider:
             base_url=base_url,
             connection_verify=connection_verify,
             retry_total=retry_total,
+            transport=_pooled_transport(pool_size, connection_verify),
         )
         self.writes = KeyedLocks()
 

@@ -30,7 +30,9 @@ class Clouds:
 
 def build(settings: Settings) -> Clouds:
     aws = (
-        AwsProvider(settings.aws_region, settings.eks_cluster_name, settings.aws_max_attempts)
+        AwsProvider(
+            settings.aws_region, settings.eks_cluster_name, settings.aws_max_attempts, pool_size=settings.max_workers
+        )
         if settings.eks_cluster_name
         else None
     )
@@ -47,6 +49,7 @@ def build(settings: Settings) -> Clouds:
             credential,
             base_url=settings.azure_arm_endpoint,
             connection_verify=settings.azure_ca_file or True,
+            pool_size=settings.max_workers,
         )
     gcp = GcpProvider.connect(settings.gcp_iam_endpoint) if settings.workload_pool else None
     return Clouds(aws=aws, azure=azure, gcp=gcp)
