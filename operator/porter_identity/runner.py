@@ -55,8 +55,18 @@ def _kube_client() -> Any:
     return client.ApiClient()
 
 
+class _QuietSuccess(logging.Filter):
+    """Drop kopf's per-object success lines: handlers log their own outcome, once, with the reason."""
+
+    _PREFIXES = ("Handler '", "Creation is processed", "Updating is processed", "Resuming is processed", "Timer '")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(self._PREFIXES)
+
+
 def run(namespaces: list[str], liveness: str | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").addFilter(_QuietSuccess())
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

@@ -79,10 +79,12 @@ def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def by_service_account(
+async def by_service_account(
     namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, name: str, **_: Any
 ) -> dict[tuple[str, str], claims.Claim]:
-    """In-memory index of connections by the ServiceAccount they link, for conflicts without API reads."""
+    """In-memory index of connections by the ServiceAccount they link, for conflicts without API reads.
+
+    Async on purpose: kopf runs sync callbacks in its thread pool, and this one runs on every watch event."""
     created = str(meta.get("creationTimestamp") or "")
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     claim = claims.Claim(0 if ready else 1, created, str(meta.uid), name)
