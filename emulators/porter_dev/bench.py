@@ -308,9 +308,10 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             }
             tracks[names[i]].created = time.monotonic()
             # The response is not needed: skipping its parsing keeps the load generator off the CPU it shares.
-            custom.create_namespaced_custom_object(
+            response: Any = custom.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, body, _preload_content=False
-            ).release_conn()
+            )
+            response.release_conn()
 
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
