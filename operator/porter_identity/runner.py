@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from porter_identity import GROUP
+from porter_identity.api.common import KOPF_STATUS
 from porter_identity.config import Settings
 from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
 from porter_identity.iam.sync import RoleSetService
@@ -28,12 +29,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.service_accounts = ServiceAccounts(kube)
     memo.cluster_events = ClusterEvents(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
-    # Our own finalizer and annotations, nothing under status.kopf: status stays the documented API.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
+    # annotations would cost a second write (metadata and the status subresource are patched separately).
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS)
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name=KOPF_STATUS)
     # Handlers post an Event for every state change themselves; kopf's own "Handler succeeded" log lines
     # would add one API write per connection. Only errors still become Events.
     settings.posting.level = logging.ERROR
@@ -43,6 +43,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    # A PorterRoleSet deleted while its drift timer runs waits for that run (a thread cannot be cancelled);
+    # look again every second instead of kopf's default minute.
+    settings.background.cancellation_polling = 1
+    settings.background.instant_exit_timeout = 5
 
 
 def _kube_client() -> Any:

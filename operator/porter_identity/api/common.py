@@ -42,6 +42,10 @@ class Condition(CamelModel):
     message: str = Field(default="", max_length=32768)
 
 
+# status.kopf: kopf's own bookkeeping (last handled spec, retry progress), not part of our API.
+KOPF_STATUS = "kopf"
+
+
 class ObjectMeta(CamelModel):
     """The part of metadata the operator reads."""
 
@@ -63,6 +67,5 @@ class KubeObject(CamelModel):
 
     @classmethod
     def from_body(cls, body: Any) -> Self:
-        return cls.model_validate(
-            {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": dict(body.get("status") or {})}
-        )
+        status = {k: v for k, v in (body.get("status") or {}).items() if k != KOPF_STATUS}
+        return cls.model_validate({"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": status})

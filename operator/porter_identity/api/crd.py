@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from porter_identity import GROUP, VERSION
 from porter_identity.api import connection, roleset
+from porter_identity.api.common import KOPF_STATUS
 
 # JSON-schema keywords that a Kubernetes structural schema does not accept or that only add noise.
 _DROP = {"title", "$defs", "discriminator"}
@@ -88,7 +89,7 @@ def _crd(
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": _schema(spec),
-                                "status": _schema(status),
+                                "status": _with_kopf(_schema(status)),
                             },
                         }
                     },
@@ -96,6 +97,16 @@ def _crd(
             ],
         },
     }
+
+
+def _with_kopf(status: dict[str, Any]) -> dict[str, Any]:
+    """Keep kopf's bookkeeping (status.kopf) from being pruned; its shape is kopf's, not ours."""
+    kopf = {
+        "type": "object",
+        "description": "kopf's bookkeeping (last handled spec, retry progress); not part of the API.",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    return {**status, "properties": {**status["properties"], KOPF_STATUS: kopf}}
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
