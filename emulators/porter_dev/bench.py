@@ -286,6 +286,8 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             args=["--liveness", liveness],
         ).start()
         _wait_liveness(liveness, op)
+        assert op.proc is not None
+        idle_rss = _proc_stats(op.proc.pid)[0]
         tracks = {key: Track(providers[i]) for i, key in enumerate(names)}
         listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         start_rv = str(listed["metadata"]["resourceVersion"])
@@ -340,7 +342,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         watcher.stop.set()
         return _figures(
             n, provider, latency_ms, began, applied, tracks, before, settled, resynced,
-            watcher.writes_after() - writes_before, peak_rss, cpu,
+            watcher.writes_after() - writes_before, idle_rss, peak_rss, cpu,
         )  # fmt: skip
     finally:
         if op is not None:
@@ -373,6 +375,7 @@ def _figures(
     settled: dict[str, int],
     resynced: dict[str, int],
     resync_writes: int,
+    idle_rss: float,
     peak_rss: float,
     cpu: float,
 ) -> dict[str, Any]:
@@ -413,7 +416,11 @@ def _figures(
             for p in PROVIDERS
             if per_provider[p]
         },
-        "operator": {"peak_rss_mb": round(peak_rss, 1), "cpu_seconds": round(cpu, 1)},
+        "operator": {
+            "rss_before_mb": round(idle_rss, 1),
+            "peak_rss_mb": round(peak_rss, 1),
+            "cpu_seconds": round(cpu, 1),
+        },
         "ready_over_time": sorted(round(t.ready - began, 3) for t in done if t.ready is not None),
     }
 
@@ -439,6 +446,7 @@ def markdown(fig: dict[str, Any]) -> str:
             (f"{p} ServiceAccount writes per connection (whole run)", str(w))
             for p, w in fig["service_account_writes_per_connection"].items()
         ),
+        ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
     ]
     return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
