@@ -133,11 +133,16 @@ def reconcile(
         return
     taken = _claimed_by_other(by_service_account, conn)
     result = Result(stalled(Reason.CONFLICT, taken), None) if taken else _apply(memo, conn)
-    if result.change is not None:
-        kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
     new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
-    kstatus.announce(body, conn.status, result.outcome)
+    if result.change is not None and result.outcome.state is State.READY:
+        # One Event for one state change: what was done, and what is true now.
+        message = f"{result.change.message}; {result.outcome.message}"
+        kopf.event(body, type="Normal", reason=result.change.reason, message=message)
+    else:
+        if result.change is not None:
+            kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
+        kstatus.announce(body, conn.status, result.outcome)
     log = logger.info if result.outcome.state is State.READY else logger.warning
     log(result.outcome.message, extra={"reason": result.outcome.reason.value, "provider": conn.spec.provider.value})
     _retry_after(result.outcome, retry, memo.settings)
