@@ -315,6 +315,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             )
             response.release_conn()
 
+        harness = os.times()
         began = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, range(n)))
@@ -323,6 +324,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         while watcher.ready_count() < n and time.monotonic() < deadline:
             time.sleep(0.2)
         settled = _calls(aws, azure, gcp)
+        harness_cpu = sum(os.times()[:2]) - sum(harness[:2])
         assert op.proc is not None
         peak_rss, cpu = _proc_stats(op.proc.pid)
 
@@ -342,7 +344,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         watcher.stop.set()
         return _figures(
             n, provider, latency_ms, began, applied, tracks, before, settled, resynced,
-            watcher.writes_after() - writes_before, idle_rss, peak_rss, cpu,
+            watcher.writes_after() - writes_before, idle_rss, peak_rss, cpu, harness_cpu,
         )  # fmt: skip
     finally:
         if op is not None:
@@ -378,6 +380,7 @@ def _figures(
     idle_rss: float,
     peak_rss: float,
     cpu: float,
+    harness_cpu: float,
 ) -> dict[str, Any]:
     done = [t for t in tracks.values() if t.ready is not None]
     latencies = [t.ready - t.created for t in done if t.ready is not None]
@@ -421,6 +424,7 @@ def _figures(
             "peak_rss_mb": round(peak_rss, 1),
             "cpu_seconds": round(cpu, 1),
         },
+        "load_generator_cpu_seconds": round(harness_cpu, 1),
         "ready_over_time": sorted(round(t.ready - began, 3) for t in done if t.ready is not None),
     }
 
@@ -446,6 +450,7 @@ def markdown(fig: dict[str, Any]) -> str:
             (f"{p} ServiceAccount writes per connection (whole run)", str(w))
             for p, w in fig["service_account_writes_per_connection"].items()
         ),
+        ("CPU used by this load generator meanwhile (same machine)", f"{fig['load_generator_cpu_seconds']} s"),
         ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
     ]
