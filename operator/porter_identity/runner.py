@@ -25,7 +25,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     config = Settings()
     memo.settings = config
     memo.clouds = clients.build(config)
-    kube = _kube_client()
+    kube = _kube_client(config.max_workers)
     memo.service_accounts = ServiceAccounts(kube)
     memo.cluster_events = ClusterEvents(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
@@ -49,14 +49,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.background.instant_exit_timeout = 5
 
 
-def _kube_client() -> Any:
+def _kube_client(pool_size: int) -> Any:
     from kubernetes import client, config
 
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # One pooled connection per worker thread, or connections are dropped and re-handshaken under load.
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
 class _QuietSuccess(logging.Filter):
@@ -71,6 +74,9 @@ class _QuietSuccess(logging.Filter):
 def run(namespaces: list[str], liveness: str | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").addFilter(_QuietSuccess())
+    # azure-core logs every request and response with headers at INFO; botocore logs endpoint discovery.
+    for noisy in ("azure", "botocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
