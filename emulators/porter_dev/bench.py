@@ -341,10 +341,11 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         assert op.proc is not None
         _wait_quiet(op.proc.pid, timeout=max(60.0, n / 20))
         resynced = _calls(aws, azure, gcp)
+        resync_rss = _proc_stats(op.proc.pid)[0]
         watcher.stop.set()
         return _figures(
             n, provider, latency_ms, began, applied, tracks, before, settled, resynced,
-            watcher.writes_after() - writes_before, idle_rss, peak_rss, cpu, harness_cpu,
+            watcher.writes_after() - writes_before, idle_rss, peak_rss, cpu, harness_cpu, resync_rss,
         )  # fmt: skip
     finally:
         if op is not None:
@@ -381,6 +382,7 @@ def _figures(
     peak_rss: float,
     cpu: float,
     harness_cpu: float,
+    resync_rss: float,
 ) -> dict[str, Any]:
     done = [t for t in tracks.values() if t.ready is not None]
     latencies = [t.ready - t.created for t in done if t.ready is not None]
@@ -423,6 +425,7 @@ def _figures(
             "rss_before_mb": round(idle_rss, 1),
             "peak_rss_mb": round(peak_rss, 1),
             "cpu_seconds": round(cpu, 1),
+            "resync_peak_rss_mb": round(resync_rss, 1),
         },
         "load_generator_cpu_seconds": round(harness_cpu, 1),
         "ready_over_time": sorted(round(t.ready - began, 3) for t in done if t.ready is not None),
@@ -453,6 +456,7 @@ def markdown(fig: dict[str, Any]) -> str:
         ("CPU used by this load generator meanwhile (same machine)", f"{fig['load_generator_cpu_seconds']} s"),
         ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
+        ("restarted operator's peak RSS after its full resync", f"{fig['operator']['resync_peak_rss_mb']} MB"),
     ]
     return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
 
