@@ -218,8 +218,9 @@ def _wait_liveness(url: str, op: Operator, timeout: float = 60) -> None:
 
 
 def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str], liveness: str) -> Operator:
-    op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env)
-    op.args = ["--liveness", liveness]
+    op = Operator(
+        kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env, args=["--liveness", liveness]
+    )
     _wait_liveness(liveness, op.start())
     return op
 
@@ -279,13 +280,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             "PORTER_GCP_PROJECT_ID": PROJECT,
             "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
         }
-        op = Operator(
-            kubeconfig=cp.kubeconfig,
-            logfile=workdir / "logs" / "operator.log",
-            env=op_env,
-            args=["--liveness", liveness],
-        ).start()
-        _wait_liveness(liveness, op)
+        op = _operator(cp, workdir, op_env, liveness)
         assert op.proc is not None
         idle_rss = _proc_stats(op.proc.pid)[0]
         tracks = {key: Track(providers[i]) for i, key in enumerate(names)}
@@ -331,13 +326,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         # one full resync: a restarted operator lists everything and must find nothing to do
         writes_before = watcher.writes_after()
         op.stop()
-        op = Operator(
-            kubeconfig=cp.kubeconfig,
-            logfile=workdir / "logs" / "operator.log",
-            env=op_env,
-            args=["--liveness", liveness],
-        ).start()
-        _wait_liveness(liveness, op)
+        op = _operator(cp, workdir, op_env, liveness)
         assert op.proc is not None
         _wait_quiet(op.proc.pid, timeout=max(60.0, n / 20))
         resynced = _calls(aws, azure, gcp)

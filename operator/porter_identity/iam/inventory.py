@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from porter_identity.iam.policy import Condition, Statement
-from porter_identity.iam.presets import PRESETS, S3_PRESET, statements_for
+from porter_identity.iam.presets import PRESETS, S3_PRESET, Preset, statements_for
 from porter_identity.iam.sync import RolePreview
 
 SUMMARY_HEADER = "| Role | Created by | Assumable from outside | Purpose |"
@@ -28,6 +28,22 @@ class InventoryRole:
     listed_as: str | None = None  # the summary table's name when it differs from the heading's
 
 
+def _described(
+    preset: Preset, name: str, statements: tuple[Statement, ...], listed_as: str | None = None
+) -> InventoryRole:
+    """A role with the preset's descriptive columns."""
+    return InventoryRole(
+        name,
+        preset.created_by,
+        preset.assumable_from_outside,
+        preset.purpose,
+        preset.summary,
+        preset.trusted_by,
+        statements,
+        listed_as,
+    )
+
+
 def from_presets(account_id: str | None = None) -> list[InventoryRole]:
     """Every preset; without an account the ARNs keep the "<account-id>" placeholder."""
     roles = []
@@ -37,18 +53,7 @@ def from_presets(account_id: str | None = None) -> list[InventoryRole]:
         if preset.name == S3_PRESET:
             # One role per bucket: the inventory names the template's pattern in the table and heads it with a glob.
             name, listed_as = f"{S3_PRESET}-*", f"{S3_PRESET}-<hash>"
-        roles.append(
-            InventoryRole(
-                name,
-                preset.created_by,
-                preset.assumable_from_outside,
-                preset.purpose,
-                preset.summary,
-                preset.trusted_by,
-                statements,
-                listed_as,
-            )
-        )
+        roles.append(_described(preset, name, statements, listed_as))
     return roles
 
 
@@ -131,17 +136,7 @@ def from_previews(previews: list[RolePreview]) -> list[InventoryRole]:
         if preset is None:
             roles.append(InventoryRole(p.role.name, "PorterRoleSet", "—", p.role.description, "", "", statements))
             continue
-        roles.append(
-            InventoryRole(
-                p.role.name,
-                preset.created_by,
-                preset.assumable_from_outside,
-                preset.purpose,
-                preset.summary,
-                preset.trusted_by,
-                statements,
-            )
-        )
+        roles.append(_described(preset, p.role.name, statements))
     return roles
 
 
