@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -241,3 +242,28 @@ def test_role_in_another_account_is_refused_without_a_cloud_call(conns: Connecti
     cond = conns.wait_reason("far", "RoleNotFound")
     assert "not the configured account 123456789012" in cond["message"]
     assert associations(aws, conns.namespace, "far") == []
+
+
+@pytest.mark.parametrize(
+    ("trust", "missing"),
+    [
+        ({"Service": "ec2.amazonaws.com"}, ["sts:AssumeRole"]),
+        ({"Service": "pods.eks.amazonaws.com"}, ["sts:AssumeRole"]),
+    ],
+    ids=["other-principal", "no-tag-session"],
+)
+def test_role_that_pod_identity_cannot_assume_is_stalled_trust_policy_invalid(
+    conns: Connections, aws: AwsEmulator, trust: dict[str, str], missing: list[str]
+) -> None:
+    name = f"untrusting-{uuid.uuid4().hex[:8]}"
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": trust, "Action": missing}]}
+    aws.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(policy))
+    conns.create("untrusting", "untrusting", aws={"role": name})
+    cond = conns.wait_reason("untrusting", "TrustPolicyInvalid")
+    stalled = conns.condition("untrusting", "Stalled")
+    assert stalled is not None and stalled["status"] == "True"
+    expected = "not sts:TagSession" if trust["Service"] == "pods.eks.amazonaws.com" else "does not allow the service"
+    assert name in cond["message"] and expected in cond["message"]
+    assert associations(aws, conns.namespace, "untrusting") == [], "no association for a role Pod Identity cannot use"
+    conns.delete("untrusting")
+    conns.wait_gone("untrusting")

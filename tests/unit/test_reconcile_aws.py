@@ -1,12 +1,14 @@
-"""Pure AWS decisions: ownership tags, role ARNs and the apply / delete plans."""
+"""Pure AWS decisions: ownership tags, role ARNs, the apply / delete plans and the trust policy check."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from porter_identity.providers.aws import Association
+from porter_identity.reconcile import aws as decide
 from porter_identity.reconcile.aws import (
     MANAGED_TAG,
     NAME_TAG,
@@ -252,3 +254,77 @@ def test_association_from_api_without_tags(extra: dict[str, None]) -> None:
     assoc = Association.from_api(data)
     assert assoc.tags == {}
     assert plan_delete(UID, assoc) is DeleteAction.NOT_OURS
+
+
+# --- trust policy check ----------------------------------------------------------------------------------------------
+
+
+def _trust(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+POD_ID = {"Service": "pods.eks.amazonaws.com"}
+
+
+@pytest.mark.parametrize(
+    "trust",
+    [
+        _trust({"Effect": "Allow", "Principal": POD_ID, "Action": ["sts:AssumeRole", "sts:TagSession"]}),
+        _trust({"Effect": "Allow", "Principal": POD_ID, "Action": "sts:*"}),
+        _trust({"Effect": "Allow", "Principal": POD_ID, "Action": "*"}),
+        _trust(
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["ec2.amazonaws.com", "pods.eks.amazonaws.com"]},
+                "Action": ["sts:AssumeRole"],
+            },
+            {"Effect": "Allow", "Principal": POD_ID, "Action": "sts:TagSession"},
+        ),
+        _trust(
+            {
+                "Effect": "Allow",
+                "Principal": POD_ID,
+                "Action": ["STS:assumerole", "sts:TagSession"],
+                "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+            }
+        ),
+        {"Statement": {"Effect": "Allow", "Principal": POD_ID, "Action": ["sts:AssumeRole", "sts:TagSession"]}},
+    ],
+)
+def test_trust_that_pod_identity_can_use(trust: dict[str, Any]) -> None:
+    assert decide.trust_problem(trust) is None
+
+
+@pytest.mark.parametrize(
+    ("trust", "says"),
+    [
+        (_trust(), "does not allow the service principal pods.eks.amazonaws.com"),
+        (
+            _trust({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}),
+            "does not allow the service principal pods.eks.amazonaws.com",
+        ),
+        (
+            _trust({"Effect": "Deny", "Principal": POD_ID, "Action": ["sts:AssumeRole", "sts:TagSession"]}),
+            "does not allow the service principal pods.eks.amazonaws.com",
+        ),
+        (
+            _trust({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:*"}),
+            "does not allow the service principal pods.eks.amazonaws.com",
+        ),
+        (
+            _trust({"Effect": "Allow", "Principal": POD_ID, "Action": "sts:AssumeRole"}),
+            "allows pods.eks.amazonaws.com but not sts:TagSession",
+        ),
+        (
+            _trust({"Effect": "Allow", "Principal": POD_ID, "Action": "sts:TagSession"}),
+            "allows pods.eks.amazonaws.com but not sts:AssumeRole",
+        ),
+        (
+            _trust({"Effect": "Allow", "Principal": POD_ID, "Action": "sts:AssumeRoleWithWebIdentity"}),
+            "but not sts:AssumeRole and sts:TagSession",
+        ),
+    ],
+)
+def test_trust_that_pod_identity_cannot_use_names_what_is_missing(trust: dict[str, Any], says: str) -> None:
+    problem = decide.trust_problem(trust)
+    assert problem is not None and says in problem

@@ -54,6 +54,16 @@ def apply(provider: AwsProvider, conn: ServiceIdentityConnection, account_id: st
                 ),
                 None,
             )
+        problem = decide.trust_problem(role.trust_policy)
+        if problem is not None:
+            return Result(
+                outcome.stalled(
+                    Reason.TRUST_POLICY_INVALID,
+                    f"IAM role {role.arn} cannot be used by EKS Pod Identity: {problem}; add a statement allowing "
+                    f"{decide.POD_IDENTITY_PRINCIPAL} the actions {', '.join(decide.POD_IDENTITY_ACTIONS)}",
+                ),
+                None,
+            )
         step = "reading the EKS Pod Identity association"
         observed = _observe(provider, conn)
         plan = decide.plan_apply(uid, role.arn, observed)

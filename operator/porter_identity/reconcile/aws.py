@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from porter_identity.providers.aws import Association
 
@@ -26,6 +28,44 @@ def foreign_account(role: str, account_id: str | None) -> str | None:
         return None
     named = role.split(":")[4]
     return named if named != account_id else None
+
+
+POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
+POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _covers(pattern: str, action: str) -> bool:
+    return fnmatch.fnmatchcase(action.lower(), str(pattern).lower())
+
+
+def trust_problem(trust_policy: dict[str, Any]) -> str | None:
+    """Why EKS Pod Identity could not assume a role with this trust policy, or None when it can.
+
+    EKS Pod Identity assumes the role as pods.eks.amazonaws.com with sts:AssumeRole and sts:TagSession
+    (https://docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html). Conditions are not evaluated:
+    they usually scope the account or cluster, which only AWS can check.
+    """
+    granted: set[str] = set()
+    trusted = False
+    for stmt in _listed(trust_policy.get("Statement", [])):
+        if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
+            continue
+        principal = stmt.get("Principal")
+        services = _listed(principal.get("Service", [])) if isinstance(principal, dict) else []
+        if POD_IDENTITY_PRINCIPAL not in services:
+            continue
+        trusted = True
+        granted |= {a for a in POD_IDENTITY_ACTIONS for p in _listed(stmt.get("Action", [])) if _covers(p, a)}
+    if not trusted:
+        return f"the trust policy does not allow the service principal {POD_IDENTITY_PRINCIPAL}"
+    missing = [a for a in POD_IDENTITY_ACTIONS if a not in granted]
+    if missing:
+        return f"the trust policy allows {POD_IDENTITY_PRINCIPAL} but not {' and '.join(missing)}"
+    return None
 
 
 class Action(StrEnum):

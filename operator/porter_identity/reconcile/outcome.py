@@ -32,6 +32,7 @@ class Reason(StrEnum):
     THROTTLED = "Throttled"
     CLOUD_UNAVAILABLE = "CloudUnavailable"
     ROLE_NOT_FOUND = "RoleNotFound"
+    TRUST_POLICY_INVALID = "TrustPolicyInvalid"
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     IDENTITY_OUTSIDE_PROJECT = "IdentityOutsideProject"
     SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
@@ -59,6 +60,7 @@ class Outcome:
         """Stalled by something outside the spec (a missing role, a foreign association) that may get fixed."""
         return self.state is State.STALLED and self.reason in (
             Reason.ROLE_NOT_FOUND,
+            Reason.TRUST_POLICY_INVALID,
             Reason.IDENTITY_NOT_FOUND,
             Reason.LIMIT_EXCEEDED,
             Reason.CLUSTER_NOT_FOUND,
