@@ -1,0 +1,33 @@
+-- Argo CD health check for porter-identity's ServiceIdentityConnection and PorterRoleSet.
+-- Both follow kstatus: Ready always, Stalled / Reconciling only while true, observedGeneration.
+-- Install: argocd-cm resource.customizations.health.identity.porter.run_ServiceIdentityConnection
+--          and ..._PorterRoleSet, each set to this script (see docs/argocd/README.md).
+local hs = { status = "Progressing", message = "Waiting for the porter-identity operator" }
+if obj.status == nil or obj.status.conditions == nil then
+  return hs
+end
+if obj.metadata ~= nil and obj.metadata.generation ~= nil and obj.status.observedGeneration ~= nil
+    and obj.status.observedGeneration < obj.metadata.generation then
+  hs.message = "Waiting for the operator to observe generation " .. obj.metadata.generation
+  return hs
+end
+local function describe(condition)
+  return (condition.reason or "") .. ": " .. (condition.message or "")
+end
+for _, condition in ipairs(obj.status.conditions) do
+  if condition.type == "Stalled" and condition.status == "True" then
+    hs.status = "Degraded"
+    hs.message = describe(condition)
+    return hs
+  end
+end
+for _, condition in ipairs(obj.status.conditions) do
+  if condition.type == "Ready" then
+    if condition.status == "True" then
+      hs.status = "Healthy"
+    end
+    hs.message = describe(condition)
+    return hs
+  end
+end
+return hs
