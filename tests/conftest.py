@@ -14,7 +14,7 @@ from kubernetes import client, config
 
 from porter_dev import REPO_ROOT
 from porter_dev.azure import AzureEmulator
-from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
 
@@ -135,6 +135,7 @@ def operator(
             "PORTER_RETRY_BASE_SECONDS": "0.5",
             "PORTER_RETRY_MAX_SECONDS": "4",
             "PORTER_ROLESET_SYNC_SECONDS": "2",
+            "PORTER_METRICS_PORT": str(free_port()),
         },
     ).start()
     yield op

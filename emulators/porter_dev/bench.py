@@ -279,6 +279,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             "PORTER_AZURE_CREDENTIAL": "emulator",
             "PORTER_GCP_PROJECT_ID": PROJECT,
             "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+            "PORTER_METRICS_PORT": str(free_port()),
         }
         op = _operator(cp, workdir, op_env, liveness)
         assert op.proc is not None

@@ -16,7 +16,7 @@ import yaml
 
 from porter_dev import CACHE, REPO_ROOT
 from porter_dev.azure import AzureEmulator
-from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
 
@@ -137,6 +137,7 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         "PORTER_AZURE_CREDENTIAL": "emulator",
         "PORTER_GCP_PROJECT_ID": project,
         "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+        "PORTER_METRICS_PORT": str(free_port()),
     }
     if with_operator:
         op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
@@ -159,6 +160,7 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     print("  kubectl get sic -A; kubectl -n shop describe sic checkout-api")
     print("  kubectl describe prs dev; porter-identity diff dev; porter-identity inventory")
     print(f"  operator log: {workdir / 'logs' / 'operator.log'}")
+    print(f"  metrics: curl -s http://127.0.0.1:{env['PORTER_METRICS_PORT']}/metrics | grep porter_identity")
     print("  porter-identity dev down   # stop everything")
     return 0
 

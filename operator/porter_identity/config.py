@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     # Cloud calls mostly wait on the network (50-200 ms each) and writes to one Azure identity or GCP
     # service account are serialised: enough threads keep the CPU busy (hack/bench: 20 -> 40 threads took
     # N=1,000 from 47 to 50 connections/s at 50 ms per call).
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
     max_workers: int = Field(default=40, ge=1, description="Threads for blocking cloud calls.")
     roleset_sync_seconds: float = Field(
         default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."

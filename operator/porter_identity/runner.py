@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 import uvloop
 
-from porter_identity import GROUP
+from porter_identity import GROUP, metrics
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.config import Settings
 from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
@@ -24,6 +24,8 @@ from porter_identity.providers.iam import AssumedRoles
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = Settings()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
     memo.settings = config
     memo.clouds = clients.build(config)
     kube = _kube_client(config.max_workers)

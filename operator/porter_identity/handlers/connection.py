@@ -7,8 +7,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from porter_identity import GROUP, VERSION
-from porter_identity.api.connection import PLURAL, Provider, ServiceIdentityConnection
+from porter_identity import GROUP, VERSION, metrics
+from porter_identity.api.connection import PLURAL, SINGULAR, Provider, ServiceIdentityConnection
 from porter_identity.config import Settings
 from porter_identity.handlers import aws, azure, gcp
 from porter_identity.handlers.result import Result
@@ -17,6 +17,8 @@ from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers.clients import Clouds
 from porter_identity.reconcile import backoff, claims, conditions
 from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
+
+KIND = SINGULAR
 
 
 def _is_current(conn: ServiceIdentityConnection) -> bool:
@@ -129,10 +131,14 @@ def reconcile(
         logger.warning(parsed.message, extra={"reason": parsed.reason.value})
         return
     conn = parsed
+    provider = conn.spec.provider.value
     if _is_current(conn):
+        metrics.reconciled(KIND, provider, "UpToDate")
         return
-    taken = _claimed_by_other(by_service_account, conn)
-    result = Result(stalled(Reason.CONFLICT, taken), None) if taken else _apply(memo, conn)
+    with metrics.reconciling(KIND, provider):
+        taken = _claimed_by_other(by_service_account, conn)
+        result = Result(stalled(Reason.CONFLICT, taken), None) if taken else _apply(memo, conn)
+    metrics.reconciled(KIND, provider, result.outcome.reason.value)
     new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
     if result.change is not None and result.outcome.state is State.READY:

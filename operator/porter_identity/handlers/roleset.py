@@ -7,8 +7,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from porter_identity import GROUP, VERSION
-from porter_identity.api.roleset import PLURAL, PorterRoleSet, RoleSetStatus
+from porter_identity import GROUP, VERSION, metrics
+from porter_identity.api.roleset import PLURAL, SINGULAR, PorterRoleSet, RoleSetStatus
 from porter_identity.config import Settings
 from porter_identity.iam.sync import RoleSetService, SyncResult
 from porter_identity.kube.events import ClusterEvents
@@ -70,8 +70,9 @@ def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> O
         _event(memo, body, type="Warning", reason=parsed.reason.value, message=parsed.message)
         return parsed
     service: RoleSetService = memo.roleset_service
-    with _LOCKS.hold(parsed.metadata.name):
+    with _LOCKS.hold(parsed.metadata.name), metrics.reconciling(SINGULAR, "aws"):
         result = service.sync(parsed)
+    metrics.reconciled(SINGULAR, "aws", result.outcome.reason.value)
     _write(patch, parsed, result)
     _announce(memo, body, parsed, result)
     log = logger.info if result.outcome.state is State.READY else logger.warning

@@ -10,6 +10,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from porter_identity import metrics
 from porter_identity.providers.errors import (
     AccessDenied,
     CloudError,
@@ -114,8 +115,8 @@ class AwsProvider:
             max_pool_connections=pool_size,
         )
         self.cluster_name = cluster_name
-        self.iam = session.client("iam", config=config)
-        self.eks = session.client("eks", config=config)
+        self.iam = metrics.instrument_boto3(session.client("iam", config=config))
+        self.eks = metrics.instrument_boto3(session.client("eks", config=config))
 
     def get_role(self, role: str) -> Role:
         with translated():

@@ -15,6 +15,7 @@ from azure.mgmt.msi.models import FederatedIdentityCredential
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from porter_identity import metrics
 from porter_identity.providers.errors import (
     AccessDenied,
     CloudError,
@@ -110,6 +111,7 @@ class AzureProvider:
             connection_verify=connection_verify,
             retry_total=retry_total,
             transport=_pooled_transport(pool_size, connection_verify),
+            per_retry_policies=[metrics.ArmCallMetrics()],
         )
         self.writes = KeyedLocks()
 

@@ -9,6 +9,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import iam_admin_v1
 from google.iam.v1 import policy_pb2
 
+from porter_identity import metrics
 from porter_identity.providers.errors import (
     AccessDenied,
     CloudError,
@@ -87,7 +88,7 @@ class GcpProvider:
 
     def policy(self, email: str) -> policy_pb2.Policy:
         """The full policy (version 3, so conditional bindings are returned as they are)."""
-        with translated():
+        with translated(), metrics.gcp_call("GetIamPolicy"):
             found: policy_pb2.Policy = self.client.get_iam_policy(
                 request={"resource": resource(email), "options": {"requested_policy_version": 3}}
             )
@@ -106,7 +107,7 @@ class GcpProvider:
                 if wanted is None:
                     return current, False
                 try:
-                    with translated():
+                    with translated(), metrics.gcp_call("SetIamPolicy"):
                         self.client.set_iam_policy(request={"resource": resource(email), "policy": wanted})
                 except Transient as err:
                     if err.code != "Aborted" or attempt == self.etag_retries - 1:

@@ -15,6 +15,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 
+from porter_identity import metrics
 from porter_identity.iam.policy import compact
 from porter_identity.providers.aws import translated
 from porter_identity.providers.errors import NotFound
@@ -48,7 +49,7 @@ class AssumedRoles:
             cached = self._sessions.get(key)
         if cached is not None:
             return cached
-        sts = self._base.client("sts", config=self.config(region))
+        sts = metrics.instrument_boto3(self._base.client("sts", config=self.config(region)))
 
         def refresh() -> dict[str, str]:
             with translated():
@@ -97,7 +98,7 @@ class IamRoles:
     """IAM calls for one account through an assumed-role session."""
 
     def __init__(self, session: boto3.session.Session, config: Config, account_id: str) -> None:
-        self.iam = session.client("iam", config=config)
+        self.iam = metrics.instrument_boto3(session.client("iam", config=config))
         self.account_id = account_id
 
     def policy_arn(self, name: str) -> str:

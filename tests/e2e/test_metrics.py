@@ -1,0 +1,84 @@
+"""The operator's Prometheus endpoint, scraped during a real run: reconciles and cloud calls, and no secrets."""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Any
+
+import pytest
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from porter_dev.processes import AwsEmulator, Operator
+from tests.conftest import wait_for
+from tests.e2e.helpers import Connections
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(operator: Operator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{operator.env['PORTER_METRICS_PORT']}/metrics"
+
+    def fetch() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:  # the operator process may still be starting
+            return None
+
+    text: str = wait_for(fetch, 30, what=f"{url} answering")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def conns(api: client.ApiClient, namespace: str, operator: Operator) -> Connections:
+    return Connections(api, namespace)
+
+
+def test_reconciles_and_cloud_calls_are_counted(conns: Connections, operator: Operator, make_role: Any) -> None:
+    before = scrape(operator)
+    conns.create("counted", "counted", aws={"role": make_role()})
+    conns.wait_ready("counted")
+    after = scrape(operator)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    kind = {"kind": "serviceidentityconnection", "provider": "aws"}
+    assert grew("porter_identity_reconcile_total", result="Bound", **kind) >= 1
+    assert grew("porter_identity_reconcile_duration_seconds_count", **kind) >= 1
+    assert grew("porter_identity_cloud_api_calls_total", provider="aws", operation="GetRole", outcome="success") >= 1
+    created = {"provider": "aws", "operation": "CreatePodIdentityAssociation", "outcome": "success"}
+    assert grew("porter_identity_cloud_api_calls_total", **created) == 1
+    assert value(after, "porter_identity_reconciles_in_flight", kind="serviceidentityconnection") == 0
+
+
+def test_throttled_calls_are_counted_as_throttled(
+    conns: Connections, operator: Operator, aws: AwsEmulator, make_role: Any
+) -> None:
+    labels = {"provider": "aws", "operation": "CreatePodIdentityAssociation", "outcome": "throttled"}
+    before = value(scrape(operator), "porter_identity_cloud_api_calls_total", **labels)
+    aws.faults(rules=[{"fault": "throttle", "service": "eks", "operation": "CreatePodIdentityAssociation", "count": 3}])
+    try:
+        conns.create("busy", "busy", aws={"role": make_role()})
+        conns.wait_ready("busy", timeout=60)
+    finally:
+        aws.faults(rules=[])
+    # botocore's 3 attempts all throttled: one throttled answer reaches the operator, which backs off.
+    assert value(scrape(operator), "porter_identity_cloud_api_calls_total", **labels) - before == 1
+
+
+def test_labels_name_no_object_and_no_secret(operator: Operator) -> None:
+    for name, labels in scrape(operator):
+        if not name.startswith("porter_identity_"):
+            continue
+        keys = {k for k, _ in labels}
+        assert keys <= {"kind", "provider", "result", "operation", "outcome", "le"}, (name, labels)
