@@ -137,6 +137,7 @@ def operator(
             "PORTER_ROLESET_SYNC_SECONDS": "2",
             "PORTER_METRICS_PORT": str(free_port()),
         },
+        args=["--log-format", "json"],  # as a log pipeline would read it; tests/e2e/test_logs.py checks the keys
     ).start()
     yield op
     op.stop()

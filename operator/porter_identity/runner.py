@@ -74,12 +74,33 @@ class _QuietSuccess(logging.Filter):
         return record.levelno > logging.INFO or not str(record.msg).startswith(self._PREFIXES)
 
 
-def run(namespaces: list[str], liveness: str | None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class _ObjectKeys(logging.Filter):
+    """Stable top-level keys for JSON logs: `resource` (kind/name) and `namespace` of the object logged about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            record.resource = f"{ref.get('kind', '')}/{ref.get('name', '')}"
+            record.namespace = ref.get("namespace") or ""
+        return True
+
+
+def _configure_logging(log_format: str) -> None:
+    if log_format == "json":
+        # kopf's JSON formatter writes every `extra` (reason, provider) as a key of its own.
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_ObjectKeys())
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").addFilter(_QuietSuccess())
     # azure-core logs every request and response with headers at INFO; botocore logs endpoint discovery.
     for noisy in ("azure", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(namespaces: list[str], liveness: str | None, log_format: str = "text") -> int:
+    _configure_logging(log_format)
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
     kopf.run(
         loop=uvloop.new_event_loop(),
