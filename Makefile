@@ -19,6 +19,7 @@ lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+	bash hack/lint-dockerfile.sh
 
 unit:
 	$(VENV)/pytest tests/unit -q
