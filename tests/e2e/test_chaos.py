@@ -1,4 +1,4 @@
-"""Deletions the operator does not see happen: a whole namespace, and connections deleted while it is down."""
+"""Chaos: a namespace deleted whole, connections deleted while the operator is down, the API server restarted."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from porter_dev.controlplane import k8s_bin_dir
 from porter_dev.processes import AwsEmulator, Operator
 from tests.conftest import EKS_CLUSTER, wait_for
 from tests.e2e.helpers import Connections
@@ -77,3 +78,25 @@ def test_connections_deleted_while_the_operator_is_down_are_cleaned_up_when_it_r
     for name in names:
         conns.wait_gone(name, timeout=60)
     assert _associations(aws, namespace) == []
+
+
+def test_api_server_and_etcd_restart_mid_run_the_operator_reconnects_on_its_own(
+    api: client.ApiClient, namespace: str, operator: Operator, aws: AwsEmulator, make_role: Any, control_plane: Any
+) -> None:
+    conns = Connections(api, namespace)
+    role = make_role()
+    conns.create("before", "before", aws={"role": role})
+    conns.wait_ready("before")
+    pid = operator.proc.pid if operator.proc else None
+
+    for name in ("kube-apiserver", "etcd"):
+        control_plane.stop_component(name)
+    control_plane.start_etcd()
+    control_plane.start_apiserver(k8s_bin_dir())
+    control_plane.wait_ready()
+
+    # created after the restart: only a reconnected watch sees it
+    conns.create("after", "after", aws={"role": role})
+    conns.wait_ready("after", timeout=120)
+    assert operator.alive() and operator.proc is not None and operator.proc.pid == pid, "no restart of its own"
+    assert len(_associations(aws, namespace)) == 2
