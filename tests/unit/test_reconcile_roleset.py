@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from porter_identity.api.roleset import RoleSetSpec
+from porter_identity.api.roleset import PresetName, RoleSetSpec
 from porter_identity.iam.desired import desired_roles
 from porter_identity.iam.policy import VERSION, compact, document, size
-from porter_identity.iam.presets import ACCOUNT_PLACEHOLDER, PRESETS, statements_for
+from porter_identity.iam.presets import ACCOUNT_PLACEHOLDER, PRESETS, S3_PRESET, statements_for
 from porter_identity.reconcile.roleset import (
     CREATED_TAG,
     INLINE_LIMIT,
@@ -47,17 +47,7 @@ OWNER = "prod-account"
 UID = "uid-1234"
 EMPTY_DOC = size(document([]))
 
-ALL_PRESETS = [
-    "porter-access-manager",
-    "porter-manager",
-    "porter-infra-manager",
-    "porter-controlplane-manager",
-    "porter-node-manager",
-    "porter-karpenter",
-    "porter-telemetry-manager",
-    "porter-agent-compliance-manager",
-    "porter-eso-secrets-manager",
-]
+ALL_PRESETS = [name for name in PRESETS if name != S3_PRESET]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -887,3 +877,8 @@ def test_desired_roles_pass_through_layout_and_digest_without_leaking_the_extern
         d = digest(r, layout(r))
         assert EXTERNAL_ID not in d
         assert EXTERNAL_ID not in compact(redact(r.trust))
+
+
+def test_the_crd_offers_exactly_the_presets_of_the_seed_in_order() -> None:
+    # The API's enum and the preset data are written separately: this keeps them one list.
+    assert list(get_args(PresetName)) == ALL_PRESETS
