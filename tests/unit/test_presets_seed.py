@@ -29,8 +29,8 @@ S3_HEADING, S3_LISTED = f"{S3_PRESET}-*", f"{S3_PRESET}-<hash>"
 
 @pytest.fixture(scope="module")
 def seed() -> Inventory:
-    if not SEED_PATH.exists():
-        pytest.skip(f"seed inventory not checked out at {SEED_PATH}")
+    # The seed is part of the build's inputs (../shared beside the checkout, as in CI): missing is a failure.
+    assert SEED_PATH.exists(), f"seed inventory not found at {SEED_PATH}: check out ../shared beside the project"
     return parse_seed()
 
 
