@@ -13,6 +13,7 @@ from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from google.api_core import exceptions as gexc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry()
@@ -106,8 +107,6 @@ class ArmCallMetrics(SansIOHTTPPolicy[Any, Any]):
 @contextmanager
 def gcp_call(operation: str) -> Iterator[None]:
     """Counts one gRPC call; the outcome follows the error the client raised, if any."""
-    from google.api_core import exceptions as gexc
-
     try:
         yield
     except gexc.GoogleAPICallError as err:

@@ -70,6 +70,11 @@ class Statement:
         return out
 
 
+def listed(value: Any) -> list[Any]:
+    """IAM lets one value stand where a list may be ("Action": "s3:GetObject"): always see a list."""
+    return value if isinstance(value, list) else [value]
+
+
 def document(statements: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Version": VERSION, "Statement": statements}
 

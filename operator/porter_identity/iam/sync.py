@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import boto3
+
 from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.roleset import PorterRoleSet, RoleStatus
 from porter_identity.handlers.result import Change
@@ -72,6 +74,20 @@ class RoleSetService:
     def __init__(self, assumed: AssumedRoles, read_secret: ReadSecret) -> None:
         self.assumed = assumed
         self.read_secret = read_secret
+        # boto3 clients are costly to build (service models): one set per assumed session, not per sync.
+        self._chains: dict[tuple[str, str, str], tuple[boto3.session.Session, Chain]] = {}
+
+    def _chain(self, rs: PorterRoleSet, session: boto3.session.Session) -> Chain:
+        key = (rs.spec.access.role_arn, rs.spec.account_id, rs.spec.cluster_name)
+        cached = self._chains.get(key)
+        if cached is not None and cached[0] is session:
+            return cached[1]
+        chain = Chain(
+            iam=IamRoles(session, self.assumed.config(rs.spec.region), rs.spec.account_id),
+            eks=AwsProvider(rs.spec.region, rs.spec.cluster_name, session=session),
+        )
+        self._chains[key] = (session, chain)
+        return chain
 
     def _open(self, rs: PorterRoleSet) -> tuple[list[DesiredRole], dict[str, Layout], Chain] | Outcome:
         """Everything checked before any write: Secret, sizes, then the AssumeRole with the ExternalId."""
@@ -97,12 +113,7 @@ class RoleSetService:
                 err,
                 what=f"assuming {spec.access.role_arn} with the ExternalId of Secret {ref.namespace}/{ref.name}",
             )
-        config = self.assumed.config(spec.region)
-        chain = Chain(
-            iam=IamRoles(session, config, spec.account_id),
-            eks=AwsProvider(spec.region, spec.cluster_name, session=session),
-        )
-        return roles, layouts, chain
+        return roles, layouts, self._chain(rs, session)
 
     def _association_tags(self, rs: PorterRoleSet) -> dict[str, str]:
         return {MANAGED_TAG: "true", ROLESET_UID_TAG: rs.metadata.uid, OWNER_TAG: rs.metadata.name}
@@ -268,10 +279,9 @@ class RoleSetService:
                     # Released, so another PorterRoleSet may adopt it later.
                     chain.iam.untag(p.role.name, [OWNER_TAG])
                     continue
-                if p.association is not None and p.association.action is not associations.Action.CREATE:
-                    found = p.association.association
-                    if found is not None and p.association.action is not associations.Action.CONFLICT:
-                        chain.eks.delete_association(found.association_id)
+                ours = (associations.Action.KEEP, associations.Action.UPDATE)
+                if p.association is not None and p.association.action in ours and p.association.association:
+                    chain.eks.delete_association(p.association.association.association_id)
                 chain.iam.delete_role(p.observed)
                 result.changes.append(Change("Deleted", f"deleted role {p.role.name}"))
         except CloudError as err:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 import threading
 from typing import Any
-from urllib.parse import unquote
 
 import boto3
 import botocore.session
@@ -80,19 +78,6 @@ class AssumedRoles:
             self._sessions[key] = session
         return session
 
-    def forget(self, role_arn: str) -> None:
-        with self._lock:
-            for old in [k for k in self._sessions if k[0] == role_arn]:
-                del self._sessions[old]
-
-
-def _document(value: Any) -> dict[str, Any]:
-    # botocore decodes IAM's URL-encoded documents into dicts; be tolerant of a raw string too.
-    if isinstance(value, dict):
-        return value
-    loaded: dict[str, Any] = json.loads(unquote(str(value)))
-    return loaded
-
 
 class IamRoles:
     """IAM calls for one account through an assumed-role session."""
@@ -116,7 +101,8 @@ class IamRoles:
             for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=name):
                 for policy in page["PolicyNames"]:
                     got = self.iam.get_role_policy(RoleName=name, PolicyName=policy)
-                    inline[policy] = _document(got["PolicyDocument"])
+                    # botocore decodes IAM's URL-encoded policy documents into dicts
+                    inline[policy] = got["PolicyDocument"]
             managed = {}
             for listing in self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
                 for attached in listing["AttachedPolicies"]:
@@ -124,7 +110,7 @@ class IamRoles:
         return ObservedRole(
             name=role["RoleName"],
             arn=role["Arn"],
-            trust=_document(role.get("AssumeRolePolicyDocument") or {}),
+            trust=role.get("AssumeRolePolicyDocument") or {},
             inline=inline,
             managed=managed,
             tags=tags,
@@ -133,7 +119,7 @@ class IamRoles:
     def _managed(self, arn: str) -> ManagedPolicy:
         version = self.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
         doc = self.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
-        return ManagedPolicy(arn=arn, document=_document(doc))
+        return ManagedPolicy(arn=arn, document=doc)
 
     def create_role(self, name: str, trust: dict[str, Any], tags: dict[str, str], description: str) -> str:
         with translated():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from porter_identity.iam.policy import listed
 from porter_identity.providers.aws import Association
 
 MANAGED_TAG = "porter.run/managed"
@@ -34,10 +35,6 @@ POD_IDENTITY_PRINCIPAL = "pods.eks.amazonaws.com"
 POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
 
 
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def _covers(pattern: str, action: str) -> bool:
     return fnmatch.fnmatchcase(action.lower(), str(pattern).lower())
 
@@ -51,15 +48,15 @@ def trust_problem(trust_policy: dict[str, Any]) -> str | None:
     """
     granted: set[str] = set()
     trusted = False
-    for stmt in _listed(trust_policy.get("Statement", [])):
+    for stmt in listed(trust_policy.get("Statement", [])):
         if not isinstance(stmt, dict) or stmt.get("Effect") != "Allow":
             continue
         principal = stmt.get("Principal")
-        services = _listed(principal.get("Service", [])) if isinstance(principal, dict) else []
+        services = listed(principal.get("Service", [])) if isinstance(principal, dict) else []
         if POD_IDENTITY_PRINCIPAL not in services:
             continue
         trusted = True
-        granted |= {a for a in POD_IDENTITY_ACTIONS for p in _listed(stmt.get("Action", [])) if _covers(p, a)}
+        granted |= {a for a in POD_IDENTITY_ACTIONS for p in listed(stmt.get("Action", [])) if _covers(p, a)}
     if not trusted:
         return f"the trust policy does not allow the service principal {POD_IDENTITY_PRINCIPAL}"
     missing = [a for a in POD_IDENTITY_ACTIONS if a not in granted]

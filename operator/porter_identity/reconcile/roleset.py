@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from porter_identity.iam.policy import compact, document, size
+from porter_identity.iam.policy import compact, document, listed, size
 
 # IAM quotas (characters, whitespace not counted): https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html
 TRUST_LIMIT = 2_048
@@ -128,10 +128,6 @@ def layout(role: DesiredRole) -> Layout:
     return Layout(managed={f"{role.name}-{i}": document(chunk) for i, chunk in enumerate(chunks, start=1)})
 
 
-def _listed(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
 def canonical(doc: dict[str, Any]) -> dict[str, Any]:
     """IAM treats "x" and ["x"] alike and may return either: compare documents in one shape."""
     statements = doc.get("Statement", [])
@@ -140,11 +136,11 @@ def canonical(doc: dict[str, Any]) -> dict[str, Any]:
         norm = dict(stmt)
         for key in ("Action", "NotAction", "Resource", "NotResource"):
             if key in norm:
-                norm[key] = _listed(norm[key])
+                norm[key] = listed(norm[key])
         if isinstance(norm.get("Principal"), dict):
-            norm["Principal"] = {k: _listed(v) for k, v in norm["Principal"].items()}
+            norm["Principal"] = {k: listed(v) for k, v in norm["Principal"].items()}
         if "Condition" in norm:
-            norm["Condition"] = {op: {k: _listed(v) for k, v in keys.items()} for op, keys in norm["Condition"].items()}
+            norm["Condition"] = {op: {k: listed(v) for k, v in keys.items()} for op, keys in norm["Condition"].items()}
         out.append(norm)
     return {"Version": doc.get("Version"), "Statement": out}
 
