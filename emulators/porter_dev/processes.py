@@ -107,6 +107,11 @@ class AwsEmulator:
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["calls"]
         return calls
 
+    def injected(self) -> dict[str, int]:
+        """Faults served so far, by `service:Operation:fault`."""
+        injected: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["injected"]
+        return injected
+
     def client(self, service: str, **config: Any) -> Any:
         """A boto3 client for this emulator; `config` goes to botocore's Config (e.g. retries)."""
         import boto3

@@ -5,16 +5,38 @@ from __future__ import annotations
 from typing import Literal, Self
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+class Bucket(BaseModel):
+    """A token bucket: `burst` calls at once, refilled at `per_second`."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class RateLimits(BaseModel):
+    """Client-side limits per cloud and access, kept at or under what each cloud enforces per account.
+
+    Azure: ARM's token buckets per subscription (reads 250, +25/s; writes 200, +10/s).
+    GCP: IAM's 6,000 reads and 600 writes per minute per project.
+    AWS publishes no EKS or IAM request rate: these leave headroom for everything else in the account."""
+
+    aws_read: Bucket = Bucket(per_second=50, burst=100)
+    aws_write: Bucket = Bucket(per_second=20, burst=100)
+    azure_read: Bucket = Bucket(per_second=25, burst=250)
+    azure_write: Bucket = Bucket(per_second=10, burst=200)
+    gcp_read: Bucket = Bucket(per_second=100, burst=100)
+    gcp_write: Bucket = Bucket(per_second=10, burst=50)
+
+
 class Settings(BaseSettings):
     """Cluster facts and tuning; a connection never chooses the cluster, the operator's settings do."""
 
-    model_config = SettingsConfigDict(env_prefix="PORTER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PORTER_", env_nested_delimiter="__", extra="ignore")
 
     aws_region: str = Field(default="us-east-1", description="Region of the EKS cluster.")
     aws_account_id: str | None = Field(
@@ -49,6 +71,10 @@ class Settings(BaseSettings):
     # N=1,000 from 47 to 50 connections/s at 50 ms per call).
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
     max_workers: int = Field(default=40, ge=1, description="Threads for blocking cloud calls.")
+    rate_limits: RateLimits = Field(
+        default_factory=RateLimits,
+        description="Token buckets per cloud and access, e.g. PORTER_RATE_LIMITS__AZURE_WRITE__PER_SECOND=5.",
+    )
     roleset_sync_seconds: float = Field(
         default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."
     )

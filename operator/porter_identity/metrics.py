@@ -43,6 +43,14 @@ CLOUD_CALLS = Counter(
     registry=REGISTRY,
 )
 
+RATE_LIMIT_WAIT = Histogram(
+    "porter_identity_cloud_rate_limit_wait_seconds",
+    "Time a cloud call waited for the operator's own token bucket (settings: PORTER_RATE_LIMITS__*).",
+    ["provider", "access"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+    registry=REGISTRY,
+)
+
 _THROTTLING_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
@@ -73,6 +81,10 @@ def reconciling(kind: str, provider: str) -> Iterator[None]:
 
 def reconciled(kind: str, provider: str, result: str) -> None:
     RECONCILE_TOTAL.labels(kind, provider, result).inc()
+
+
+def rate_limited(provider: str, access: str, waited: float) -> None:
+    RATE_LIMIT_WAIT.labels(provider, access).observe(waited)
 
 
 def _boto_after_call(http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:

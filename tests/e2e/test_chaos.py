@@ -1,17 +1,23 @@
-"""Chaos: a namespace deleted whole, connections deleted while the operator is down, the API server restarted."""
+"""Chaos: namespaces deleted whole, the operator down or killed -9, the API server restarted, clouds failing."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import k8s_bin_dir
+from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
-from tests.conftest import EKS_CLUSTER, wait_for
+from tests.conftest import EKS_CLUSTER, GROUP, PLURAL, VERSION, wait_for
+from tests.e2e.fleet import Fleet
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
@@ -100,3 +106,102 @@ def test_api_server_and_etcd_restart_mid_run_the_operator_reconnects_on_its_own(
     conns.wait_ready("after", timeout=120)
     assert operator.alive() and operator.proc is not None and operator.proc.pid == pid, "no restart of its own"
     assert len(_associations(aws, namespace)) == 2
+
+
+@contextmanager
+def _namespace(api: client.ApiClient, prefix: str) -> Iterator[str]:
+    core = client.CoreV1Api(api)
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def _ready_count(conns: Connections) -> int:
+    listed = conns.custom.list_namespaced_custom_object(GROUP, VERSION, conns.namespace, PLURAL)["items"]
+    return sum(1 for obj in listed if (Connections.condition_of(obj) or {}).get("status") == "True")
+
+
+def _namespace_gone(api: client.ApiClient, name: str) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespace(name)
+    except client.ApiException as err:
+        return err.status == 404
+    return False
+
+
+def test_kill_9_while_200_connections_are_created_converges_with_one_link_each_and_no_leak(
+    api: client.ApiClient,
+    operator: Operator,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    make_role: Any,
+    service_account: Any,
+) -> None:
+    clouds = (aws, azure, gcp)
+    namespace = f"kill9-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    conns = Connections(api, namespace)
+    fleet = Fleet.prepare(conns, clouds, make_role(), 200, service_account)
+    for cloud in clouds:
+        cloud.faults(latencyMs=30)  # slow enough that the kill lands mid-creation
+    try:
+        fleet.create(range(100))
+        wait_for(lambda: _ready_count(conns) >= 10, 60, what="the first connections Ready")
+        operator.kill()
+        killed_at = _ready_count(conns)
+        fleet.create(range(100, 200))  # while the operator is down
+    finally:
+        operator.start()
+        for cloud in clouds:
+            cloud.faults(latencyMs=0)
+    assert killed_at < 200, "the kill landed before everything was Ready"
+
+    fleet.wait_ready(timeout=240)
+    assert fleet.links() == Counter({name: 1 for name in fleet.names}), "exactly one cloud link each"
+
+    client.CoreV1Api(api).delete_namespace(namespace)
+    wait_for(lambda: _namespace_gone(api, namespace), 180, interval=1, what="no finalizer stuck")
+    assert fleet.links() == Counter(), "no cloud object leaked"
+
+
+def test_30_percent_of_cloud_calls_failing_converges_within_a_bounded_number_of_calls(
+    api: client.ApiClient,
+    operator: Operator,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    make_role: Any,
+    service_account: Any,
+) -> None:
+    clouds = (aws, azure, gcp)
+    role = make_role()
+    with _namespace(api, "calm") as calm_ns, _namespace(api, "storm") as storm_ns:
+        calm = Fleet.prepare(Connections(api, calm_ns), clouds, role, 40, service_account)
+        storm = Fleet.prepare(Connections(api, storm_ns), clouds, role, 40, service_account)
+
+        before = calm.cloud_calls()
+        calm.create(range(calm.size))
+        calm.wait_ready(timeout=60)
+        fault_free = calm.cloud_calls() - before
+
+        # 15% throttled and 15% unavailable (the second rule sees the 85% the first let through)
+        plan = {"rules": [{"fault": "throttle", "rate": 0.15}, {"fault": "unavailable", "rate": 0.18}], "seed": 7}
+        for cloud in clouds:
+            cloud.faults(**plan)
+        try:
+            before = storm.cloud_calls()
+            storm.create(range(storm.size))
+            storm.wait_ready(timeout=180)
+            stormy = storm.cloud_calls() - before
+            injected = sum(sum(cloud.injected().values()) for cloud in clouds)
+        finally:
+            for cloud in clouds:
+                cloud.faults(rules=[])
+
+        assert injected >= stormy * 0.15, f"faults were really served: {injected} of {stormy} calls"
+        # A failed call is retried by the SDK, then by the handler with jittered backoff: about 1.5x the calls
+        # of a calm run. Three times is the bound; a hot loop would blow through it.
+        assert stormy <= 3 * fault_free, f"{stormy} calls under faults vs {fault_free} without"
+        assert storm.links() == Counter({name: 1 for name in storm.names}), "exactly one cloud link each"

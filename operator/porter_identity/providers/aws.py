@@ -22,6 +22,7 @@ from porter_identity.providers.errors import (
     Transient,
     translating,
 )
+from porter_identity.providers.pacing import Pacer
 
 _THROTTLING = {
     "Throttling",
@@ -105,7 +106,13 @@ class AwsProvider:
     """Talks to IAM and EKS for one cluster; clients are thread-safe and shared."""
 
     def __init__(
-        self, region: str, cluster_name: str, max_attempts: int = 3, session: Any = None, pool_size: int = 10
+        self,
+        region: str,
+        cluster_name: str,
+        max_attempts: int = 3,
+        session: Any = None,
+        pool_size: int = 10,
+        pacer: Pacer | None = None,
     ) -> None:
         session = session or boto3.session.Session()
         # One pooled connection per worker thread: a smaller pool drops connections and reconnects under load.
@@ -117,6 +124,9 @@ class AwsProvider:
         self.cluster_name = cluster_name
         self.iam = metrics.instrument_boto3(session.client("iam", config=config))
         self.eks = metrics.instrument_boto3(session.client("eks", config=config))
+        if pacer is not None:
+            pacer.pace_boto3(self.iam)
+            pacer.pace_boto3(self.eks)
 
     def get_role(self, role: str) -> Role:
         with translated():

@@ -28,6 +28,7 @@ from porter_identity.providers.errors import (
     translating,
 )
 from porter_identity.providers.locks import KeyedLocks
+from porter_identity.providers.pacing import Pacer
 
 CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
 
@@ -102,6 +103,7 @@ class AzureProvider:
         connection_verify: str | bool = True,
         retry_total: int = 3,
         pool_size: int = 10,
+        pacer: Pacer | None = None,
     ) -> None:
         self.subscription_id = subscription_id
         self.client = ManagedServiceIdentityClient(
@@ -111,7 +113,7 @@ class AzureProvider:
             connection_verify=connection_verify,
             retry_total=retry_total,
             transport=_pooled_transport(pool_size, connection_verify),
-            per_retry_policies=[metrics.ArmCallMetrics()],
+            per_retry_policies=[metrics.ArmCallMetrics(), *([pacer.arm_policy()] if pacer else [])],
         )
         self.writes = KeyedLocks()
 

@@ -10,6 +10,7 @@ from porter_identity.config import Settings
 from porter_identity.providers.aws import AwsProvider
 from porter_identity.providers.azure import AzureProvider
 from porter_identity.providers.gcp import GcpProvider
+from porter_identity.providers.pacing import Pacer
 
 
 class EmulatorToken:
@@ -31,7 +32,11 @@ class Clouds:
 def build(settings: Settings) -> Clouds:
     aws = (
         AwsProvider(
-            settings.aws_region, settings.eks_cluster_name, settings.aws_max_attempts, pool_size=settings.max_workers
+            settings.aws_region,
+            settings.eks_cluster_name,
+            settings.aws_max_attempts,
+            pool_size=settings.max_workers,
+            pacer=Pacer("aws", settings.rate_limits),
         )
         if settings.eks_cluster_name
         else None
@@ -50,6 +55,11 @@ def build(settings: Settings) -> Clouds:
             base_url=settings.azure_arm_endpoint,
             connection_verify=settings.azure_ca_file or True,
             pool_size=settings.max_workers,
+            pacer=Pacer("azure", settings.rate_limits),
         )
-    gcp = GcpProvider.connect(settings.gcp_iam_endpoint) if settings.workload_pool else None
+    gcp = (
+        GcpProvider.connect(settings.gcp_iam_endpoint, Pacer("gcp", settings.rate_limits))
+        if settings.workload_pool
+        else None
+    )
     return Clouds(aws=aws, azure=azure, gcp=gcp)

@@ -22,6 +22,7 @@ from porter_identity.providers.errors import (
     translating,
 )
 from porter_identity.providers.locks import KeyedLocks
+from porter_identity.providers.pacing import Pacer, is_read
 
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 
@@ -68,27 +69,33 @@ def resource(email: str) -> str:
 class GcpProvider:
     """Read-modify-write of service-account IAM policies, serialised per service account, etag-checked."""
 
-    def __init__(self, client: iam_admin_v1.IAMClient, etag_retries: int = 3) -> None:
+    def __init__(self, client: iam_admin_v1.IAMClient, etag_retries: int = 3, pacer: Pacer | None = None) -> None:
         self.client = client
+        self.pacer = pacer
         self.etag_retries = etag_retries
         self.writes = KeyedLocks()
 
     @classmethod
-    def connect(cls, endpoint: str | None = None) -> GcpProvider:
+    def connect(cls, endpoint: str | None = None, pacer: Pacer | None = None) -> GcpProvider:
         """Production: Application Default Credentials. `endpoint` (host:port, plaintext) is for the emulator."""
         if endpoint is None:
-            return cls(iam_admin_v1.IAMClient())
+            return cls(iam_admin_v1.IAMClient(), pacer=pacer)
         import grpc
         from google.auth.credentials import AnonymousCredentials
         from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 
         channel = grpc.insecure_channel(endpoint)
         transport = IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
-        return cls(iam_admin_v1.IAMClient(transport=transport))
+        return cls(iam_admin_v1.IAMClient(transport=transport), pacer=pacer)
+
+    def _call(self, operation: str) -> AbstractContextManager[None]:
+        if self.pacer is not None:
+            self.pacer.wait("read" if is_read(operation) else "write")
+        return metrics.gcp_call(operation)
 
     def policy(self, email: str) -> policy_pb2.Policy:
         """The full policy (version 3, so conditional bindings are returned as they are)."""
-        with translated(), metrics.gcp_call("GetIamPolicy"):
+        with translated(), self._call("GetIamPolicy"):
             found: policy_pb2.Policy = self.client.get_iam_policy(
                 request={"resource": resource(email), "options": {"requested_policy_version": 3}}
             )
@@ -107,7 +114,7 @@ class GcpProvider:
                 if wanted is None:
                     return current, False
                 try:
-                    with translated(), metrics.gcp_call("SetIamPolicy"):
+                    with translated(), self._call("SetIamPolicy"):
                         self.client.set_iam_policy(request={"resource": resource(email), "policy": wanted})
                 except Transient as err:
                     if err.code != "Aborted" or attempt == self.etag_retries - 1:
