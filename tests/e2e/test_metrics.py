@@ -85,4 +85,4 @@ def test_labels_name_no_object_and_no_secret(operator: Operator) -> None:
         if not name.startswith("porter_identity_"):
             continue
         keys = {k for k, _ in labels}
-        assert keys <= {"kind", "provider", "result", "operation", "outcome", "le"}, (name, labels)
+        assert keys <= {"kind", "provider", "result", "operation", "outcome", "access", "le"}, (name, labels)
