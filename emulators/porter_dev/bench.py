@@ -202,27 +202,8 @@ def _wait_quiet(pid: int, timeout: float) -> None:
         last = now
 
 
-def _wait_liveness(url: str, op: Operator, timeout: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not op.alive():
-            raise RuntimeError(f"operator exited:\n{op.log()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"operator liveness {url} did not answer")
-
-
-def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str], liveness: str) -> Operator:
-    op = Operator(
-        kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env, args=["--liveness", liveness]
-    )
-    _wait_liveness(liveness, op.start())
-    return op
+def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str]) -> Operator:
+    return Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start().wait_ready()
 
 
 def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> dict[str, Any]:
@@ -266,7 +247,6 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         wait_for_crd(custom)
         for emulator in (aws, azure, gcp):
             emulator.faults(latencyMs=latency_ms)
-        liveness = f"http://127.0.0.1:{free_port()}/healthz"
         op_env = {
             **aws.env,
             "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
@@ -281,7 +261,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
             "PORTER_METRICS_PORT": str(free_port()),
         }
-        op = _operator(cp, workdir, op_env, liveness)
+        op = _operator(cp, workdir, op_env)
         assert op.proc is not None
         idle_rss = _proc_stats(op.proc.pid)[0]
         tracks = {key: Track(providers[i]) for i, key in enumerate(names)}
@@ -327,7 +307,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         # one full resync: a restarted operator lists everything and must find nothing to do
         writes_before = watcher.writes_after()
         op.stop()
-        op = _operator(cp, workdir, op_env, liveness)
+        op = _operator(cp, workdir, op_env)
         assert op.proc is not None
         _wait_quiet(op.proc.pid, timeout=max(60.0, n / 20))
         resynced = _calls(aws, azure, gcp)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,33 @@ class Operator:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)  # extra `porter-identity run` arguments
     proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        # Several operators run side by side in tests and the sandbox: each probes on a port of its own.
+        self.env.setdefault("PORTER_HEALTH_PORT", str(free_port()))
+
+    def probe(self, path: str = "/readyz") -> tuple[int, str]:
+        """(status, text) of /healthz or /readyz; (0, why) while nothing answers."""
+        url = f"http://127.0.0.1:{self.env['PORTER_HEALTH_PORT']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status), response.read().decode().strip()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode().strip()
+        except OSError as err:
+            return 0, str(err)
+
+    def wait_ready(self, timeout: float = 60.0) -> Operator:
+        deadline = time.monotonic() + timeout
+        status, text = 0, ""
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"operator exited:\n{self.log()[-3000:]}")
+            status, text = self.probe("/readyz")
+            if status == 200:
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"operator not ready within {timeout}s: {status} {text}")
 
     def start(self) -> Operator:
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}

@@ -19,7 +19,7 @@ def _crds(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from porter_identity import runner
 
-    return runner.run(namespaces=args.namespace, liveness=args.liveness, log_format=args.log_format)
+    return runner.run(namespaces=args.namespace, log_format=args.log_format)
 
 
 def _roleset_service(api: Any) -> Any:
@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces")
-    run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument(
         "--log-format",
         choices=["text", "json"],

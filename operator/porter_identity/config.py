@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Literal, Self
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from porter_identity.reconcile import shard
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -78,6 +80,27 @@ class Settings(BaseSettings):
     roleset_sync_seconds: float = Field(
         default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."
     )
+
+    health_port: int = Field(
+        default=8081, ge=0, le=65535, description="/healthz (liveness) and /readyz (readiness) port; 0 turns it off."
+    )
+    health_stall_seconds: float = Field(
+        default=30.0, gt=0, description="/healthz fails once the event loop has not ticked for this long."
+    )
+    shard_selector: str = Field(
+        default="",
+        description="Namespace label selector (e.g. porter.run/shard=a): serve connections only in matching "
+        "namespaces. Empty serves all. Instances must have disjoint selectors.",
+    )
+    rolesets: bool = Field(
+        default=True, description="Reconcile PorterRoleSets. With shards, true on exactly one instance."
+    )
+
+    @field_validator("shard_selector")
+    @classmethod
+    def _selector_parses(cls, value: str) -> str:
+        shard.parse(value)
+        return value
 
     @model_validator(mode="after")
     def _emulator_credential_is_loopback_only(self) -> Self:

@@ -9,29 +9,44 @@ from typing import Any
 import kopf
 import uvloop
 
-from porter_identity import GROUP, metrics
+from porter_identity import GROUP, VERSION, health, metrics
 from porter_identity.api.common import KOPF_STATUS
+from porter_identity.api.connection import PLURAL
 from porter_identity.config import Settings
 from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import shard as shard_filters
+from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
 from porter_identity.kube.events import ClusterEvents
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers import clients
 from porter_identity.providers.iam import AssumedRoles
+from porter_identity.reconcile import claims, shard
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    **_: Any,
+) -> None:
+    assert by_service_account is not None, "kopf passes every index to startup handlers too"
     config = Settings()
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     memo.settings = config
+    memo.shard = shard.parse(config.shard_selector)
     memo.clouds = clients.build(config)
     kube = _kube_client(config.max_workers)
     memo.service_accounts = ServiceAccounts(kube)
     memo.cluster_events = ClusterEvents(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
+    if config.health_port:
+        memo.health = Health(config.health_stall_seconds, partial(_indexed, kube, memo.namespaces, by_service_account))
+        memo.health.start_heartbeat()
+        memo.health.serve(config.health_port)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
     # annotations would cost a second write (metadata and the status subresource are patched separately).
@@ -50,6 +65,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # look again every second instead of kopf's default minute.
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 5
+
+
+def _indexed(kube: Any, namespaces: list[str], index: kopf.Index[tuple[str, str], claims.Claim]) -> str | None:
+    """Readiness: every connection the API server lists (from its watch cache) is in the in-memory index."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(kube)
+    pages: list[Any] = (
+        [api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, resource_version="0") for ns in namespaces]
+        if namespaces
+        else [api.list_cluster_custom_object(GROUP, VERSION, PLURAL, resource_version="0")]
+    )
+    listed = [item for page in pages for item in page["items"]]
+    indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
+    return health.readiness(True, (str(item["metadata"]["uid"]) for item in listed), indexed)
 
 
 def _kube_client(pool_size: int) -> Any:
@@ -99,14 +129,16 @@ def _configure_logging(log_format: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run(namespaces: list[str], liveness: str | None, log_format: str = "text") -> int:
+def run(namespaces: list[str], log_format: str = "text") -> int:
     _configure_logging(log_format)
+    if Settings().shard_selector:
+        shard_filters.register_index()
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
     kopf.run(
         loop=uvloop.new_event_loop(),
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=liveness,
+        memo=kopf.Memo(namespaces=namespaces),
     )
     return 0

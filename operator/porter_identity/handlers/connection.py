@@ -12,6 +12,7 @@ from porter_identity.api.connection import PLURAL, SINGULAR, Provider, ServiceId
 from porter_identity.config import Settings
 from porter_identity.handlers import aws, azure, gcp
 from porter_identity.handlers.result import Result
+from porter_identity.handlers.shard import in_shard
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers.clients import Clouds
@@ -113,9 +114,9 @@ def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
         raise kopf.TemporaryError(result.message, delay=settings.stalled_recheck_seconds)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=in_shard)
+@kopf.on.create(GROUP, VERSION, PLURAL, when=in_shard)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=in_shard)
 def reconcile(
     body: kopf.Body,
     patch: kopf.Patch,
@@ -154,7 +155,7 @@ def reconcile(
     _retry_after(result.outcome, retry, memo.settings)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=in_shard)
 def delete(
     body: kopf.Body,
     retry: int,

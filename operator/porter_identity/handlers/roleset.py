@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.roleset import PLURAL, SINGULAR, PorterRoleSet, RoleSetStatus
 from porter_identity.config import Settings
+from porter_identity.handlers.shard import serves_rolesets
 from porter_identity.iam.sync import RoleSetService, SyncResult
 from porter_identity.kube.events import ClusterEvents
 from porter_identity.providers.locks import KeyedLocks
@@ -80,9 +81,9 @@ def _sync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> O
     return result.outcome
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=serves_rolesets)
+@kopf.on.create(GROUP, VERSION, PLURAL, when=serves_rolesets)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=serves_rolesets)
 def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     result = _sync(body, patch, memo, logger)
     settings: Settings = memo.settings
@@ -91,13 +92,13 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, l
         raise kopf.TemporaryError(result.message, delay=delay)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SYNC_SECONDS, initial_delay=SYNC_SECONDS)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SYNC_SECONDS, initial_delay=SYNC_SECONDS, when=serves_rolesets)
 def drift(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Re-read the account (and the Secret, so a rotated ExternalId is picked up) and repair what changed."""
     _sync(body, patch, memo, logger)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=serves_rolesets)
 def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
