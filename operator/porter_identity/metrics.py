@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,11 +52,22 @@ RATE_LIMIT_WAIT = Histogram(
     registry=REGISTRY,
 )
 
+QUEUE_DEPTH = Gauge(
+    "porter_identity_queue_depth",
+    "Handler calls waiting for a free worker thread (PORTER_MAX_WORKERS): work queued, not yet started.",
+    registry=REGISTRY,
+)
+
 _THROTTLING_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
 def serve(port: int) -> None:
     start_http_server(port, registry=REGISTRY)
+
+
+def watch_queue(executor: ThreadPoolExecutor) -> None:
+    # The executor's own queue is the one place where waiting work is visible; read at scrape time.
+    QUEUE_DEPTH.set_function(lambda: executor._work_queue.qsize())
 
 
 def outcome_of(status: int, code: str = "") -> str:

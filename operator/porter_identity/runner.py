@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -56,6 +57,8 @@ async def configure(
     # would add one API write per connection. Only errors still become Events.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = config.max_workers
+    if isinstance(settings.execution.executor, ThreadPoolExecutor):
+        metrics.watch_queue(settings.execution.executor)
     # A watch that stays silent longer than this is re-established, so a dead connection cannot hang us.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -58,6 +58,7 @@ def test_reconciles_and_cloud_calls_are_counted(conns: Connections, operator: Op
     assert grew("porter_identity_cloud_api_calls_total", provider="aws", operation="GetRole", outcome="success") >= 1
     created = {"provider": "aws", "operation": "CreatePodIdentityAssociation", "outcome": "success"}
     assert grew("porter_identity_cloud_api_calls_total", **created) == 1
+    assert ("porter_identity_queue_depth", ()) in after, "the operator wires kopf's executor queue to the gauge"
     # every call took a token from its bucket first: GetRole and List are reads, Create a write
     waits = "porter_identity_cloud_rate_limit_wait_seconds_count"
     assert grew(waits, provider="aws", access="read") >= 2
