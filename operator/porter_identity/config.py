@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # N=1,000 from 47 to 50 connections/s at 50 ms per call).
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
     max_workers: int = Field(default=40, ge=1, description="Threads for blocking cloud calls.")
+    lock_wait_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a write waits for another write to the same Azure identity or GCP service account "
+        "before giving its worker thread back (Progressing, retried shortly).",
+    )
     rate_limits: RateLimits = Field(
         default_factory=RateLimits,
         description="Token buckets per cloud and access, e.g. PORTER_RATE_LIMITS__AZURE_WRITE__PER_SECOND=5.",

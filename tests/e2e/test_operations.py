@@ -6,14 +6,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.processes import Operator
+from tests.conftest import AZURE_SUBSCRIPTION
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
@@ -43,20 +46,20 @@ def _namespaces_logged(op: Operator) -> set[str]:
     return seen
 
 
-@pytest.fixture
-def shards(control_plane: ControlPlane, operator: Operator, workdir: Path) -> Iterator[dict[str, Operator]]:
-    """Two instances with disjoint namespace selectors, in place of the session's cluster-wide operator."""
+@contextmanager
+def instead_of_the_session_operator(
+    operator: Operator, control_plane: ControlPlane, workdir: Path, **overrides: dict[str, str]
+) -> Iterator[dict[str, Operator]]:
+    """Operators named by `overrides` (each the env it changes), in place of the session's; it returns after."""
     operator.stop()
     started: dict[str, Operator] = {}
     try:
-        for shard, rolesets in (("a", "false"), ("b", "true")):
-            env = {k: v for k, v in operator.env.items() if k not in ("PORTER_HEALTH_PORT", "PORTER_METRICS_PORT")}
-            env |= {"PORTER_SHARD_SELECTOR": f"porter.run/shard={shard}", "PORTER_ROLESETS": rolesets}
-            env["PORTER_METRICS_PORT"] = "0"
-            started[shard] = Operator(
+        for name, changes in overrides.items():
+            env = {k: v for k, v in operator.env.items() if k != "PORTER_HEALTH_PORT"}
+            started[name] = Operator(
                 kubeconfig=control_plane.kubeconfig,
-                logfile=workdir / "logs" / f"operator-shard-{shard}-{uuid.uuid4().hex[:4]}.log",
-                env=env,
+                logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
+                env=env | {"PORTER_METRICS_PORT": "0"} | changes,
                 args=["--log-format", "json"],
             ).start()
         for op in started.values():
@@ -66,6 +69,19 @@ def shards(control_plane: ControlPlane, operator: Operator, workdir: Path) -> It
         for op in started.values():
             op.stop()
         operator.start().wait_ready()
+
+
+@pytest.fixture
+def shards(control_plane: ControlPlane, operator: Operator, workdir: Path) -> Iterator[dict[str, Operator]]:
+    """Two instances with disjoint namespace selectors; only the second syncs PorterRoleSets."""
+    with instead_of_the_session_operator(
+        operator,
+        control_plane,
+        workdir,
+        a={"PORTER_SHARD_SELECTOR": "porter.run/shard=a", "PORTER_ROLESETS": "false"},
+        b={"PORTER_SHARD_SELECTOR": "porter.run/shard=b", "PORTER_ROLESETS": "true"},
+    ) as started:
+        yield started
 
 
 def test_two_shards_serve_disjoint_namespaces_and_leave_the_rest_alone(
@@ -97,3 +113,40 @@ def test_two_shards_serve_disjoint_namespaces_and_leave_the_rest_alone(
     finally:
         for ns in spaces.values():
             core.delete_namespace(ns)
+
+
+def test_a_queue_of_writes_to_one_identity_does_not_starve_other_connections(
+    api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    control_plane: ControlPlane,
+    workdir: Path,
+    azure: AzureEmulator,
+    make_role: Any,
+    service_account: Any,
+) -> None:
+    conns = Connections(api, namespace)
+    identity = f"busy-{uuid.uuid4().hex[:6]}"
+    azure.seed_identity(AZURE_SUBSCRIPTION, "busy-rg", identity)
+    names = [f"az{i}" for i in range(16)]
+    for name in names:
+        service_account(namespace, name)
+    role = make_role()
+    azure.settings(writeDelayMs=1000)  # each credential write on the identity takes a second, one at a time
+    try:
+        small_pool = {"PORTER_MAX_WORKERS": "4", "PORTER_LOCK_WAIT_SECONDS": "0.2"}
+        with instead_of_the_session_operator(operator, control_plane, workdir, small=small_pool):
+            for name in names:
+                conns.create(name, name, azure={"identityName": identity, "resourceGroup": "busy-rg"})
+            conns.create("unrelated", "unrelated", aws={"role": role})
+            conns.wait_ready("unrelated", timeout=30)
+            waiting = [n for n in names if (conns.condition(n) or {}).get("status") != "True"]
+            # Had the 4 threads queued on the identity's lock, the AWS connection would have waited for ~12 of
+            # the 16 one-second writes; with threads given back it gets one within the first write or two.
+            assert len(waiting) >= 10, f"the AWS connection waited behind the Azure queue: {len(waiting)} left"
+            for name in names:
+                conns.wait_ready(name, timeout=90)
+    finally:
+        azure.settings(writeDelayMs=0)
+    fics = azure.client(AZURE_SUBSCRIPTION).federated_identity_credentials.list("busy-rg", identity)
+    assert len(list(fics)) == 16

@@ -10,9 +10,11 @@ import pytest
 from google.iam.v1 import policy_pb2
 
 from porter_identity.providers.azure import Credential
+from porter_identity.providers.errors import Busy
 from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, project_of
 from porter_identity.providers.locks import KeyedLocks
-from porter_identity.reconcile import annotation_patch, azure, gcp
+from porter_identity.reconcile import annotation_patch, azure, gcp, outcome
+from porter_identity.reconcile.outcome import Reason, State
 
 AZURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
 
@@ -131,6 +133,36 @@ def test_keyed_locks_serialise_one_key_and_not_others() -> None:
     same.join()
     assert order[3:] == ["a-", "b+", "b-"]  # the same key waits its turn
     assert len(locks) == 0  # nothing kept once idle
+
+
+def test_a_writer_gives_up_after_its_wait_with_busy_and_the_lock_is_left_clean() -> None:
+    locks = KeyedLocks(wait_seconds=0.05)
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def holder() -> None:
+        with locks.hold("id-1"):
+            inside.set()
+            leave.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    inside.wait(5)
+    with pytest.raises(Busy, match="another write to id-1 is in flight"), locks.hold("id-1"):
+        pytest.fail("must not get in while another write holds the key")
+    with locks.hold("id-2"):
+        pass  # other keys are free
+    leave.set()
+    thread.join()
+    with locks.hold("id-1"):
+        pass  # the give-up left no stale user count behind
+    assert len(locks) == 0
+
+
+def test_busy_is_progressing_not_a_failure() -> None:
+    found = outcome.from_error(Busy("another write to x is in flight", code="Busy"), what="writing the credential")
+    assert (found.state, found.reason, found.retryable) == (State.RECONCILING, Reason.PROGRESSING, True)
+    assert "waiting while writing the credential" in found.message
 
 
 def test_project_of_service_account_email() -> None:

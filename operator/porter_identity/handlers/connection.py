@@ -106,10 +106,15 @@ def _claimed_by_other(
     return claims.conflict_message(key[0], key[1], winner)
 
 
+def _backoff(result: Outcome, retry: int, settings: Settings) -> float:
+    # Waiting for our own write on the same identity ends soon: retry quickly, not with growing backoff.
+    steps = min(retry, 2) if result.reason is Reason.PROGRESSING else retry
+    return backoff.delay(steps, settings.retry_base_seconds, settings.retry_max_seconds)
+
+
 def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
     if result.retryable:
-        delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
-        raise kopf.TemporaryError(result.message, delay=delay)
+        raise kopf.TemporaryError(result.message, delay=_backoff(result, retry, settings))
     if result.recheck:
         raise kopf.TemporaryError(result.message, delay=settings.stalled_recheck_seconds)
 
@@ -179,9 +184,10 @@ def delete(
     if result is None:
         return
     if result.outcome.state is not State.READY:
-        kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
-        delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
-        raise kopf.TemporaryError(result.outcome.message, delay=delay)
+        if result.outcome.reason is not Reason.PROGRESSING:
+            kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
+        # The finalizer stays until the link is gone, whatever the failure.
+        raise kopf.TemporaryError(result.outcome.message, delay=_backoff(result.outcome, retry, settings))
     if result.change is not None:
         kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
         logger.info(result.change.message, extra={"reason": result.change.reason})

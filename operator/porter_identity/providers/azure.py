@@ -104,6 +104,7 @@ class AzureProvider:
         retry_total: int = 3,
         pool_size: int = 10,
         pacer: Pacer | None = None,
+        lock_wait_seconds: float | None = None,
     ) -> None:
         self.subscription_id = subscription_id
         self.client = ManagedServiceIdentityClient(
@@ -115,7 +116,7 @@ class AzureProvider:
             transport=_pooled_transport(pool_size, connection_verify),
             per_retry_policies=[metrics.ArmCallMetrics(), *([pacer.arm_policy()] if pacer else [])],
         )
-        self.writes = KeyedLocks()
+        self.writes = KeyedLocks(lock_wait_seconds)
 
     def _key(self, resource_group: str, identity: str) -> str:
         return f"/subscriptions/{self.subscription_id}/resourceGroups/{resource_group}/{identity}".lower()

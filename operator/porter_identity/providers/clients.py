@@ -56,9 +56,10 @@ def build(settings: Settings) -> Clouds:
             connection_verify=settings.azure_ca_file or True,
             pool_size=settings.max_workers,
             pacer=Pacer("azure", settings.rate_limits),
+            lock_wait_seconds=settings.lock_wait_seconds,
         )
     gcp = (
-        GcpProvider.connect(settings.gcp_iam_endpoint, Pacer("gcp", settings.rate_limits))
+        GcpProvider.connect(settings.gcp_iam_endpoint, Pacer("gcp", settings.rate_limits), settings.lock_wait_seconds)
         if settings.workload_pool
         else None
     )

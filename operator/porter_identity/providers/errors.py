@@ -46,6 +46,12 @@ class Transient(CloudError):
     retryable = True
 
 
+class Busy(CloudError):
+    """Another write of this operator to the same cloud object is in flight; the worker is given back."""
+
+    retryable = True
+
+
 class LimitExceeded(CloudError):
     """A documented quota of the cloud is reached (e.g. 20 federated credentials per managed identity)."""
 

@@ -69,24 +69,32 @@ def resource(email: str) -> str:
 class GcpProvider:
     """Read-modify-write of service-account IAM policies, serialised per service account, etag-checked."""
 
-    def __init__(self, client: iam_admin_v1.IAMClient, etag_retries: int = 3, pacer: Pacer | None = None) -> None:
+    def __init__(
+        self,
+        client: iam_admin_v1.IAMClient,
+        etag_retries: int = 3,
+        pacer: Pacer | None = None,
+        lock_wait_seconds: float | None = None,
+    ) -> None:
         self.client = client
         self.pacer = pacer
         self.etag_retries = etag_retries
-        self.writes = KeyedLocks()
+        self.writes = KeyedLocks(lock_wait_seconds)
 
     @classmethod
-    def connect(cls, endpoint: str | None = None, pacer: Pacer | None = None) -> GcpProvider:
+    def connect(
+        cls, endpoint: str | None = None, pacer: Pacer | None = None, lock_wait_seconds: float | None = None
+    ) -> GcpProvider:
         """Production: Application Default Credentials. `endpoint` (host:port, plaintext) is for the emulator."""
         if endpoint is None:
-            return cls(iam_admin_v1.IAMClient(), pacer=pacer)
+            return cls(iam_admin_v1.IAMClient(), pacer=pacer, lock_wait_seconds=lock_wait_seconds)
         import grpc
         from google.auth.credentials import AnonymousCredentials
         from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 
         channel = grpc.insecure_channel(endpoint)
         transport = IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
-        return cls(iam_admin_v1.IAMClient(transport=transport), pacer=pacer)
+        return cls(iam_admin_v1.IAMClient(transport=transport), pacer=pacer, lock_wait_seconds=lock_wait_seconds)
 
     def _call(self, operation: str) -> AbstractContextManager[None]:
         if self.pacer is not None:

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from porter_identity.providers.errors import (
     AccessDenied,
+    Busy,
     CloudError,
     Conflict,
     Invalid,
@@ -81,6 +82,8 @@ def stalled(reason: Reason, message: str) -> Outcome:
 def from_error(err: CloudError, *, what: str) -> Outcome:
     """Classify a cloud failure while doing `what` (e.g. "creating the association")."""
     detail = f"{what}: {err.message}" if err.code == "" else f"{what}: {err.code}: {err.message}"
+    if isinstance(err, Busy):
+        return Outcome(State.RECONCILING, Reason.PROGRESSING, f"waiting while {detail}; retrying shortly")
     if isinstance(err, Throttled):
         return Outcome(State.RECONCILING, Reason.THROTTLED, f"throttled while {detail}; retrying with backoff")
     if err.retryable:
