@@ -15,6 +15,7 @@ from porter_identity.check.verdict import (
     classify_entra,
     classify_gcp,
     default_audience,
+    google_detail,
     readiness,
 )
 
@@ -92,7 +93,7 @@ def test_google_errors(message: str, step: Step, reason: CheckReason) -> None:
 
 def test_readiness_reads_the_ready_condition() -> None:
     assert readiness([]) == (False, "no Ready condition yet (is the operator running?)")
-    ready = {"type": "Ready", "status": "True", "reason": "Bound", "message": ""}
+    ready = {"type": "Ready", "status": "True", "reason": "Bound", "message": "bound to arn:aws:iam::1:role/r"}
     assert readiness([{"type": "Reconciling", "status": "False"}, ready]) == (True, "Bound")
     stalled = {"type": "Ready", "status": "False", "reason": "RoleNotFound", "message": "role x does not exist"}
     assert readiness([stalled]) == (False, "RoleNotFound: role x does not exist")
@@ -120,8 +121,8 @@ def test_success_verdict() -> None:
     assert out["hint"] is None
     assert verdict.render().splitlines() == [
         "check shop/api (aws)",
-        "  [ok] connection     Ready (Bound)",
-        "  [ok] identity       STS GetCallerIdentity: arn:aws:sts::1:assumed-role/r/s",
+        "  [ok]   connection     Ready (Bound)",
+        "  [ok]   identity       STS GetCallerIdentity: arn:aws:sts::1:assumed-role/r/s",
         "identity obtained: arn:aws:sts::1:assumed-role/r/s",
     ]
 
@@ -147,3 +148,20 @@ def test_failed_verdict_names_step_reason_and_hint() -> None:
     assert "  [FAIL] exchange       SubjectMismatch: Microsoft Entra: AADSTS700213: ..." in text
     assert "failed at exchange: SubjectMismatch" in text
     assert f"hint: {HINTS[CheckReason.SUBJECT_MISMATCH]}" in text
+
+
+def test_google_detail_keeps_the_services_own_message() -> None:
+    impersonation = (
+        "Unable to acquire impersonated credentials",
+        '{"error": {"code": 403, "message": "Permission denied", "status": "PERMISSION_DENIED"}}',
+    )
+    assert (
+        google_detail(impersonation)
+        == "Unable to acquire impersonated credentials: PERMISSION_DENIED: Permission denied"
+    )
+    sts = (
+        "Error code invalid_grant: The ID Token has expired.",
+        '{"error": "invalid_grant", "error_description": "The ID Token has expired."}',
+    )
+    assert google_detail(sts) == "Error code invalid_grant: The ID Token has expired."
+    assert google_detail(("plain",)) == "plain"

@@ -21,6 +21,7 @@ from porter_identity.check.verdict import (
     classify_entra,
     classify_gcp,
     default_audience,
+    google_detail,
     readiness,
 )
 from porter_identity.config import Settings
@@ -251,7 +252,7 @@ def _gcp(
         step, reason = classify_gcp(str(err))
         if step is Step.IDENTITY:
             verdict.passed(Step.EXCHANGE, f"Google STS federated token for workload pool {settings.workload_pool}")
-        raise StepFailed(step, reason, str(err)[:500]) from None
+        raise StepFailed(step, reason, google_detail(err.args)[:500]) from None
     member = f"serviceAccount:{settings.workload_pool}[{conn.metadata.namespace}/{conn.spec.service_account_name}]"
     verdict.passed(Step.EXCHANGE, f"Google STS federated token for {member}")
     verdict.passed(Step.IDENTITY, f"IAM Credentials generateAccessToken for {email}")

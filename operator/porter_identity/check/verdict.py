@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -125,7 +126,7 @@ class Verdict:
 
     def render(self) -> str:
         lines = [f"check {self.connection}" + (f" ({self.provider.value})" if self.provider else "")]
-        lines += [f"  [{'ok' if s.ok else 'FAIL'}] {s.step.value:<14} {s.detail}" for s in self.steps]
+        lines += [f"  {'[ok]' if s.ok else '[FAIL]':<6} {s.step.value:<14} {s.detail}" for s in self.steps]
         if self.ok:
             lines.append(f"identity obtained: {self.identity}")
         else:
@@ -138,12 +139,30 @@ class Verdict:
 
 
 def readiness(conditions: list[dict[str, Any]]) -> tuple[bool, str]:
-    """(Ready, "reason: message") from the connection's status conditions."""
+    """(Ready, why): the reason when Ready, else "reason: message" from the connection's status conditions."""
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     if ready is None:
         return False, "no Ready condition yet (is the operator running?)"
-    summary = f"{ready.get('reason', '')}: {ready.get('message', '')}".rstrip(": ")
-    return ready.get("status") == "True", summary
+    if ready.get("status") == "True":
+        return True, str(ready.get("reason", ""))
+    return False, f"{ready.get('reason', '')}: {ready.get('message', '')}".rstrip(": ")
+
+
+def google_detail(args: tuple[Any, ...]) -> str:
+    """google-auth errors carry (message, response body): the message, then the body's own message if it adds one."""
+    parts = [str(a) for a in args[:1]]
+    for extra in args[1:]:
+        try:
+            body = json.loads(extra) if isinstance(extra, str) else extra
+        except ValueError:
+            body = extra
+        if isinstance(body, dict):
+            inner = body.get("error")
+            found = inner.get("message") if isinstance(inner, dict) else body.get("error_description")
+            body = f"{inner.get('status')}: {found}" if isinstance(inner, dict) else found
+        if body and str(body) not in parts[0]:
+            parts.append(str(body))
+    return ": ".join(parts)
 
 
 def default_audience(provider: Provider, workload_pool: str | None) -> str | None:
