@@ -10,6 +10,8 @@ InvalidParameterException (400) for malformed input (including maxResults outsid
 a bad nextToken), ResourceLimitExceededException at the 5,000-associations-per-cluster quota, and
 clientRequestToken idempotency. Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
 as EKS's restJson protocol does; injected throttling uses the codes botocore retries.
+EKS Auth's AssumeRoleForPodIdentity (`porter_dev.eks_auth`, which cites its pages) checks the token against the
+cluster's OIDC issuer, set with `/_porter/cluster-issuer` (moto gives clusters a made-up issuer).
 
 moto lets anyone assume any role and enforces no IAM size quotas, so IAM and STS query-protocol calls get
 what AWS does, with the rules in `porter_dev.iam_rules` (which cites the pages):
@@ -50,9 +52,10 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from porter_dev import iam_rules
+from porter_dev import eks_auth, iam_rules
 from porter_dev.faults import Faults
 from porter_dev.iam_rules import Caller, IamRuleError
+from porter_dev.oidc import Issuers
 
 ROLE_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -344,6 +347,7 @@ class AwsEmulator:
         self.counter_lock = threading.Lock()
         # a quota check and the write it allows must not interleave with another write to the same role
         self.quota_lock = threading.Lock()
+        self.issuers = Issuers()
 
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -355,8 +359,9 @@ class AwsEmulator:
         region = scope.group("region") if scope else "us-east-1"
         body = _read_body(environ)
         match = POD_IDENTITY.match(path) if service == "eks" else None
-        params = _params(environ, body) if match is None else {}
-        operation = _operation(method, path, params, match)
+        auth_match = eks_auth.PATH.match(path) if service == "eks-auth" and method == "POST" else None
+        params = _params(environ, body) if match is None and auth_match is None else {}
+        operation = "AssumeRoleForPodIdentity" if auth_match else _operation(method, path, params, match)
         fault = self.faults.on_call(service, operation)
         if fault:
             return _inject(start, service, fault)
@@ -368,6 +373,8 @@ class AwsEmulator:
                 return self._quota_checked(environ, start, operation, params, access_key, region)
         except IamRuleError as err:
             return _query_error(start, service, err.status, err.code, err.message)
+        if auth_match is not None:
+            return self._eks_auth(start, access_key, region, auth_match.group("cluster"), body)
         if match is None:
             return self.inner(environ, start)
         from moto.iam.models import get_account_id_from
@@ -395,6 +402,21 @@ class AwsEmulator:
                 f"User: {caller.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
             )
         return self.inner(environ, start)
+
+    def _eks_auth(self, start: StartResponse, access_key: str, region: str, cluster: str, body: bytes) -> list[bytes]:
+        from moto.iam.models import get_account_id_from
+
+        account = get_account_id_from(access_key)
+        try:
+            payload = json.loads(body) if body else {}
+            with self.store.lock:
+                associations = list(self.store.associations.get((account, region, cluster), {}).values())
+            answer = eks_auth.assume_role_for_pod_identity(
+                associations, self.issuers, account, region, cluster, payload
+            )
+        except eks_auth.EksAuthError as err:
+            return _json(start, err.status, {"message": err.message}, [("x-amzn-ErrorType", err.code)])
+        return _json(start, 200, answer)
 
     def _quota_checked(
         self,
@@ -459,7 +481,21 @@ class AwsEmulator:
             return _json(start, 200, {"ok": True})
         if path == "/_porter/health":
             return _json(start, 200, {"ok": True})
+        if path == "/_porter/cluster-issuer" and method == "POST":
+            return self._set_cluster_issuer(start, json.loads(_read_body(environ) or b"{}"))
         return _json(start, 404, {"message": f"no control route {method} {path}"})
+
+    def _set_cluster_issuer(self, start: StartResponse, body: dict[str, Any]) -> list[bytes]:
+        """The EKS cluster's OIDC issuer (DescribeCluster shows it) and the CA to fetch its discovery with."""
+        from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION
+
+        region = str(body.get("region") or AWS_REGION)
+        try:
+            eks_auth.set_cluster_issuer(AWS_ACCOUNT_ID, region, str(body["cluster"]), str(body["issuer"]))
+        except (KeyError, eks_auth.EksAuthError) as err:
+            return _json(start, 400, {"message": f"cannot set the cluster issuer: {err}"})
+        self.issuers.trust(str(body["issuer"]), body.get("caFile"))
+        return _json(start, 200, {"ok": True})
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

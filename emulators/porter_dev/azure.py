@@ -18,7 +18,11 @@ credential are this emulator's choice. Missing resource groups and resources use
 and `ResourceNotFound` (404); errors use ARM's `{"error": {"code": ..., "message": ...}}` body.
 
 azure-core only sends bearer tokens over HTTPS, so the server generates a self-signed certificate at start and
-writes it where clients can trust it (`connection_verify=`). Any bearer token is accepted; none is 401.
+writes it where clients can trust it (`connection_verify=`). A JWT bearer token must be one the emulator's
+Entra ID (`porter_dev.entra`, same host: `/{tenant}/oauth2/v2.0/token`) issued for ARM, else 401
+`InvalidAuthenticationToken` / `ExpiredAuthenticationToken`; any other bearer token stands for the operator's
+development credential and is accepted; none is 401. `GET /subscriptions` (api-version 2022-12-01) answers the
+subscriptions the caller has roles in: none, as the emulator models no role assignments.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from porter_dev.entra import Application, Entra, EntraError
 from porter_dev.faults import Faults
 
 if TYPE_CHECKING:
@@ -64,6 +69,11 @@ ROUTE = re.compile(
     re.IGNORECASE,
 )
 CERT_NAME, KEY_NAME = "azure-emulator.crt", "azure-emulator.key"
+ENTRA_ROUTE = re.compile(
+    r"^/(?P<tenant>[^/_][^/]*)/(?:(?P<config>v2\.0/\.well-known/openid-configuration)|(?P<keys>discovery/v2\.0/keys)"
+    r"|(?P<token>oauth2/v2\.0/token))$"
+)
+SUBSCRIPTIONS_API_VERSION = "2022-12-01"
 
 StartResponse = Callable[..., Any]
 
@@ -408,6 +418,7 @@ class ManagedIdentityApp:
         self.settings = Settings(tenant_id=tenant_id)
         self.faults = Faults()
         self.store = IdentityStore(settings=self.settings)
+        self.entra = Entra()
 
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -415,9 +426,52 @@ class ManagedIdentityApp:
         try:
             if path.startswith("/_porter/"):
                 return self._control(environ, start, path, method)
+            entra = ENTRA_ROUTE.match(path)
+            if entra is not None:
+                return self._entra(environ, start, entra)
             return self._arm(environ, start, path, method)
         except ArmError as err:
             return _error(start, err)
+
+    def _entra(self, environ: dict[str, Any], start: StartResponse, match: re.Match[str]) -> list[bytes]:
+        host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+        tenant = match.group("tenant")
+        if match.group("config"):
+            return _json(start, 200, self.entra.openid_configuration(f"https://{host}", tenant))
+        if match.group("keys"):
+            return _json(start, 200, self.entra.jwks())
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(environ["wsgi.input"].read(length).decode()).items()}
+        with self.store.lock:
+            apps = [
+                Application(
+                    i.client_id,
+                    i.principal_id,
+                    i.tenant_id,
+                    [(c.issuer, c.subject, c.audiences) for c in i.credentials.values()],
+                )
+                for i in self.store.identities.values()
+            ]
+            tenants = {self.settings.tenant_id, *(a.tenant_id for a in apps)}
+        try:
+            return _json(start, 200, self.entra.token(tenant, form, tenants, apps))
+        except EntraError as err:
+            return _json(start, err.status, err.to_json())
+
+    def _authenticate(self, token: str) -> None:
+        """Tokens shaped as JWTs must come from the emulator's Entra; others are the development credential."""
+        if token.count(".") != 2:
+            return
+        import jwt
+
+        try:
+            self.entra.verify_access_token(token)
+        except jwt.ExpiredSignatureError:
+            raise ArmError(
+                401, "ExpiredAuthenticationToken", "The access token expiry UTC time is in the past."
+            ) from None
+        except jwt.PyJWTError as err:
+            raise ArmError(401, "InvalidAuthenticationToken", f"The access token is invalid: {err}.") from None
 
     def _arm(self, environ: dict[str, Any], start: StartResponse, path: str, method: str) -> list[bytes]:
         auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -438,6 +492,7 @@ class ManagedIdentityApp:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ArmError(401, "InvalidAuthenticationToken", "The access token is invalid: expected 'Bearer <token>'.")
+        self._authenticate(token.strip())
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         api_version = query.get("api-version", [""])[0]
         if not api_version:
@@ -446,6 +501,10 @@ class ManagedIdentityApp:
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
+        if path.rstrip("/") == "/subscriptions" and method == "GET":
+            if api_version != SUBSCRIPTIONS_API_VERSION:
+                raise ArmError(400, "InvalidApiVersionParameter", f"The api-version '{api_version}' is invalid.")
+            return _json(start, 200, {"value": []})
         match = ROUTE.match(path)
         fault = self.faults.on_call(SERVICE, _operation(method, match))
         if fault == "throttle":
@@ -562,6 +621,10 @@ class ManagedIdentityApp:
             with self.store.lock:
                 self.settings.update(body)
                 return _json(start, 200, self.settings.to_json())
+        if path == "/_porter/issuers" and method == "POST":
+            body = _read_json(environ)
+            self.entra.issuers.trust(str(body.get("issuer", "")), body.get("caFile"))
+            return _json(start, 200, {"ok": True})
         if path == "/_porter/identities" and method == "POST":
             body = _read_json(environ)
             fields = [body.get(k) for k in ("subscription", "resourceGroup", "name")]
@@ -729,6 +792,10 @@ class AzureEmulator:
         """Update (e.g. pageSize=3, writeDelayMs=500) and return the settings."""
         out: dict[str, Any] = self._control("POST", "settings", values)
         return out
+
+    def trust_issuer(self, issuer: str, ca_file: Path) -> None:
+        """Let Entra fetch `issuer`'s discovery document over TLS signed by `ca_file` (the API server's CA)."""
+        self._control("POST", "issuers", {"issuer": issuer, "caFile": str(ca_file)})
 
     def seed_identity(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
         """A customer's user-assigned identity (its resource group exists from then on), as ARM returns it."""

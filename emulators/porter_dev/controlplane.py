@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ class ControlPlane:
         self.start_apiserver(bins)
         self.wait_ready()
         self.write_kubeconfig()
+        self.publish_issuer_discovery()
         self.start_controller_manager(bins)
         self.save()
 
@@ -143,6 +145,7 @@ class ControlPlane:
                 "--token-auth-file", str(self.workdir / "tokens.csv"),
                 "--authorization-mode", "RBAC",
                 "--service-account-issuer", self.server,
+                "--service-account-jwks-uri", f"{self.server}/openid/v1/jwks",
                 "--service-account-key-file", str(key),
                 "--service-account-signing-key-file", str(key),
                 "--api-audiences", f"{self.server},pods.eks.amazonaws.com,api://AzureADTokenExchange",
@@ -193,6 +196,41 @@ class ControlPlane:
             )
         )
         self.kubeconfig.chmod(0o600)
+
+    def publish_issuer_discovery(self) -> None:
+        """Let anyone read the OIDC discovery document and keys, as cloud token services fetch them unauthenticated.
+
+        Kubernetes' documented way ("Service account issuer discovery"): bind the built-in ClusterRole
+        system:service-account-issuer-discovery to system:unauthenticated.
+        """
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "porter-dev-issuer-discovery"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:service-account-issuer-discovery",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+        }
+        req = urllib.request.Request(
+            f"{self.server}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            data=json.dumps(binding).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            urllib.request.urlopen(req, context=context, timeout=10).close()
+        except urllib.error.HTTPError as err:
+            if err.code != 409:  # already there after a restart on the same etcd
+                raise
+
+    @property
+    def ca_file(self) -> Path:
+        """The API server's serving CA: whoever fetches the issuer's discovery document must trust it."""
+        return self.workdir / "pki" / "apiserver.crt"
 
     def is_ready(self) -> bool:
         ctx = ssl.create_default_context()

@@ -29,7 +29,9 @@ Not modelled: UpdateServiceAccount and the other IAM methods (UNIMPLEMENTED), `u
 `audit_configs` (ignored), whether a `serviceAccount:` member or a Workload Identity pool exists.
 Faults come from `porter_dev.faults.Faults` (service `iam`, operation = RPC name): throttle answers
 RESOURCE_EXHAUSTED, unavailable answers UNAVAILABLE (which the client retries for Get/List), and
-`latencyMs` delays every call. Control routes (`/_porter/...`) are served over HTTP on a second port.
+`latencyMs` delays every call. Control routes (`/_porter/...`) are served over HTTP on a second port, with the
+REST token services a workload uses (`porter_dev.gcp_sts`: STS `/v1/token` and IAM Credentials
+`generateAccessToken`), which honour exactly the `roles/iam.workloadIdentityUser` members stored here.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import secrets
 import signal
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -59,6 +62,7 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2
 
 from porter_dev.controlplane import free_port
 from porter_dev.faults import Faults
+from porter_dev.gcp_sts import GRANTING_ROLES, TokenService
 from porter_dev.processes import _http, _wait_http, spawn_module, stop_process
 
 SERVICE = "google.iam.admin.v1.IAM"
@@ -199,6 +203,14 @@ class IamStore:
         if project == "-":
             raise IamError("PERMISSION_DENIED", f"Permission '{permission}' denied on resource (or it may not exist).")
         raise IamError("NOT_FOUND", missing.format(name=name))
+
+    def token_granting_members(self, email: str) -> set[str] | None:
+        """Members that may mint tokens for `email` (workloadIdentityUser, serviceAccountTokenCreator), or None."""
+        with self.lock:
+            found = self.accounts.get(email)
+            if found is None:
+                return None
+            return {m for b in found.policy.bindings if b.role in GRANTING_ROLES for m in b.members}
 
     def get(self, name: str) -> ServiceAccountRecord:
         with self.lock:
@@ -382,6 +394,7 @@ class IamService:
     def __init__(self, store: IamStore | None = None, faults: Faults | None = None) -> None:
         self.store = store or IamStore()
         self.faults = faults or Faults()
+        self.tokens = TokenService(members_of=self.store.token_granting_members)
         methods: dict[str, Callable[[bytes], bytes]] = {
             "GetServiceAccount": self._get_service_account,
             "CreateServiceAccount": self._create_service_account,
@@ -458,8 +471,17 @@ class _ControlHandler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        tokens = self.service.tokens
+        if path == "/v1/token" and method == "POST":
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
+            self._json(*tokens.exchange(form))
+            return
+        if path.startswith("/v1/projects/") and method == "POST":
+            self._json(*tokens.generate_access_token(path, self.headers.get("Authorization") or ""))
+            return
         try:
-            body: dict[str, Any] = json.loads(self.rfile.read(length) or b"{}") if length else {}
+            body: dict[str, Any] = json.loads(raw or b"{}")
         except ValueError:
             self._json(400, {"message": "body is not JSON"})
             return
@@ -475,6 +497,9 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 store.reset()
             self._json(200, {"ok": True})
         elif path == "/_porter/health":
+            self._json(200, {"ok": True})
+        elif path == "/_porter/workload-pools" and method == "POST":
+            tokens.add_provider(str(body.get("pool", "")), str(body.get("issuer", "")), body.get("caFile"))
             self._json(200, {"ok": True})
         elif path == "/_porter/service-accounts" and method == "POST":
             try:
@@ -580,6 +605,16 @@ class GcpEmulator:
     def injected(self) -> dict[str, int]:
         injected: dict[str, int] = _http("GET", f"{self.control_url}/_porter/calls")["injected"]
         return injected
+
+    @property
+    def rest_endpoint(self) -> str:
+        """Where STS (`/v1/token`) and IAM Credentials (`generateAccessToken`) answer, over plain HTTP."""
+        return self.control_url
+
+    def add_workload_pool_provider(self, pool: str, issuer: str, ca_file: Path | None = None) -> None:
+        """Make the cluster with OIDC `issuer` an identity provider of `pool` (as GKE or fleet registration does)."""
+        body = {"pool": pool, "issuer": issuer, "caFile": str(ca_file) if ca_file else None}
+        _http("POST", f"{self.control_url}/_porter/workload-pools", body)
 
     def seed_service_account(self, project: str, account_id: str, display_name: str = "") -> str:
         """Create a customer-owned service account out of band; returns its email."""

@@ -109,6 +109,23 @@ def trust_allows(policy: Mapping[str, Any], caller: Caller, external_id: str | N
     return any(s.get("Effect") == "Allow" for s in matching) and not any(s.get("Effect") == "Deny" for s in matching)
 
 
+def service_allows(policy: Mapping[str, Any], service: str, action: str, account: str) -> bool:
+    """True when the trust policy lets the AWS service principal `service` (e.g. pods.eks.amazonaws.com) do `action`.
+
+    aws:SourceAccount is the account of the resource the service acts for (the association's cluster).
+    """
+    context = {"aws:sourceaccount": account, "aws:principalaccount": None, "sts:externalid": None}
+    matching = [
+        s
+        for s in _statements(policy)
+        if any(_glob(str(a), action, case_sensitive=False) for a in _as_list(s.get("Action")))
+        and isinstance(s.get("Principal"), Mapping)
+        and service in {str(p) for p in _as_list(s["Principal"].get("Service"))}
+        and _conditions_met(s.get("Condition", {}), context)
+    ]
+    return any(s.get("Effect") == "Allow" for s in matching) and not any(s.get("Effect") == "Deny" for s in matching)
+
+
 def _statements(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     found = policy.get("Statement", [])
     return [s for s in _as_list(found) if isinstance(s, Mapping)]

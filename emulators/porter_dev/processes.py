@@ -113,6 +113,11 @@ class AwsEmulator:
         injected: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["injected"]
         return injected
 
+    def set_cluster_issuer(self, cluster: str, issuer: str, ca_file: Path | None = None) -> None:
+        """Give the EKS cluster `issuer` (the API server's), whose discovery is fetched trusting `ca_file`."""
+        body = {"cluster": cluster, "issuer": issuer, "caFile": str(ca_file) if ca_file else None}
+        _http("POST", f"{self.endpoint}/_porter/cluster-issuer", body)
+
     def client(self, service: str, **config: Any) -> Any:
         """A boto3 client for this emulator; `config` goes to botocore's Config (e.g. retries)."""
         import boto3

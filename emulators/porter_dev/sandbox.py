@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,10 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     gcp = GcpEmulator(logdir=workdir / "logs").start()
     project = seed_gcp(gcp, fixtures)
     print(f"GCP IAM emulator at {gcp.endpoint} (project {project})")
+    # what creating the cluster does in each cloud: they trust its service-account issuer
+    aws.set_cluster_issuer(cluster, cp.server, cp.ca_file)
+    azure.trust_issuer(cp.server, cp.ca_file)
+    gcp.add_workload_pool_provider(f"{project}.svc.id.goog", cp.server, cp.ca_file)
     kubectl(cp, "apply", "-f", str(REPO_ROOT / "crds"))
     kubectl(cp, "wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
     pids = {
@@ -138,6 +143,10 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         "PORTER_GCP_PROJECT_ID": project,
         "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
         "PORTER_METRICS_PORT": str(free_port()),
+        # token services for `porter-identity check` (the operator does not use them)
+        "PORTER_AZURE_AUTHORITY": azure.endpoint,
+        "PORTER_GCP_STS_ENDPOINT": gcp.rest_endpoint,
+        "PORTER_GCP_IAM_CREDENTIALS_ENDPOINT": gcp.rest_endpoint,
     }
     if with_operator:
         op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
@@ -155,14 +164,31 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         kubectl(cp, "wait", "--for=condition=Ready", "prs", "--all", "--timeout=120s")
     print(kubectl(cp, "get", "sic", "-A"))
     print(kubectl(cp, "get", "prs"))
+    if with_operator:
+        check_examples(cp, env)
     print(f"sandbox up in {time.monotonic() - started:.1f}s. Use it:")
     print(f"  source {workdir / 'env.sh'}")
     print("  kubectl get sic -A; kubectl -n shop describe sic checkout-api")
     print("  kubectl describe prs dev; porter-identity diff dev; porter-identity inventory")
+    print("  porter-identity check shop/checkout-api   # token -> cloud exchange -> identity, as a pod would")
     print(f"  operator log: {workdir / 'logs' / 'operator.log'}")
     print(f"  metrics: curl -s http://127.0.0.1:{env['PORTER_METRICS_PORT']}/metrics | grep porter_identity")
     print("  porter-identity dev down   # stop everything")
     return 0
+
+
+def check_examples(cp: ControlPlane, env: dict[str, str]) -> None:
+    """Run `porter-identity check` on every example connection and print its verdict."""
+    names = kubectl(cp, "-n", "shop", "get", "sic", "-o", "jsonpath={.items[*].metadata.name}").split()
+    for name in names:
+        done = subprocess.run(
+            [sys.executable, "-m", "porter_identity.cli", "check", f"shop/{name}"],
+            env={**os.environ, **env, "KUBECONFIG": str(cp.kubeconfig)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        print(done.stdout)
 
 
 def status(workdir: Path) -> int:

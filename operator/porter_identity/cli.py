@@ -1,4 +1,4 @@
-"""The `porter-identity` command: run the operator, write CRDs, render the inventory, diff, start the sandbox."""
+"""The `porter-identity` command: run the operator, write CRDs, render the inventory, diff, check, the sandbox."""
 
 from __future__ import annotations
 
@@ -107,6 +107,24 @@ def _inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from kubernetes import config
+
+    from porter_identity.check.run import Options, check
+    from porter_identity.config import Settings
+
+    namespace, _, name = args.connection.partition("/")
+    if not namespace or not name:
+        print("give the connection as NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    verdict = check(api, namespace, name, Settings(), Options(args.audience, args.aws_endpoint_url))
+    print(json.dumps(verdict.to_json(), indent=2) if args.output == "json" else verdict.render())
+    return 0 if verdict.ok else 1
+
+
 def _dev(args: argparse.Namespace) -> int:
     try:
         from porter_dev.sandbox import main as sandbox_main
@@ -145,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("name", nargs="?", default=None, help="a PorterRoleSet in the cluster")
     diff.add_argument("--filename", "-f", type=Path, default=None, help="a PorterRoleSet manifest not yet applied")
     diff.set_defaults(func=_diff)
+
+    chk = sub.add_parser(
+        "check",
+        help="prove a connection end to end (ServiceAccount token, cloud exchange, identity); exit 0 only on success",
+    )
+    chk.add_argument("connection", metavar="NAMESPACE/NAME", help="a ServiceIdentityConnection")
+    chk.add_argument("--kubeconfig", default=None, help="defaults to $KUBECONFIG or ~/.kube/config")
+    chk.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    chk.add_argument("--audience", default=None, help="request the token for this audience instead (diagnosis)")
+    chk.add_argument(
+        "--aws-endpoint-url", default=None, help="EKS Auth and STS endpoint; defaults to the SDK's (AWS_ENDPOINT_URL)"
+    )
+    chk.set_defaults(func=_check)
 
     dev = sub.add_parser("dev", help="start a local control plane, cloud emulators and the operator")
     dev.add_argument("--workdir", type=Path, default=None)

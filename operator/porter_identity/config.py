@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     gcp_iam_endpoint: str | None = Field(
         default=None, description="host:port of a plaintext IAM endpoint (the emulator); unset means Google."
     )
+    # Token services `porter-identity check` exchanges a ServiceAccount token with (emulators in dev and tests).
+    azure_authority: str = Field(
+        default="https://login.microsoftonline.com", description="Microsoft Entra authority (token endpoint host)."
+    )
+    gcp_sts_endpoint: str = Field(default="https://sts.googleapis.com", description="Google Security Token Service.")
+    gcp_iam_credentials_endpoint: str = Field(
+        default="https://iamcredentials.googleapis.com", description="Google IAM Service Account Credentials API."
+    )
+    gcp_identity_provider: str | None = Field(
+        default=None,
+        description="The cluster's identity provider in the STS audience identitynamespace:POOL:PROVIDER "
+        "(GKE: https://container.googleapis.com/v1/projects/P/locations/L/clusters/C); defaults to oidc_issuer.",
+    )
 
     retry_base_seconds: float = Field(default=1.0, gt=0, description="First backoff after a retryable error.")
     retry_max_seconds: float = Field(default=120.0, gt=0, description="Longest backoff after retryable errors.")

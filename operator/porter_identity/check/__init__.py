@@ -1,0 +1,1 @@
+"""`porter-identity check`: prove a connection's credential path end to end, as a pod would use it."""
