@@ -1,4 +1,9 @@
-"""Fault injection, call accounting and the HTTP handler shared by the cloud emulators."""
+"""Fault injection, request quotas, call accounting and the HTTP handler shared by the cloud emulators.
+
+Quotas are token buckets per access (read/write), as ARM documents its throttling ("Understand how Azure
+Resource Manager throttles requests": per-subscription buckets of 250 reads refilled at 25/s and 200 writes
+at 10/s); a call over quota is answered as the cloud answers throttling (the emulator's `throttle` fault:
+ARM 429 with Retry-After, AWS ThrottlingException, gRPC RESOURCE_EXHAUSTED). Off unless a plan sets them."""
 
 from __future__ import annotations
 
@@ -26,12 +31,46 @@ class Rule:
         return self.service in ("*", service) and self.operation in ("*", operation)
 
 
+_READ_VERBS = ("Get", "List", "Describe")
+
+
+def access_of(operation: str) -> str:
+    """`read` for Get/List/Describe operations (AWS `GetRole`, ARM `..._List`, gRPC `GetIamPolicy`), else `write`."""
+    verb = operation.rsplit("_", 1)[-1]
+    return "read" if verb.startswith(_READ_VERBS) or operation.startswith(_READ_VERBS) else "write"
+
+
+@dataclass
+class Quota:
+    """A token bucket: `burst` calls, refilled at `per_second`; `access` is read, write or '*'."""
+
+    per_second: float
+    burst: float
+    access: str = "*"
+    tokens: float = -1.0
+    updated: float = field(default_factory=time.monotonic)
+
+    def take(self, access: str) -> bool:
+        if self.access not in ("*", access):
+            return True
+        now = time.monotonic()
+        if self.tokens < 0:
+            self.tokens = self.burst
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.per_second)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass
 class Faults:
     """Thread-safe fault plan plus a count of every call served, by `service:Operation`."""
 
     latency_ms: float = 0.0
     rules: list[Rule] = field(default_factory=list)
+    quotas: list[Quota] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
     seed: int | None = None
@@ -51,6 +90,10 @@ class Faults:
                 )
                 for r in body.get("rules", [])
             ]
+            self.quotas = [
+                Quota(per_second=float(q["perSecond"]), burst=float(q["burst"]), access=q.get("access", "*"))
+                for q in body.get("quotas", [])
+            ]
             if "seed" in body:
                 self._random.seed(body["seed"])
 
@@ -58,6 +101,7 @@ class Faults:
         with self._lock:
             self.latency_ms = 0.0
             self.rules = []
+            self.quotas = []
             self.calls.clear()
             self.injected.clear()
 
@@ -71,7 +115,10 @@ class Faults:
             self.calls[f"{service}:{operation}"] += 1
             latency = self.latency_ms
             fault = None
-            for rule in self.rules:
+            access = access_of(operation)
+            if not all(quota.take(access) for quota in self.quotas):
+                fault = "throttle"
+            for rule in self.rules if fault is None else []:
                 if not rule.matches(service, operation):
                     continue
                 if rule.count is not None and rule.count > 0:

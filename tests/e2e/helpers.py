@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
+from porter_dev.controlplane import ControlPlane
+from porter_dev.processes import Operator
 from tests.conftest import GROUP, PLURAL, VERSION, wait_for
 
 
@@ -86,3 +92,28 @@ class Connections:
             self.namespace, field_selector=f"involvedObject.name={name}"
         ).items
         return items
+
+
+@contextmanager
+def instead_of_the_session_operator(
+    operator: Operator, control_plane: ControlPlane, workdir: Path, **overrides: dict[str, str]
+) -> Iterator[dict[str, Operator]]:
+    """Operators named by `overrides` (each the env it changes), in place of the session's; it returns after."""
+    operator.stop()
+    started: dict[str, Operator] = {}
+    try:
+        for name, changes in overrides.items():
+            env = {k: v for k, v in operator.env.items() if k != "PORTER_HEALTH_PORT"}
+            started[name] = Operator(
+                kubeconfig=control_plane.kubeconfig,
+                logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
+                env=env | {"PORTER_METRICS_PORT": "0"} | changes,
+                args=["--log-format", "json"],
+            ).start()
+        for op in started.values():
+            op.wait_ready()
+        yield started
+    finally:
+        for op in started.values():
+            op.stop()
+        operator.start().wait_ready()

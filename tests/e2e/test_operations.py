@@ -6,7 +6,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.processes import Operator
 from tests.conftest import AZURE_SUBSCRIPTION
-from tests.e2e.helpers import Connections
+from tests.e2e.helpers import Connections, instead_of_the_session_operator
 
 pytestmark = pytest.mark.e2e
 
@@ -44,31 +43,6 @@ def _namespaces_logged(op: Operator) -> set[str]:
         if record.get("namespace"):
             seen.add(record["namespace"])
     return seen
-
-
-@contextmanager
-def instead_of_the_session_operator(
-    operator: Operator, control_plane: ControlPlane, workdir: Path, **overrides: dict[str, str]
-) -> Iterator[dict[str, Operator]]:
-    """Operators named by `overrides` (each the env it changes), in place of the session's; it returns after."""
-    operator.stop()
-    started: dict[str, Operator] = {}
-    try:
-        for name, changes in overrides.items():
-            env = {k: v for k, v in operator.env.items() if k != "PORTER_HEALTH_PORT"}
-            started[name] = Operator(
-                kubeconfig=control_plane.kubeconfig,
-                logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
-                env=env | {"PORTER_METRICS_PORT": "0"} | changes,
-                args=["--log-format", "json"],
-            ).start()
-        for op in started.values():
-            op.wait_ready()
-        yield started
-    finally:
-        for op in started.values():
-            op.stop()
-        operator.start().wait_ready()
 
 
 @pytest.fixture
@@ -150,3 +124,50 @@ def test_a_queue_of_writes_to_one_identity_does_not_starve_other_connections(
         azure.settings(writeDelayMs=0)
     fics = azure.client(AZURE_SUBSCRIPTION).federated_identity_credentials.list("busy-rg", identity)
     assert len(list(fics)) == 16
+
+
+def test_client_side_buckets_keep_the_operator_under_the_clouds_quota(
+    api: client.ApiClient,
+    operator: Operator,
+    control_plane: ControlPlane,
+    workdir: Path,
+    azure: AzureEmulator,
+    service_account: Any,
+) -> None:
+    """ARM's write bucket, scaled down to 2/s with a burst of 4: an operator paced at the same rate is never
+    throttled, while one paced above it is (and still converges)."""
+    core = client.CoreV1Api(api)
+    identities = [f"quota-{uuid.uuid4().hex[:6]}-{i}" for i in range(2)]
+    for identity in identities:
+        azure.seed_identity(AZURE_SUBSCRIPTION, "quota-rg", identity)
+
+    def create_twelve(namespace: str) -> Connections:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        conns = Connections(api, namespace)
+        for i in range(12):
+            service_account(namespace, f"q{i}")
+            conns.create(f"q{i}", f"q{i}", azure={"identityName": identities[i % 2], "resourceGroup": "quota-rg"})
+        for i in range(12):
+            conns.wait_ready(f"q{i}", timeout=90)
+        return conns
+
+    def throttled() -> int:
+        return sum(n for key, n in azure.injected().items() if key.endswith(":throttle"))
+
+    paced = {"PORTER_RATE_LIMITS__AZURE_WRITE__PER_SECOND": "2", "PORTER_RATE_LIMITS__AZURE_WRITE__BURST": "4"}
+    spaces = [f"paced-{uuid.uuid4().hex[:6]}", f"unpaced-{uuid.uuid4().hex[:6]}"]
+    try:
+        with instead_of_the_session_operator(operator, control_plane, workdir, paced=paced):
+            before = throttled()
+            azure.faults(quotas=[{"access": "write", "perSecond": 2, "burst": 4}])
+            create_twelve(spaces[0])
+            assert throttled() == before, "the operator's own bucket kept it under the quota"
+
+        azure.faults(quotas=[{"access": "write", "perSecond": 2, "burst": 4}])
+        before = throttled()
+        create_twelve(spaces[1])  # the session operator: 10 writes/s, ARM's real rate, over this quota
+        assert throttled() > before, "the emulated quota bites when the operator is faster than it allows"
+    finally:
+        azure.faults(quotas=[])
+        for namespace in spaces:
+            core.delete_namespace(namespace)
