@@ -49,15 +49,7 @@ def test_deleting_a_namespace_with_50_connections_removes_every_link(
     assert len(_associations(aws, namespace)) == 50
 
     core.delete_namespace(namespace)
-
-    def gone() -> bool:
-        try:
-            core.read_namespace(namespace)
-        except client.ApiException as err:
-            return err.status == 404
-        return False
-
-    wait_for(gone, 120, interval=1, what=f"namespace {namespace} deleted")
+    wait_for(lambda: _namespace_gone(api, namespace), 120, interval=1, what=f"namespace {namespace} deleted")
     assert _associations(aws, namespace) == [], "every finalizer came off only after its association was deleted"
 
 
