@@ -33,6 +33,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.cluster_events = ClusterEvents(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
+    # CustomResourceDefinitions or Namespaces, so the operator's RBAC grants neither (charts/.../rbac.yaml).
+    settings.scanning.disabled = True
     # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
     # annotations would cost a second write (metadata and the status subresource are patched separately).
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS)

@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from porter_identity import GROUP, VERSION
-from porter_identity.api import crd
+from porter_identity import GROUP, VERSION, cli
+from porter_identity.api import crd, reference
 from porter_identity.api.crd import all_crds, connection_crd, render, structural
 
-CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
+REPO = Path(__file__).resolve().parents[2]
+# The top-level copy (kubectl apply -f crds/) and the Helm chart's, which Helm installs before the templates.
+CRD_DIRS = [REPO / "crds", REPO / "charts" / "porter-identity" / "crds"]
 
 
 # --- structural() ----------------------------------------------------------------------------------------------------
@@ -311,7 +313,7 @@ def test_status_schema_has_no_required_or_null_defaults(root: dict[str, Any]) ->
     assert "required" not in status
     hits = [path for path, node in _schema_nodes(status) if "default" in node and node["default"] is None]
     assert hits == []
-    assert status["properties"]["observedGeneration"] == {"type": "integer"}
+    assert status["properties"]["observedGeneration"]["type"] == "integer"
     assert set(status["properties"]["aws"]["properties"]) == {"associationId", "associationArn", "roleArn"}
 
 
@@ -356,14 +358,32 @@ def test_render_is_deterministic() -> None:
     assert render(connection_crd()) == render(connection_crd())
 
 
+@pytest.mark.parametrize("directory", CRD_DIRS, ids=lambda d: str(d.relative_to(REPO)))
 @pytest.mark.parametrize("name", sorted(crd.all_crds()))
-def test_committed_crd_is_up_to_date(name: str) -> None:
-    committed = CRDS_DIR / name
+def test_committed_crd_is_up_to_date(directory: Path, name: str) -> None:
+    committed = directory / name
     assert committed.is_file(), f"{committed} is missing: run `porter-identity crds`"
     expected = crd.render(crd.all_crds()[name])
     assert committed.read_text() == expected, f"{committed} is stale: run `porter-identity crds`"
 
 
-def test_no_stray_files_in_crds_dir() -> None:
-    on_disk = {p.name for p in CRDS_DIR.glob("*.yaml")}
-    assert on_disk == set(all_crds()), "crds/ does not match the generated set: run `porter-identity crds`"
+@pytest.mark.parametrize("directory", CRD_DIRS, ids=lambda d: str(d.relative_to(REPO)))
+def test_no_stray_files_in_crds_dir(directory: Path) -> None:
+    on_disk = {p.name for p in directory.iterdir()}
+    assert on_disk == set(all_crds()), f"{directory} does not match the generated set: run `porter-identity crds`"
+
+
+def test_committed_reference_is_up_to_date() -> None:
+    committed = REPO / "docs" / "crd-reference.md"
+    assert committed.is_file(), f"{committed} is missing: run `porter-identity crds`"
+    assert committed.read_text() == reference.render(), f"{committed} is stale: run `porter-identity crds`"
+
+
+def test_cli_writes_both_crd_directories_and_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["crds"]) == 0
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {
+        *(f"{d.relative_to(REPO)}/{name}" for d in CRD_DIRS for name in all_crds()),
+        "docs/crd-reference.md",
+    }
