@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from porter_dev.chart import CHART, helm, template, value_args
 from porter_dev.controlplane import ControlPlane
-from tests.conftest import GROUP, OPERATOR_NAMESPACE, OPERATOR_RELEASE, VERSION
+from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, Operator
+from tests.conftest import GROUP, OPERATOR_NAMESPACE, OPERATOR_RELEASE, VERSION, wait_for
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
@@ -187,3 +189,43 @@ def test_operator_service_account_has_exactly_the_chart_grants(
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
     out = kubectl("auth", "can-i", verb, resource, *scope, "--as", account, check=False)
     assert out.stdout.strip() == ("yes" if (verb, resource, namespace) in ALLOWED else "no"), out.stderr
+
+
+def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
+    api: client.ApiClient, operator: Operator
+) -> None:
+    """The chart lets the operator read Secrets only in rbac.externalIdSecretNamespaces; elsewhere it says so."""
+    custom = client.CustomObjectsApi(api)
+    name = f"rbac-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PorterRoleSet",
+        "metadata": {"name": name},
+        "spec": {
+            "accountId": AWS_ACCOUNT_ID,
+            "region": AWS_REGION,
+            "clusterName": "e2e",
+            "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
+            "access": {
+                "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/porter-access-manager",
+                "externalIdSecretRef": {"namespace": "kube-system", "name": "porter-external-id"},
+            },
+            "roles": [{"preset": "porter-telemetry-manager"}],
+        },
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, "porterrolesets", body)
+    try:
+
+        def stalled() -> dict[str, Any] | None:
+            obj: dict[str, Any] = custom.get_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
+            conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+            return conditions.get("Stalled")
+
+        condition = wait_for(stalled, 30, what=f"PorterRoleSet {name} Stalled")
+        assert condition["reason"] == "AccessDenied"
+        assert condition["message"] == (
+            "cannot read Secret kube-system/porter-external-id: the operator may not read Secrets in namespace "
+            "kube-system: add it to the Helm value rbac.externalIdSecretNamespaces"
+        )
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
