@@ -178,7 +178,9 @@ def operator(
             "PORTER_ROLESET_SYNC_SECONDS": "2",
             "PORTER_METRICS_PORT": str(free_port()),
         },
-        args=["--log-format", "json"],  # as a log pipeline would read it; tests/e2e/test_logs.py checks the keys
+        # JSON as a log pipeline would read it (tests/e2e/test_logs.py checks the keys); the health endpoint the
+        # Helm chart's probes use (tests/e2e/test_helm.py).
+        args=["--log-format", "json", f"--liveness=http://127.0.0.1:{free_port()}/healthz"],
     ).start()
     yield op
     op.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +116,16 @@ def test_install_creates_everything_and_uninstall_leaves_only_the_crds(
     assert refused.returncode != 0
     assert 'failed calling webhook "validate-connection.identity.porter.run"' in refused.stderr
 
+    # An upgrade keeps the generated CA and certificate (read back with lookup), so the caBundle stays valid.
+    before = _webhook_tls(kubectl, release_namespace, fullname)
+    upgraded = helm(
+        "upgrade", release, str(CHART), "--namespace", release_namespace, *value_args(values),
+        kubeconfig=control_plane.kubeconfig, check=False,
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "REVISION: 2" in upgraded.stdout
+    assert _webhook_tls(kubectl, release_namespace, fullname) == before
+
     uninstalled = helm("uninstall", release, "--namespace", release_namespace, kubeconfig=control_plane.kubeconfig)
     assert f'release "{release}" uninstalled' in uninstalled.stdout
     assert _labelled(kubectl, release, release_namespace) == set()
@@ -125,6 +136,15 @@ def test_install_creates_everything_and_uninstall_leaves_only_the_crds(
     # The CRDs are shared with the session's other tests: Helm installs crds/ only when absent, never replaces
     # or deletes them.
     assert _crd_uids(kubectl) == crd_uids
+
+
+def _webhook_tls(kubectl: Kubectl, namespace: str, fullname: str) -> tuple[dict[str, str], set[str]]:
+    """The certificate Secret's data and every caBundle of the webhook configuration."""
+    secret = json.loads(kubectl("-n", namespace, "get", "secret", f"{fullname}-webhook-tls", "-o", "json").stdout)
+    vwc = json.loads(kubectl("get", "validatingwebhookconfiguration", fullname, "-o", "json").stdout)
+    bundles = {hook["clientConfig"]["caBundle"] for hook in vwc["webhooks"]}
+    assert bundles == {secret["data"]["ca.crt"]}
+    return secret["data"], bundles
 
 
 def _crd_uids(kubectl: Kubectl) -> dict[str, str]:
@@ -229,3 +249,28 @@ def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
         )
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
+
+
+def test_the_health_endpoint_the_probes_use_answers(operator: Operator) -> None:
+    """The chart's probes GET /healthz on the port given to --liveness: the operator serves it (kopf)."""
+    [url] = [arg.split("=", 1)[1] for arg in operator.args if arg.startswith("--liveness=")]
+    probe = _chart_probe()
+    assert url.endswith(probe["path"])
+
+    def answered() -> int | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status)
+        except OSError:
+            return None
+
+    assert wait_for(answered, 30, what=f"{url} answering") == 200
+
+
+def _chart_probe() -> dict[str, Any]:
+    [deployment] = template("probe", "porter-system", show_only=["templates/deployment.yaml"])
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"] == container["readinessProbe"]["httpGet"]
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+    probe: dict[str, Any] = container["livenessProbe"]["httpGet"]
+    return probe
