@@ -72,6 +72,7 @@ def test_lint_strict_is_clean(files: list[Path]) -> None:
         ({"config": {"retryBaseSeconds": 0}}, "/config/retryBaseSeconds"),
         ({"config": {"azureCredential": "emulator"}}, "additional properties 'azureCredential' not allowed"),
         ({"serviceAccount": {"awsRoleArn": "my-role"}}, "/serviceAccount/awsRoleArn"),
+        ({"serviceAccount": {"create": False}}, "/serviceAccount/name"),  # an existing ServiceAccount needs its name
         ({"serviceAccount": {"gcpServiceAccount": "me@gmail.com"}}, "/serviceAccount/gcpServiceAccount"),
         ({"rbac": {"externalIdSecretNamespaces": ["Not_A_Namespace"]}}, "/rbac/externalIdSecretNamespaces/0"),
         ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
