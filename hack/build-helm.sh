@@ -19,5 +19,5 @@ for pkg in pkg/chartutil pkg/lint/rules; do
   flags="$flags -X $module/$pkg.k8sVersionMajor=1 -X $module/$pkg.k8sVersionMinor=$minor"
 done
 mkdir -p "$dir"
-CGO_ENABLED=0 GOBIN=$dir GOFLAGS=-mod=mod go install -trimpath -ldflags "$flags" "$module/cmd/helm@v$HELM_VERSION" >&2
+CGO_ENABLED=0 GOBIN=$dir go install -trimpath -ldflags "$flags" "$module/cmd/helm@v$HELM_VERSION" >&2
 echo "$dir/helm"
