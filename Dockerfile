@@ -14,6 +14,9 @@ LABEL org.opencontainers.image.title="porter-identity" \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin porter
+# The Helm chart runs this user with a read-only root filesystem: no bytecode is written at run time.
 USER 65532:65532
-ENV PYTHONUNBUFFERED=1
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# metrics, health (kopf --liveness), admission webhook
+EXPOSE 8080 8081 9443
 ENTRYPOINT ["porter-identity", "run"]

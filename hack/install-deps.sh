@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests and the sandbox need, from package registries only: etcd (Debian),
-# a virtualenv with the project and its test/dev extras (PyPI), and the Kubernetes binaries (Go module proxy).
+# a virtualenv with the project and its test/dev extras (PyPI), and the Kubernetes binaries and helm (Go module proxy).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -24,4 +24,5 @@ fi
 .venv/bin/python -m pip install -q -c hack/constraints.txt -e '.[test,dev,bench]'
 
 bash hack/build-k8s.sh >/dev/null
+bash hack/build-helm.sh >/dev/null
 echo "dependencies ready"

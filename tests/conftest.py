@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
-from porter_dev import REPO_ROOT
+from porter_dev import REPO_ROOT, chart
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
@@ -22,6 +23,9 @@ GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconn
 EKS_CLUSTER = "e2e"
 AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
 GCP_PROJECT = "porter-e2e"
+# The e2e operator's ServiceAccount and RBAC come from the Helm chart, rendered as this release in this namespace.
+OPERATOR_NAMESPACE = "porter-system"
+OPERATOR_RELEASE = "e2e"
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +112,44 @@ def make_role(aws: AwsEmulator) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
+def operator_kubeconfig(
+    control_plane: ControlPlane, kubectl: Callable[..., subprocess.CompletedProcess[str]], workdir: Path
+) -> Path:
+    """A kubeconfig with exactly the Helm chart's RBAC: its ServiceAccount's token, from a TokenRequest.
+
+    The e2e operator runs with it, so every API call the operator makes must be granted by the chart, and
+    every test that exercises the operator proves the chart's ClusterRole and Roles are enough."""
+    kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    rendered = chart.template(
+        OPERATOR_RELEASE,
+        OPERATOR_NAMESPACE,
+        # The e2e PorterRoleSets keep their ExternalId in porter-system; one health test names a Secret in default.
+        values={"rbac": {"externalIdSecretNamespaces": [OPERATOR_NAMESPACE, "default"]}},
+        show_only=["templates/serviceaccount.yaml", "templates/rbac.yaml"],
+    )
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rendered))
+    [account] = [doc["metadata"]["name"] for doc in rendered if doc["kind"] == "ServiceAccount"]
+    token = kubectl("create", "token", account, "-n", OPERATOR_NAMESPACE, "--duration", "4h").stdout.strip()
+    admin = yaml.safe_load(control_plane.kubeconfig.read_text())
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"
+    path = workdir / "operator.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **admin,
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": admin["clusters"][0]["name"], "user": user}}],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
 def operator(
+    operator_kubeconfig: Path,
     control_plane: ControlPlane,
     crds: None,
     aws: AwsEmulator,
@@ -118,7 +159,7 @@ def operator(
     workdir: Path,
 ) -> Iterator[Operator]:
     op = Operator(
-        kubeconfig=control_plane.kubeconfig,
+        kubeconfig=operator_kubeconfig,
         logfile=workdir / "logs" / "operator.log",
         env={
             **aws.env,
@@ -137,7 +178,9 @@ def operator(
             "PORTER_ROLESET_SYNC_SECONDS": "2",
             "PORTER_METRICS_PORT": str(free_port()),
         },
-        args=["--log-format", "json"],  # as a log pipeline would read it; tests/e2e/test_logs.py checks the keys
+        # JSON as a log pipeline would read it (tests/e2e/test_logs.py checks the keys); the health endpoint the
+        # Helm chart's probes use (tests/e2e/test_helm.py).
+        args=["--log-format", "json", f"--liveness=http://127.0.0.1:{free_port()}/healthz"],
     ).start()
     yield op
     op.stop()

@@ -7,12 +7,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The same generated CRDs at the top level (kubectl apply -f crds/) and in the Helm chart, which installs them.
+CRD_DIRS = [Path("crds"), Path("charts/porter-identity/crds")]
+CRD_REFERENCE = Path("docs/crd-reference.md")
+
 
 def _crds(args: argparse.Namespace) -> int:
-    from porter_identity.api import crd
+    from porter_identity.api import crd, reference
 
-    for path in crd.write(args.output):
-        print(path)
+    for directory in args.output or CRD_DIRS:
+        for path in crd.write(directory):
+            print(path)
+    args.reference.parent.mkdir(parents=True, exist_ok=True)
+    args.reference.write_text(reference.render())
+    print(args.reference)
     return 0
 
 
@@ -148,8 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.set_defaults(func=_run)
 
-    crds = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
-    crds.add_argument("--output", "-o", type=Path, default=Path("crds"))
+    crds = sub.add_parser("crds", help="write the CRDs and their reference, generated from the API models")
+    crds.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        action="append",
+        default=None,
+        help="directory (repeatable); default: " + ", ".join(map(str, CRD_DIRS)),
+    )
+    crds.add_argument("--reference", type=Path, default=CRD_REFERENCE, help="the Markdown field reference")
     crds.set_defaults(func=_crds)
 
     inv = sub.add_parser("inventory", help="render the Porter IAM role inventory as Markdown")

@@ -49,6 +49,9 @@ async def configure(
         memo.health.start_heartbeat()
         memo.health.serve(config.health_port)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
+    # CustomResourceDefinitions or Namespaces, so the operator's RBAC grants neither (charts/.../rbac.yaml).
+    settings.scanning.disabled = True
     # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
     # annotations would cost a second write (metadata and the status subresource are patched separately).
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS)

@@ -34,12 +34,12 @@ class ConditionStatus(StrEnum):
 class Condition(CamelModel):
     """metav1.Condition, as kstatus and `kubectl wait --for=condition=Ready` expect it."""
 
-    type: str = Field(max_length=316)
-    status: ConditionStatus
-    observed_generation: int | None = Field(default=None, ge=0)
-    last_transition_time: str
-    reason: str = Field(max_length=1024)
-    message: str = Field(default="", max_length=32768)
+    type: str = Field(max_length=316, description="Ready, or while true Reconciling or Stalled (kstatus).")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation it describes.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    reason: str = Field(max_length=1024, description="One CamelCase word, e.g. Bound, Throttled, RoleNotFound.")
+    message: str = Field(default="", max_length=32768, description="What happened and what to do, for people.")
 
 
 # status.kopf: kopf's own bookkeeping (last handled spec, retry progress), not part of our API.

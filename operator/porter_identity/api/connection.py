@@ -111,32 +111,41 @@ class ConnectionSpec(CamelModel):
 
 
 class AwsStatus(CamelModel):
-    association_id: str | None = None
-    association_arn: str | None = None
-    role_arn: str | None = None
+    """The EKS Pod Identity association the operator owns."""
+
+    association_id: str | None = Field(default=None, description="Id of the association.")
+    association_arn: str | None = Field(default=None, description="ARN of the association.")
+    role_arn: str | None = Field(default=None, description="The role ARN the association grants.")
 
 
 class AzureStatus(CamelModel):
-    credential_name: str | None = None
-    client_id: str | None = None
-    principal_id: str | None = None
-    tenant_id: str | None = None
+    """The federated identity credential the operator owns, and the identity it is on."""
+
+    credential_name: str | None = Field(default=None, description="Name of the federated identity credential.")
+    client_id: str | None = Field(
+        default=None, description="Client id of the managed identity (annotated on the ServiceAccount)."
+    )
+    principal_id: str | None = Field(default=None, description="Object id of the managed identity's principal.")
+    tenant_id: str | None = Field(default=None, description="Tenant of the managed identity.")
 
 
 class GcpStatus(CamelModel):
-    member: str | None = None
+    """The member the operator owns in roles/iam.workloadIdentityUser on the IAM service account."""
+
+    member: str | None = Field(default=None, description="serviceAccount:PROJECT.svc.id.goog[NS/SA].")
 
 
 class ConnectionStatus(CamelModel):
     """What the operator observed and did, in kstatus form."""
 
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(default=None, description="metadata.generation last reconciled.")
     conditions: list[Condition] = Field(
         default_factory=list,
+        description="Ready always; Reconciling and Stalled while true.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    provider: Provider | None = None
-    identity: str | None = None
+    provider: Provider | None = Field(default=None, description="aws, azure or gcp (a printer column).")
+    identity: str | None = Field(default=None, description="The cloud identity as the spec names it (printer column).")
     aws: AwsStatus | None = None
     azure: AzureStatus | None = None
     gcp: GcpStatus | None = None

@@ -108,17 +108,19 @@ class Access(CamelModel):
 class PodIdentity(CamelModel):
     """The in-cluster ServiceAccount that receives this role through an EKS Pod Identity association."""
 
-    namespace: DnsLabel
-    service_account: DnsSubdomain
+    namespace: DnsLabel = Field(description="Namespace of the ServiceAccount.")
+    service_account: DnsSubdomain = Field(description="Name of the ServiceAccount.")
 
 
 class PolicyStatement(CamelModel):
     """One IAM statement of a custom role, in IAM's own vocabulary."""
 
-    sid: Sid
-    effect: Literal["Allow", "Deny"] = "Allow"
-    actions: list[Action] = Field(min_length=1, max_length=500)
-    resources: list[Annotated[str, Field(max_length=2048)]] = Field(min_length=1, max_length=100)
+    sid: Sid = Field(description="Statement id, unique in the role.")
+    effect: Literal["Allow", "Deny"] = Field(default="Allow", description="Allow or Deny.")
+    actions: list[Action] = Field(min_length=1, max_length=500, description="IAM actions, e.g. s3:GetObject.")
+    resources: list[Annotated[str, Field(max_length=2048)]] = Field(
+        min_length=1, max_length=100, description="Resource ARNs the actions apply to."
+    )
     condition: dict[str, dict[str, list[str]]] | None = Field(
         default=None,
         description="IAM condition block: operator -> key -> values, e.g. {StringEquals: {aws:SourceAccount: [..]}}.",
@@ -140,7 +142,9 @@ class CustomTrust(CamelModel):
     management: Literal["None", "ExternalId"] = Field(
         default="None", description="ExternalId: the management principal may assume it with the ExternalId."
     )
-    services: list[ServicePrincipal] = Field(default_factory=list, max_length=10)
+    services: list[ServicePrincipal] = Field(
+        default_factory=list, max_length=10, description="AWS service principals, e.g. ec2.amazonaws.com."
+    )
     pod_identity: bool = Field(default=False, description="Trusted by pods.eks.amazonaws.com, scoped to the account.")
 
     @model_validator(mode="after")
@@ -170,7 +174,9 @@ class RoleSpec(CamelModel):
     preset: PresetName | None = Field(default=None, description="A role of the seed's inventory.")
     name: RoleName | None = Field(default=None, description="Name of a custom role.")
     pod_identity: PodIdentity | None = None
-    statements: list[PolicyStatement] | None = Field(default=None, min_length=1, max_length=200)
+    statements: list[PolicyStatement] | None = Field(
+        default=None, min_length=1, max_length=200, description="Permissions of a custom role."
+    )
     trust: CustomTrust | None = None
 
     @model_validator(mode="after")
@@ -193,7 +199,7 @@ class RoleSpec(CamelModel):
 class Bucket(CamelModel):
     """A Porter-provisioned S3 bucket: one porter-s3-<hash> role scoped to its objects."""
 
-    name: BucketName
+    name: BucketName = Field(description="The bucket's name.")
     pod_identity: PodIdentity | None = None
 
 
@@ -220,8 +226,10 @@ class RoleSetSpec(CamelModel):
         description="true: porter-access-manager and porter-infra-manager trust the management principal without "
         "an ExternalId, as the seed does for ACK. porter-manager always requires it.",
     )
-    roles: list[RoleSpec] = Field(default_factory=list, max_length=50)
-    buckets: list[Bucket] = Field(default_factory=list, max_length=100)
+    roles: list[RoleSpec] = Field(default_factory=list, max_length=50, description="Presets and custom roles.")
+    buckets: list[Bucket] = Field(
+        default_factory=list, max_length=100, description="Buckets that each get a porter-s3-<hash> role."
+    )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
         description="Retain (default) leaves the roles in place; Delete removes the roles this resource created.",
@@ -244,25 +252,29 @@ class RoleSetSpec(CamelModel):
 class RoleStatus(CamelModel):
     """What the operator applied to one role."""
 
-    name: str
-    arn: str | None = None
+    name: str = Field(description="The role's name.")
+    arn: str | None = Field(default=None, description="The role's ARN.")
     digest: str | None = Field(default=None, description="sha256 of the applied documents (ExternalId redacted).")
     policies: list[str] = Field(default_factory=list, description="Inline and managed policies holding statements.")
-    pod_identity_association_id: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    pod_identity_association_id: str | None = Field(
+        default=None, description="Id of the role's EKS Pod Identity association, if it has one."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, for this role.")
 
 
 class RoleSetStatus(CamelModel):
     """Summary conditions plus one entry per role, in kstatus form."""
 
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(default=None, description="metadata.generation last synced.")
     conditions: list[Condition] = Field(
         default_factory=list,
+        description="Ready always; Reconciling and Stalled while true.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     roles_ready: str | None = Field(default=None, description="Ready roles / declared roles, e.g. 9/10.")
     roles: list[RoleStatus] = Field(
         default_factory=list,
+        description="One entry per declared role.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 

@@ -11,6 +11,7 @@ from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.roleset import PorterRoleSet, RoleStatus
 from porter_identity.handlers.result import Change
 from porter_identity.iam.desired import desired_roles
+from porter_identity.kube.secrets import SecretForbidden
 from porter_identity.providers.aws import AwsProvider
 from porter_identity.providers.errors import CloudError, Conflict
 from porter_identity.providers.iam import AssumedRoles, IamRoles
@@ -92,7 +93,10 @@ class RoleSetService:
     def _open(self, rs: PorterRoleSet) -> tuple[list[DesiredRole], dict[str, Layout], Chain] | Outcome:
         """Everything checked before any write: Secret, sizes, then the AssumeRole with the ExternalId."""
         spec, ref = rs.spec, rs.spec.access.external_id_secret_ref
-        external_id = self.read_secret(ref.namespace, ref.name, ref.key)
+        try:
+            external_id = self.read_secret(ref.namespace, ref.name, ref.key)
+        except SecretForbidden as err:
+            return outcome.stalled(Reason.ACCESS_DENIED, f"cannot read Secret {ref.namespace}/{ref.name}: {err}")
         if not external_id:
             return outcome.stalled(
                 Reason.SECRET_NOT_FOUND,

@@ -8,6 +8,10 @@ from typing import Any
 from kubernetes import client
 
 
+class SecretForbidden(Exception):
+    """The operator's RBAC does not allow reading this Secret (the Helm chart grants named namespaces only)."""
+
+
 def read_key(api: client.ApiClient, namespace: str, name: str, key: str) -> str | None:
     """The decoded value, or None when the Secret or the key does not exist."""
     try:
@@ -15,6 +19,11 @@ def read_key(api: client.ApiClient, namespace: str, name: str, key: str) -> str 
     except client.ApiException as err:
         if err.status == 404:
             return None
+        if err.status == 403:
+            raise SecretForbidden(
+                f"the operator may not read Secrets in namespace {namespace}: add it to the Helm value "
+                "rbac.externalIdSecretNamespaces"
+            ) from None
         raise
     raw = (found.data or {}).get(key)
     if raw is None:

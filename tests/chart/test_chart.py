@@ -1,0 +1,337 @@
+"""The Helm chart as rendered by the real helm: lint, schema, settings, security context, RBAC, webhook, metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from porter_dev import REPO_ROOT
+from porter_dev.chart import CHART, helm, template, value_args
+from porter_identity.api import crd
+from porter_identity.config import Settings
+
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+# Settings the chart sets from other values (ports, mounted files), not from `config`.
+FROM_OTHER_VALUES = {"metrics_port", "webhook_port", "webhook_cert_dir", "policy_file"}
+# Settings that only make sense against the local emulators, never in a cluster.
+EMULATOR_ONLY = {"azure_ca_file", "azure_credential", "gcp_iam_endpoint"}
+
+
+def render(values: dict[str, Any] | None = None, *files: Path) -> list[dict[str, Any]]:
+    return template("rel", "porter-system", values, extra=[a for f in files for a in ("--values", str(f))])
+
+
+def one(objects: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    [found] = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    return found
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [c] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(objects)["env"] if "value" in e}
+
+
+def camel(snake: str) -> str:
+    first, *rest = snake.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+# --- lint and schema -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("files", [[], [FULL_VALUES]], ids=["defaults", "full-values"])
+def test_lint_strict_is_clean(files: list[Path]) -> None:
+    out = helm("lint", "--strict", str(CHART), *[a for f in files for a in ("--values", str(f))], check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
+    assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"config": {"awsAccountId": "12345"}}, "/config/awsAccountId"),
+        ({"config": {"awsAccountId": 123456789012}}, "/config/awsAccountId"),
+        ({"config": {"azureSubscriptionId": "not-a-guid"}}, "/config/azureSubscriptionId"),
+        ({"config": {"oidcIssuer": "http://issuer.example"}}, "/config/oidcIssuer"),
+        ({"config": {"maxWorkers": 0}}, "/config/maxWorkers"),
+        ({"config": {"retryBaseSeconds": 0}}, "/config/retryBaseSeconds"),
+        ({"config": {"azureCredential": "emulator"}}, "additional properties 'azureCredential' not allowed"),
+        ({"serviceAccount": {"awsRoleArn": "my-role"}}, "/serviceAccount/awsRoleArn"),
+        ({"serviceAccount": {"create": False}}, "/serviceAccount/name"),  # an existing ServiceAccount needs its name
+        ({"serviceAccount": {"gcpServiceAccount": "me@gmail.com"}}, "/serviceAccount/gcpServiceAccount"),
+        ({"rbac": {"externalIdSecretNamespaces": ["Not_A_Namespace"]}}, "/rbac/externalIdSecretNamespaces/0"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
+        ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"certManager": {"issuerRef": {"kind": "Vault"}}}}, "/webhook/certManager/issuerRef/kind"),
+        ({"metrics": {"port": 70000}}, "/metrics/port"),
+        ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
+        ({"logFormat": "xml"}, "/logFormat"),
+        ({"policy": {"rules": "allow everything"}}, "/policy/rules"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
+    for command in (["template", "rel"], ["lint", "--strict"]):
+        out = helm(*command, str(CHART), *value_args(values), check=False)
+        assert out.returncode != 0, f"helm {command[0]} accepted {values}"
+        assert complaint in out.stdout + out.stderr
+
+
+def test_chart_ships_the_generated_crds() -> None:
+    shown = helm("show", "crds", str(CHART)).stdout
+    by_name = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(shown)}
+    assert by_name == {doc["metadata"]["name"]: doc for doc in crd.all_crds().values()}
+
+
+def test_chart_versions_follow_the_operator() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == version
+    assert chart["version"] == version
+
+
+def test_every_config_key_is_an_operator_setting_with_its_default() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]["properties"]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    fields = Settings.model_fields
+    assert set(schema) == set(defaults)
+    assert set(schema) == {camel(f) for f in fields if f not in FROM_OTHER_VALUES | EMULATOR_ONLY}
+    for key, value in defaults.items():
+        default = fields[re.sub(r"([A-Z])", r"_\1", key).lower()].default
+        assert value == ("" if default is None else default), key
+
+
+def test_rendered_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    full = render(None, FULL_VALUES)
+    for key in [k for k in os.environ if k.startswith("PORTER_")]:
+        monkeypatch.delenv(key)
+    for name, value in env_of(full).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.eks_cluster_name == "prod" and settings.aws_account_id == "123456789012"
+    assert settings.aws_max_attempts == 5 and settings.retry_base_seconds == 0.5
+    assert settings.azure_subscription_id == "00000000-0000-0000-0000-000000000001"
+    assert settings.workload_pool == "porter-prod.svc.id.goog"
+    assert settings.metrics_port == 8080
+    # Defaults leave optional settings unset rather than empty (an empty PORTER_AWS_ACCOUNT_ID would not validate).
+    assert "PORTER_AWS_ACCOUNT_ID" not in env_of(render())
+    assert env_of(render())["PORTER_AWS_REGION"] == "us-east-1"
+
+
+# --- Deployment ------------------------------------------------------------------------------------------------------
+
+
+def test_deployment_is_one_recreated_restricted_pod_with_probes_and_limits() -> None:
+    objects = render()
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(objects)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert c["args"] == ["--liveness=http://0.0.0.0:8081/healthz", "--log-format=json"]
+    assert {"name": "health", "containerPort": 8081} in c["ports"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert c["image"] == "ghcr.io/porter-dev/porter-identity:0.1.0"
+    assert pod["serviceAccountName"] == "rel-porter-identity"
+
+
+def test_image_user_matches_the_pod_security_context() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    [user] = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    context = one(render(), "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert (str(context["runAsUser"]), str(context["runAsGroup"])) == user
+    assert user[0] != "0"
+
+
+def test_image_is_multi_stage_pinned_and_ships_only_the_operator() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert len(bases) == 2, "a build stage and a runtime stage"
+    assert all(re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[a-f0-9]{64})?", b) for b in bases), bases
+    assert "org.opencontainers.image.source" in dockerfile
+    ignore = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert ignore[0] == "*", "everything is excluded unless listed"
+    assert {line for line in ignore if line.startswith("!")} == {"!pyproject.toml", "!README.md", "!operator/"}
+
+
+def test_cloud_identity_of_the_operator_itself() -> None:
+    plain = render()
+    assert "annotations" not in one(plain, "ServiceAccount")["metadata"]
+    assert "azure.workload.identity/use" not in one(plain, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    full = render(None, FULL_VALUES)
+    annotations = one(full, "ServiceAccount")["metadata"]["annotations"]
+    assert annotations == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/porter-identity-operator",
+        "azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000003",
+        "iam.gke.io/gcp-service-account": "porter-identity@porter-prod.iam.gserviceaccount.com",
+        "example.com/owner": "platform",
+    }
+    labels = one(full, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+    assert one(full, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "porter-identity-operator"
+
+
+# --- RBAC ------------------------------------------------------------------------------------------------------------
+
+
+def test_cluster_role_grants_only_what_the_operator_calls() -> None:
+    rules = one(render(), "ClusterRole")["rules"]
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    kinds = ("serviceidentityconnections", "porterrolesets")
+    assert granted == {
+        *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("list", "watch", "patch")),
+        *(("identity.porter.run", f"{kind}/status", "patch") for kind in kinds),
+        ("", "serviceaccounts", "get"),
+        ("", "serviceaccounts", "patch"),
+        ("", "events", "create"),
+    }
+
+
+def test_secrets_are_readable_only_in_the_listed_namespaces_and_names() -> None:
+    default = [o for o in render() if o["kind"] in ("Role", "RoleBinding")]
+    assert sorted((o["kind"], o["metadata"]["namespace"]) for o in default) == [
+        ("Role", "porter-system"),
+        ("RoleBinding", "porter-system"),
+    ]
+    full = render(None, FULL_VALUES)
+    roles = [o for o in full if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["porter-roles", "porter-system"]
+    for role in roles:
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["porter-external-id"]}
+        ]
+
+
+# --- webhook, policy, metrics ----------------------------------------------------------------------------------------
+
+
+def test_webhook_configuration() -> None:
+    objects = render()
+    hooks = one(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    assert [(h["name"], h["clientConfig"]["service"]["path"], h["rules"][0]["resources"]) for h in hooks] == [
+        ("validate-connection.identity.porter.run", "/validate-connection", ["serviceidentityconnections"]),
+        ("validate-roleset.identity.porter.run", "/validate-roleset", ["porterrolesets"]),
+    ]
+    for hook in hooks:
+        assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+        assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"]) == ("Fail", "None", 5)
+        assert hook["clientConfig"]["service"] == {
+            "name": "rel-porter-identity-webhook",
+            "namespace": "porter-system",
+            "path": hook["clientConfig"]["service"]["path"],
+            "port": 443,
+        }
+    service = one(objects, "Service", "-webhook")
+    assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    env = env_of(objects)
+    assert env["PORTER_WEBHOOK_PORT"] == "9443"
+    assert env["PORTER_WEBHOOK_CERT_DIR"] == "/etc/porter/webhook"
+    mounts = {m["name"]: m["mountPath"] for m in container(objects)["volumeMounts"]}
+    assert mounts["webhook-tls"] == "/etc/porter/webhook"
+
+
+def test_generated_certificate_is_signed_by_the_ca_bundle_for_the_service_name() -> None:
+    objects = render()
+    secret = one(objects, "Secret", "-webhook-tls")
+    ca_bundle = one(objects, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"]
+    assert secret["data"]["ca.crt"] == ca_bundle
+    ca = x509.load_pem_x509_certificate(base64.b64decode(ca_bundle))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "rel-porter-identity-webhook.porter-system.svc" in names
+    assert b"PRIVATE KEY" in base64.b64decode(secret["data"]["tls.key"])
+
+
+def test_cert_manager_issues_the_certificate_instead() -> None:
+    objects = render({"webhook": {"certManager": {"enabled": True}}})
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    certificate = one(objects, "Certificate")
+    assert certificate["spec"]["secretName"] == "rel-porter-identity-webhook-tls"
+    assert certificate["spec"]["issuerRef"] == {"name": "rel-porter-identity-selfsigned", "kind": "Issuer"}
+    assert one(objects, "Issuer")["spec"] == {"selfSigned": {}}
+    vwc = one(objects, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "porter-system/rel-porter-identity-webhook"
+    }
+    assert all("caBundle" not in h["clientConfig"] for h in vwc["webhooks"])
+    given = render(
+        {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}}}
+    )
+    assert not [o for o in given if o["kind"] == "Issuer"]
+    assert one(given, "Certificate")["spec"]["issuerRef"] == {"name": "ca", "kind": "ClusterIssuer"}
+
+
+def test_webhook_disabled_renders_none_of_it() -> None:
+    objects = render({"webhook": {"enabled": False}})
+    kinds = {o["kind"] for o in objects}
+    assert "ValidatingWebhookConfiguration" not in kinds and "Secret" not in kinds
+    assert not [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-webhook")]
+    assert not {"PORTER_WEBHOOK_PORT", "PORTER_WEBHOOK_CERT_DIR"} & set(env_of(objects))
+    assert "webhook-tls" not in {v["name"] for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_policy_is_mounted_where_the_operator_reads_it() -> None:
+    policy = {"rules": [{"namespaces": ["shop"], "aws": {"roles": ["shop-*"]}}]}
+    objects = render({"policy": policy})
+    config_map = one(objects, "ConfigMap", "-policy")
+    assert yaml.safe_load(config_map["data"]["policy.yaml"]) == policy
+    assert yaml.safe_load(one(render(), "ConfigMap", "-policy")["data"]["policy.yaml"]) == {"rules": []}
+    assert env_of(objects)["PORTER_POLICY_FILE"] == "/etc/porter/policy/policy.yaml"
+    mounts = {m["name"]: m["mountPath"] for m in container(objects)["volumeMounts"]}
+    assert mounts["policy"] == "/etc/porter/policy"
+    # A new policy rolls the pod.
+    annotation = "checksum/policy"
+    before = one(render(), "Deployment")["spec"]["template"]["metadata"]["annotations"][annotation]
+    assert one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"][annotation] != before
+
+
+def test_metrics_service_and_optional_service_monitor() -> None:
+    objects = render()
+    service = one(objects, "Service", "-metrics")
+    assert service["spec"]["ports"][0]["port"] == 8080
+    assert not [o for o in objects if o["kind"] == "ServiceMonitor"]
+    monitor = one(
+        render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}}), "ServiceMonitor"
+    )
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "metrics"  # the metrics Service, not the webhook's
+    off = render({"metrics": {"enabled": False}})
+    assert env_of(off)["PORTER_METRICS_PORT"] == "0"
+    assert not [o for o in off if o["kind"] == "Service" and o["metadata"]["name"].endswith("-metrics")]

@@ -1,0 +1,276 @@
+"""The Helm chart against the real API server: server-side dry run, install, webhook wiring, uninstall, RBAC."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from porter_dev.chart import CHART, helm, template, value_args
+from porter_dev.controlplane import ControlPlane
+from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, Operator
+from tests.conftest import GROUP, OPERATOR_NAMESPACE, OPERATOR_RELEASE, VERSION, wait_for
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+# Kinds whose CRDs this node-less test cluster does not have (Prometheus Operator, cert-manager).
+NOT_SERVED = {"ServiceMonitor", "Certificate", "Issuer"}
+CRD_NAMES = {f"serviceidentityconnections.{GROUP}", f"porterrolesets.{GROUP}"}
+
+
+@pytest.fixture
+def release_namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"helm-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+def _dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> str:
+    out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(objects), check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "files", "skipped"),
+    [
+        ({}, [], set()),
+        ({}, [FULL_VALUES], {"ServiceMonitor"}),
+        ({"webhook": {"certManager": {"enabled": True}}}, [], {"Certificate", "Issuer"}),
+        ({"webhook": {"enabled": False}, "metrics": {"enabled": False}}, [], set()),
+    ],
+    ids=["defaults", "full-values", "cert-manager", "minimal"],
+)
+def test_rendered_manifests_pass_a_server_side_dry_run(
+    kubectl: Kubectl, crds: None, release_namespace: str, values: dict[str, Any], files: list[Path], skipped: set[str]
+) -> None:
+    # The full example reads ExternalId Secrets in namespaces that do not exist here: point them at ours.
+    values = {**values, "rbac": {"externalIdSecretNamespaces": [release_namespace]}} if files else values
+    extra = [a for f in files for a in ("--values", str(f))]
+    objects = template("dry", release_namespace, values, extra=extra)
+    assert {o["kind"] for o in objects} & NOT_SERVED == skipped
+    served = [o for o in objects if o["kind"] not in NOT_SERVED]
+    out = _dry_run(kubectl, served)
+    assert out.count("(server dry run)") == len(served) >= 6
+
+
+def test_install_creates_everything_and_uninstall_leaves_only_the_crds(
+    control_plane: ControlPlane, kubectl: Kubectl, crds: None, release_namespace: str
+) -> None:
+    release = f"pi-{release_namespace}"
+    crd_uids = _crd_uids(kubectl)
+    # The webhook has no pods behind it here (no nodes): it checks only objects with this label, so the
+    # session's other tests (running against the same API server) are not refused.
+    values = {"webhook": {"objectSelector": {"matchLabels": {"porter.run/helm-test": release_namespace}}}}
+    installed = helm(
+        "install", release, str(CHART), "--namespace", release_namespace, *value_args(values),
+        kubeconfig=control_plane.kubeconfig, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    assert "STATUS: deployed" in installed.stdout
+    notes = installed.stdout.split("NOTES:", 1)[1]
+    assert f"rollout status deployment/{release}-porter-identity" in notes
+    assert "kubectl get sic -A" in notes and "NotConfigured" in notes
+    assert "docs/argocd/health.lua" in notes and "removes everything but the CRDs" in notes
+
+    fullname = f"{release}-porter-identity"
+    expected = {
+        ("ServiceAccount", fullname),
+        ("ConfigMap", f"{fullname}-policy"),
+        ("Secret", f"{fullname}-webhook-tls"),
+        ("Service", f"{fullname}-metrics"),
+        ("Service", f"{fullname}-webhook"),
+        ("Deployment", fullname),
+        ("Role", f"{fullname}-external-id"),
+        ("RoleBinding", f"{fullname}-external-id"),
+        ("ClusterRole", fullname),
+        ("ClusterRoleBinding", fullname),
+        ("ValidatingWebhookConfiguration", fullname),
+    }
+    assert _labelled(kubectl, release, release_namespace) == expected
+    deployment = json.loads(kubectl("-n", release_namespace, "get", "deployment", fullname, "-o", "json").stdout)
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == fullname
+
+    # The webhook is live: a matching object is sent to the operator's Service, and failurePolicy Fail refuses
+    # it while no operator pod answers.
+    connection = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ServiceIdentityConnection",
+        "metadata": {
+            "name": "webhook-probe",
+            "namespace": release_namespace,
+            "labels": {"porter.run/helm-test": release_namespace},
+        },
+        "spec": {"serviceAccountName": "probe", "aws": {"role": "probe"}},
+    }
+    refused = kubectl("apply", "-f", "-", stdin=json.dumps(connection), check=False)
+    assert refused.returncode != 0
+    assert 'failed calling webhook "validate-connection.identity.porter.run"' in refused.stderr
+
+    # An upgrade keeps the generated CA and certificate (read back with lookup), so the caBundle stays valid.
+    before = _webhook_tls(kubectl, release_namespace, fullname)
+    upgraded = helm(
+        "upgrade", release, str(CHART), "--namespace", release_namespace, *value_args(values),
+        kubeconfig=control_plane.kubeconfig, check=False,
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "REVISION: 2" in upgraded.stdout
+    assert _webhook_tls(kubectl, release_namespace, fullname) == before
+
+    uninstalled = helm("uninstall", release, "--namespace", release_namespace, kubeconfig=control_plane.kubeconfig)
+    assert f'release "{release}" uninstalled' in uninstalled.stdout
+    assert _labelled(kubectl, release, release_namespace) == set()
+    left = kubectl("-n", release_namespace, "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings", "-o",
+                   "name").stdout.split()  # fmt: skip
+    # Only what Kubernetes itself puts in every namespace (this control plane publishes no kube-root-ca.crt).
+    assert set(left) - {"serviceaccount/default", "configmap/kube-root-ca.crt"} == set()
+    # The CRDs are shared with the session's other tests: Helm installs crds/ only when absent, never replaces
+    # or deletes them.
+    assert _crd_uids(kubectl) == crd_uids
+
+
+def _webhook_tls(kubectl: Kubectl, namespace: str, fullname: str) -> tuple[dict[str, str], set[str]]:
+    """The certificate Secret's data and every caBundle of the webhook configuration."""
+    secret = json.loads(kubectl("-n", namespace, "get", "secret", f"{fullname}-webhook-tls", "-o", "json").stdout)
+    vwc = json.loads(kubectl("get", "validatingwebhookconfiguration", fullname, "-o", "json").stdout)
+    bundles = {hook["clientConfig"]["caBundle"] for hook in vwc["webhooks"]}
+    assert bundles == {secret["data"]["ca.crt"]}
+    return secret["data"], bundles
+
+
+def _crd_uids(kubectl: Kubectl) -> dict[str, str]:
+    listed = json.loads(kubectl("get", "crd", *sorted(CRD_NAMES), "-o", "json").stdout)["items"]
+    return {item["metadata"]["name"]: item["metadata"]["uid"] for item in listed}
+
+
+def _labelled(kubectl: Kubectl, release: str, namespace: str) -> set[tuple[str, str]]:
+    """Every object of the release, namespaced and cluster-wide, by the chart's instance label."""
+    selector = f"app.kubernetes.io/instance={release}"
+    kinds = "serviceaccounts,configmaps,secrets,services,deployments,roles,rolebindings"
+    cluster_kinds = "clusterroles,clusterrolebindings,validatingwebhookconfigurations"
+    found = set()
+    for args in (["-n", namespace, "get", kinds], ["get", cluster_kinds]):
+        listed = json.loads(kubectl(*args, "-l", selector, "-o", "json").stdout)["items"]
+        found |= {(item["kind"], item["metadata"]["name"]) for item in listed}
+    return found
+
+
+# The session's operator runs with the chart's RBAC (tests/conftest.py, operator_kubeconfig): every e2e test that
+# drives it proves these grants are enough. This one proves they are no more than the operator needs.
+ALLOWED = [
+    ("list", "serviceidentityconnections.identity.porter.run", None),
+    ("watch", "serviceidentityconnections.identity.porter.run", None),
+    ("patch", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("patch", "serviceidentityconnections.identity.porter.run/status", "shop"),
+    ("watch", "porterrolesets.identity.porter.run", None),
+    ("patch", "porterrolesets.identity.porter.run/status", None),
+    ("get", "serviceaccounts", "shop"),
+    ("patch", "serviceaccounts", "shop"),
+    ("create", "events", "shop"),
+    ("create", "events", "default"),
+    ("get", "secrets", OPERATOR_NAMESPACE),
+]
+DENIED = [
+    ("create", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("update", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("delete", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("get", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("delete", "porterrolesets.identity.porter.run", None),
+    ("list", "serviceaccounts", None),
+    ("create", "serviceaccounts", "shop"),
+    ("create", "serviceaccounts/token", "shop"),
+    ("get", "secrets", "kube-system"),
+    ("get", "secrets", "shop"),
+    ("list", "secrets", OPERATOR_NAMESPACE),
+    ("watch", "secrets", OPERATOR_NAMESPACE),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("list", "namespaces", None),
+    ("list", "events", "shop"),
+    ("patch", "events", "shop"),
+    ("list", "pods", None),
+    ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io", None),
+]
+
+
+@pytest.mark.parametrize(("verb", "resource", "namespace"), ALLOWED + DENIED)
+def test_operator_service_account_has_exactly_the_chart_grants(
+    kubectl: Kubectl, operator_kubeconfig: Path, verb: str, resource: str, namespace: str | None
+) -> None:
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_RELEASE}-porter-identity"
+    scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+    out = kubectl("auth", "can-i", verb, resource, *scope, "--as", account, check=False)
+    assert out.stdout.strip() == ("yes" if (verb, resource, namespace) in ALLOWED else "no"), out.stderr
+
+
+def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
+    api: client.ApiClient, operator: Operator
+) -> None:
+    """The chart lets the operator read Secrets only in rbac.externalIdSecretNamespaces; elsewhere it says so."""
+    custom = client.CustomObjectsApi(api)
+    name = f"rbac-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PorterRoleSet",
+        "metadata": {"name": name},
+        "spec": {
+            "accountId": AWS_ACCOUNT_ID,
+            "region": AWS_REGION,
+            "clusterName": "e2e",
+            "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
+            "access": {
+                "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/porter-access-manager",
+                "externalIdSecretRef": {"namespace": "kube-system", "name": "porter-external-id"},
+            },
+            "roles": [{"preset": "porter-telemetry-manager"}],
+        },
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, "porterrolesets", body)
+    try:
+
+        def stalled() -> dict[str, Any] | None:
+            obj: dict[str, Any] = custom.get_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
+            conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+            return conditions.get("Stalled")
+
+        condition = wait_for(stalled, 30, what=f"PorterRoleSet {name} Stalled")
+        assert condition["reason"] == "AccessDenied"
+        assert condition["message"] == (
+            "cannot read Secret kube-system/porter-external-id: the operator may not read Secrets in namespace "
+            "kube-system: add it to the Helm value rbac.externalIdSecretNamespaces"
+        )
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
+
+
+def test_the_health_endpoint_the_probes_use_answers(operator: Operator) -> None:
+    """The chart's probes GET /healthz on the port given to --liveness: the operator serves it (kopf)."""
+    [url] = [arg.split("=", 1)[1] for arg in operator.args if arg.startswith("--liveness=")]
+    probe = _chart_probe()
+    assert url.endswith(probe["path"])
+
+    def answered() -> int | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status)
+        except OSError:
+            return None
+
+    assert wait_for(answered, 30, what=f"{url} answering") == 200
+
+
+def _chart_probe() -> dict[str, Any]:
+    [deployment] = template("probe", "porter-system", show_only=["templates/deployment.yaml"])
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"] == container["readinessProbe"]["httpGet"]
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
+    probe: dict[str, Any] = container["livenessProbe"]["httpGet"]
+    return probe
