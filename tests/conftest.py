@@ -180,7 +180,7 @@ def operator(
         },
         # JSON as a log pipeline would read it (tests/e2e/test_logs.py checks the keys); the health endpoint the
         # Helm chart's probes use (tests/e2e/test_helm.py).
-        args=["--log-format", "json", f"--liveness=http://127.0.0.1:{free_port()}/healthz"],
+        args=["--log-format", "json"],
     ).start()
     yield op
     op.stop()

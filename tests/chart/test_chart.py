@@ -17,11 +17,13 @@ from cryptography import x509
 from porter_dev import REPO_ROOT
 from porter_dev.chart import CHART, helm, template, value_args
 from porter_identity.api import crd
-from porter_identity.config import Settings
+from porter_identity.config import RateLimits, Settings
 
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 # Settings the chart sets from other values (ports, mounted files), not from `config`.
-FROM_OTHER_VALUES = {"metrics_port", "webhook_port", "webhook_cert_dir", "policy_file"}
+FROM_OTHER_VALUES = {"metrics_port", "health_port", "rate_limits", "webhook_port", "webhook_cert_dir", "policy_file"}
+# Settings `porter-identity check` reads on a workstation (token exchange endpoints); the operator never uses them.
+CHECK_ONLY = {"azure_authority", "gcp_sts_endpoint", "gcp_iam_credentials_endpoint", "gcp_identity_provider"}
 # Settings that only make sense against the local emulators, never in a cluster.
 EMULATOR_ONLY = {"azure_ca_file", "azure_credential", "gcp_iam_endpoint"}
 
@@ -84,6 +86,10 @@ def test_lint_strict_is_clean(files: list[Path]) -> None:
         ({"policy": {"rules": "allow everything"}}, "/policy/rules"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+        ({"config": {"rolesets": "yes"}}, "/config/rolesets"),
+        ({"rateLimits": {"azure_write": {"per_second": 0, "burst": 5}}}, "/rateLimits/azure_write/per_second"),
+        ({"rateLimits": {"azure_write": {"per_second": 5}}}, "/rateLimits/azure_write"),
+        ({"rateLimits": {"oracle_write": {"per_second": 5, "burst": 5}}}, "additional properties 'oracle_write'"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -112,7 +118,7 @@ def test_every_config_key_is_an_operator_setting_with_its_default() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
     fields = Settings.model_fields
     assert set(schema) == set(defaults)
-    assert set(schema) == {camel(f) for f in fields if f not in FROM_OTHER_VALUES | EMULATOR_ONLY}
+    assert set(schema) == {camel(f) for f in fields if f not in FROM_OTHER_VALUES | EMULATOR_ONLY | CHECK_ONLY}
     for key, value in defaults.items():
         default = fields[re.sub(r"([A-Z])", r"_\1", key).lower()].default
         assert value == ("" if default is None else default), key
@@ -153,10 +159,11 @@ def test_deployment_is_one_recreated_restricted_pod_with_probes_and_limits() -> 
         "privileged": False,
         "capabilities": {"drop": ["ALL"]},
     }
-    assert c["args"] == ["--liveness=http://0.0.0.0:8081/healthz", "--log-format=json"]
+    assert c["args"] == ["--log-format=json"]
     assert {"name": "health", "containerPort": 8081} in c["ports"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "PORTER_HEALTH_PORT", "value": "8081"} in c["env"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert set(c["resources"]) == {"requests", "limits"}
     assert c["image"] == "ghcr.io/porter-dev/porter-identity:0.1.0"
     assert pod["serviceAccountName"] == "rel-porter-identity"
@@ -218,6 +225,21 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
         ("", "serviceaccounts", "patch"),
         ("", "events", "create"),
     }
+
+
+def test_sharding_adds_only_the_namespace_watch_it_needs() -> None:
+    rules = one(render({"config": {"shardSelector": "porter.run/shard=a"}}), "ClusterRole")["rules"]
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in rules
+    assert not any("namespaces" in rule["resources"] for rule in one(render(), "ClusterRole")["rules"])
+
+
+def test_rate_limits_reach_the_operator_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = env_of(render({"rateLimits": {"azure_write": {"per_second": 5, "burst": 50}}}))
+    monkeypatch.setenv("PORTER_RATE_LIMITS", env["PORTER_RATE_LIMITS"])
+    limits = Settings().rate_limits
+    assert (limits.azure_write.per_second, limits.azure_write.burst) == (5, 50)
+    assert limits.gcp_write == RateLimits().gcp_write, "buckets not named keep their defaults"
+    assert "PORTER_RATE_LIMITS" not in env_of(render())
 
 
 def test_secrets_are_readable_only_in_the_listed_namespaces_and_names() -> None:

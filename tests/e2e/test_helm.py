@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,26 +250,11 @@ def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
         custom.delete_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
 
 
-def test_the_health_endpoint_the_probes_use_answers(operator: Operator) -> None:
-    """The chart's probes GET /healthz on the port given to --liveness: the operator serves it (kopf)."""
-    [url] = [arg.split("=", 1)[1] for arg in operator.args if arg.startswith("--liveness=")]
-    probe = _chart_probe()
-    assert url.endswith(probe["path"])
-
-    def answered() -> int | None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return int(response.status)
-        except OSError:
-            return None
-
-    assert wait_for(answered, 30, what=f"{url} answering") == 200
-
-
-def _chart_probe() -> dict[str, Any]:
+def test_the_endpoints_the_probes_use_answer(operator: Operator) -> None:
+    """The chart's probes GET /healthz and /readyz on PORTER_HEALTH_PORT: the operator serves both."""
     [deployment] = template("probe", "porter-system", show_only=["templates/deployment.yaml"])
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["livenessProbe"]["httpGet"] == container["readinessProbe"]["httpGet"]
-    assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
-    probe: dict[str, Any] = container["livenessProbe"]["httpGet"]
-    return probe
+    assert {"name": "PORTER_HEALTH_PORT", "value": "8081"} in container["env"]
+    operator.wait_ready()
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator.probe(container[probe]["httpGet"]["path"]) == (200, "ok")
