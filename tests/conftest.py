@@ -135,6 +135,7 @@ def operator(
             "PORTER_RETRY_BASE_SECONDS": "0.5",
             "PORTER_RETRY_MAX_SECONDS": "4",
             "PORTER_ROLESET_SYNC_SECONDS": "2",
+            "PORTER_DRIFT_SWEEP_SECONDS": "3",
             "PORTER_METRICS_PORT": str(free_port()),
         },
         args=["--log-format", "json"],  # as a log pipeline would read it; tests/e2e/test_logs.py checks the keys

@@ -12,10 +12,10 @@ import uvloop
 from porter_identity import GROUP, metrics
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.config import Settings
-from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
-from porter_identity.kube.events import ClusterEvents
+from porter_identity.kube.events import Events
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers import clients
 from porter_identity.providers.iam import AssumedRoles
@@ -29,8 +29,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.settings = config
     memo.clouds = clients.build(config)
     kube = _kube_client(config.max_workers)
+    memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
-    memo.cluster_events = ClusterEvents(kube)
+    memo.events = Events(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
@@ -108,5 +109,7 @@ def run(namespaces: list[str], liveness: str | None, log_format: str = "text") -
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
+        # the drift sweep reports orphans only in the namespaces this operator serves
+        memo=kopf.Memo(namespaces=namespaces),
     )
     return 0
