@@ -81,6 +81,27 @@ def test_aws_role_changed_outside_is_restored(conns: Connections, aws: AwsEmulat
     assert after is not None and after["status"]["aws"] == obj["status"]["aws"]
 
 
+def test_drift_that_cannot_be_repaired_is_stalled_and_rechecked_by_the_sweep(
+    conns: Connections, aws: AwsEmulator, make_role: Any
+) -> None:
+    role = make_role()
+    name = role.rsplit("/", 1)[-1]
+    conns.create("lost", "lost", aws={"role": role})
+    old = conns.wait_ready("lost")["status"]["aws"]["associationId"]
+    aws.client("eks").delete_pod_identity_association(clusterName=EKS_CLUSTER, associationId=old)
+    iam = aws.client("iam")
+    trust = iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
+    iam.delete_role(RoleName=name)
+
+    stalled = conns.wait_reason("lost", "RoleNotFound", SWEEP_WAIT)
+    assert conns.condition("lost", "Stalled")["status"] == "True"  # type: ignore[index]
+    assert role in stalled["message"]
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))  # the customer puts it back
+    obj = conns.wait_ready("lost", SWEEP_WAIT)
+    assert obj["status"]["aws"]["associationId"] not in (None, old)
+    assert describe(aws, obj["status"]["aws"]["associationId"])["roleArn"] == role
+
+
 def identity(azure: AzureEmulator) -> str:
     name = f"uami-{uuid.uuid4().hex[:8]}"
     azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)

@@ -192,6 +192,7 @@ def test_tagged_association_without_connection_is_an_orphan() -> None:
         {},  # not ours
         {"porter.run/managed": "false", "porter.run/connection-uid": "gone"},
         {"porter.run/managed": "true", "porter.run/connection-uid": "uid-live"},  # a live connection, any state
+        {"porter.run/managed": "true", "porter.run/roleset-uid": "rs", "porter.run/owner": "prod"},  # a PorterRoleSet's
     ],
 )
 def test_foreign_or_claimed_associations_are_not_orphans(tags: dict[str, str]) -> None:

@@ -197,7 +197,9 @@ def aws_findings(
         if s.association_id not in recorded
         and (found := described.get(s.association_id)) is not None
         and found.tags.get(aws.MANAGED_TAG) == "true"
-        and found.tags.get(aws.UID_TAG) not in uids
+        # a connection's tag: a PorterRoleSet's associations are managed too, under its own uid tag
+        and aws.UID_TAG in found.tags
+        and found.tags[aws.UID_TAG] not in uids
     ]
     return Findings(tuple(drifts), tuple(orphans))
 
