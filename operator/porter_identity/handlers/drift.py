@@ -12,6 +12,7 @@ import asyncio
 import fnmatch
 import logging
 import threading
+import time
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Sweeper:
         return clouds
 
     def sweep(self, view: dict[Group, list[Linked]]) -> None:
+        began = time.monotonic()
         found: list[tuple[Group, Findings]] = []
         for group, linked in sorted(view.items()):
             if self.stop.is_set():
@@ -102,6 +104,12 @@ class Sweeper:
                     )
         for provider in ("aws", "azure"):
             metrics.ORPHANS.labels(provider).set(orphans[provider])
+        checked = sum(len(linked) for linked in view.values())
+        drifted = sum(len(f.drifts) for _, f in found)
+        log.info(
+            f"drift sweep: {checked} connections, {len(view)} bulk reads, {drifted} to repair, "
+            f"{sum(orphans.values())} orphans, {time.monotonic() - began:.1f} s"
+        )
 
     def _read(self, group: Group, linked: list[Linked]) -> Findings | None:
         """One bulk read of the cloud for `group`, and what it shows; None when the provider is not configured."""
