@@ -162,6 +162,11 @@ def test_deleted_association_is_drift() -> None:
     assert [d.connection for d in found.drifts] == [c] and "a-1 was deleted" in found.drifts[0].message
 
 
+def test_ready_without_a_recorded_association_is_drift() -> None:
+    [found] = drift.aws_findings("k", [linked("x")], [summary("a-1", "x")], {}).drifts
+    assert found.message == "status records no EKS Pod Identity association"
+
+
 def test_changed_role_is_drift_only_when_described() -> None:
     c = linked("x", recorded="a-1", role_arn=ROLE)
     listed = [summary("a-1", "x")]

@@ -177,7 +177,8 @@ def delete(
         return
     if _claimed_by_other(by_service_account, conn):
         return  # the link belongs to the older connection: deleting this one must not remove it
-    result = _delete(memo, conn)
+    with LOCKS.hold(conn.metadata.uid):  # a sweep's repair of this connection finishes first
+        result = _delete(memo, conn)
     if result is None:
         return
     if result.outcome.state is not State.READY:

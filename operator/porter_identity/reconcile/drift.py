@@ -180,6 +180,9 @@ def aws_findings(
     for c in connections:
         if not c.checked:
             continue
+        if c.recorded is None:
+            drifts.append(Drift(c, "status records no EKS Pod Identity association"))
+            continue
         if c.recorded not in present:
             drifts.append(Drift(c, f"EKS Pod Identity association {c.recorded} was deleted outside the operator"))
             continue
