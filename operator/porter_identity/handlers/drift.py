@@ -32,10 +32,9 @@ from porter_identity.providers.aws import Association
 from porter_identity.providers.clients import Clouds
 from porter_identity.providers.errors import CloudError, NotFound
 from porter_identity.reconcile import conditions, drift
-from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
+from porter_identity.reconcile.drift import DRIFT_CORRECTED, Drift, Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import State
 
-DRIFT_CORRECTED = "DriftCorrected"  # the PorterRoleSet sync's reason for the same thing
 ORPHANED_LINK = "OrphanedLink"
 ORPHAN_DELETED = "OrphanDeleted"
 log = logging.getLogger(__name__)

@@ -35,6 +35,9 @@ RECHECKED = frozenset(
     }
 )
 
+DRIFT_CORRECTED = "DriftCorrected"
+"""The Event reason of a repair of something changed outside the operator (connections and PorterRoleSets)."""
+
 Group = tuple[str, ...]
 """What one bulk read covers: ("aws",) the cluster, ("azure", rg, identity), ("gcp", email)."""
 
