@@ -99,6 +99,19 @@ class Settings(BaseSettings):
     roleset_sync_seconds: float = Field(
         default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."
     )
+    drift_sweep_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How often cloud links are listed in bulk and compared with the Ready connections (drift repair).",
+    )
+    drift_role_checks_per_sweep: int = Field(
+        default=100,
+        ge=0,
+        description="AWS associations described per sweep to check their role (the list has no role); rotates.",
+    )
+    delete_orphans: bool = Field(
+        default=False, description="Delete cloud links tagged or named as ours whose connection no longer exists."
+    )
 
     health_port: int = Field(
         default=8081, ge=0, le=65535, description="/healthz (liveness) and /readyz (readiness) port; 0 turns it off."

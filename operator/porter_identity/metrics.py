@@ -57,6 +57,30 @@ QUEUE_DEPTH = Gauge(
     "Handler calls waiting for a free worker thread (PORTER_MAX_WORKERS): work queued, not yet started.",
     registry=REGISTRY,
 )
+DRIFT_SWEEPS = Counter(
+    "porter_identity_drift_sweeps_total",
+    "Drift sweeps finished, by outcome (completed, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DRIFT_CORRECTED = Counter(
+    "porter_identity_drift_corrected_total",
+    "Connections whose cloud link a drift sweep found changed or deleted outside the operator and restored.",
+    ["provider"],
+    registry=REGISTRY,
+)
+ORPHANS = Gauge(
+    "porter_identity_orphaned_links",
+    "Cloud links tagged or named as the operator's whose connection no longer exists, at the last sweep.",
+    ["provider"],
+    registry=REGISTRY,
+)
+ORPHANS_DELETED = Counter(
+    "porter_identity_orphaned_links_deleted_total",
+    "Orphaned cloud links deleted by a drift sweep (PORTER_DELETE_ORPHANS=true).",
+    ["provider"],
+    registry=REGISTRY,
+)
 
 _THROTTLING_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
 
@@ -119,12 +143,16 @@ _ARM_TYPE = re.compile(r"/(userAssignedIdentities|federatedIdentityCredentials)(
 
 
 class ArmCallMetrics(SansIOHTTPPolicy[Any, Any]):
-    """Counts every ARM attempt as `METHOD resourceType`, e.g. `PUT federatedIdentityCredentials`."""
+    """Counts every ARM attempt as `METHOD resourceType`, e.g. `PUT federatedIdentityCredentials`; a GET of a
+    collection (one page of a list) is `LIST federatedIdentityCredentials`."""
 
     def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
         found = _ARM_TYPE.search(request.http_request.url)
         kind = found.group(1) if found else "other"
-        operation = f"{request.http_request.method} {kind}"
+        method = request.http_request.method
+        if found and method == "GET" and found.group(2) is None:
+            method = "LIST"
+        operation = f"{method} {kind}"
         CLOUD_CALLS.labels("azure", operation, outcome_of(response.http_response.status_code)).inc()
 
 

@@ -14,12 +14,12 @@ from porter_identity import GROUP, VERSION, health, metrics
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
 from porter_identity.config import Settings
-from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
-from porter_identity.kube.events import ClusterEvents
+from porter_identity.kube.events import Events
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers import clients
 from porter_identity.providers.iam import AssumedRoles
@@ -41,8 +41,9 @@ async def configure(
     memo.shard = shard.parse(config.shard_selector)
     memo.clouds = clients.build(config)
     kube = _kube_client(config.max_workers)
+    memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
-    memo.cluster_events = ClusterEvents(kube)
+    memo.events = Events(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     if config.health_port:
         memo.health = Health(config.health_stall_seconds, partial(_indexed, kube, memo.namespaces, by_service_account))
@@ -145,6 +146,7 @@ def run(namespaces: list[str], log_format: str = "text") -> int:
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
+        # the drift sweep reports orphans only in the namespaces this operator serves
         memo=kopf.Memo(namespaces=namespaces),
     )
     return 0

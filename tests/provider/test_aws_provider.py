@@ -100,3 +100,21 @@ def test_injected_5xx_is_transient(provider: AwsProvider, aws: AwsEmulator) -> N
     aws.faults(rules=[{"fault": "unavailable", "service": "iam", "count": 1}])
     with pytest.raises(Transient):
         provider.get_role("anything")
+
+
+def test_list_associations_reads_the_whole_cluster_one_call_per_page_of_100(
+    provider: AwsProvider, aws: AwsEmulator, make_role: Any
+) -> None:
+    """The drift sweep's bulk read: its cost is the number of pages, whatever the number of associations."""
+    cluster = f"paging-{uuid.uuid4().hex[:6]}"  # its own cluster: the session operator's stays untouched
+    aws.client("eks").create_cluster(
+        name=cluster, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": []}
+    )
+    paged = AwsProvider(AWS_REGION, cluster, max_attempts=1)
+    role = make_role()
+    made = {paged.create_association("ns", f"sa-{i}", role, {}).association_id for i in range(201)}
+    aws.reset()
+    listed = paged.list_associations()
+    assert {a.association_id for a in listed} == made and len(listed) == 201
+    assert {a.service_account for a in listed} == {f"sa-{i}" for i in range(201)}
+    assert aws.calls() == {"eks:ListPodIdentityAssociations": 3}

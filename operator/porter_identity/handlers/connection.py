@@ -16,10 +16,13 @@ from porter_identity.handlers.shard import in_shard
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.providers.clients import Clouds
+from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import backoff, claims, conditions
 from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
 
 KIND = SINGULAR
+# One reconcile of a connection at a time, by uid: kopf's handler and a drift sweep's repair never overlap.
+LOCKS = KeyedLocks()
 
 
 def _is_current(conn: ServiceIdentityConnection) -> bool:
@@ -49,7 +52,7 @@ def _not_configured(provider: Provider, what: str) -> Result:
     return Result(stalled(Reason.NOT_CONFIGURED, f"{provider.value} connections need operator settings: {what}"), None)
 
 
-def _apply(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
+def apply_link(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
     clouds: Clouds = memo.clouds
     settings: Settings = memo.settings
     accounts: ServiceAccounts = memo.service_accounts
@@ -141,9 +144,9 @@ def reconcile(
     if _is_current(conn):
         metrics.reconciled(KIND, provider, "UpToDate")
         return
-    with metrics.reconciling(KIND, provider):
+    with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, provider):
         taken = _claimed_by_other(by_service_account, conn)
-        result = Result(stalled(Reason.CONFLICT, taken), None) if taken else _apply(memo, conn)
+        result = Result(stalled(Reason.CONFLICT, taken), None) if taken else apply_link(memo, conn)
     metrics.reconciled(KIND, provider, result.outcome.reason.value)
     new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
@@ -180,7 +183,8 @@ def delete(
         return
     if _claimed_by_other(by_service_account, conn):
         return  # the link belongs to the older connection: deleting this one must not remove it
-    result = _delete(memo, conn)
+    with LOCKS.hold(conn.metadata.uid):  # a sweep's repair of this connection finishes first
+        result = _delete(memo, conn)
     if result is None:
         return
     if result.outcome.state is not State.READY:

@@ -12,7 +12,7 @@ from porter_identity.api.roleset import PLURAL, SINGULAR, PorterRoleSet, RoleSet
 from porter_identity.config import Settings
 from porter_identity.handlers.shard import serves_rolesets
 from porter_identity.iam.sync import RoleSetService, SyncResult
-from porter_identity.kube.events import ClusterEvents
+from porter_identity.kube.events import Events
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import backoff, conditions
 from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
@@ -23,7 +23,7 @@ _LOCKS = KeyedLocks()
 
 
 def _event(memo: kopf.Memo, body: kopf.Body, type: str, reason: str, message: str) -> None:
-    events: ClusterEvents = memo.cluster_events
+    events: Events = memo.events
     events.post(body, type, reason, message)
 
 

@@ -17,6 +17,7 @@ from porter_identity.providers.errors import CloudError, Conflict
 from porter_identity.providers.iam import AssumedRoles, IamRoles
 from porter_identity.reconcile import aws as associations
 from porter_identity.reconcile import conditions, outcome
+from porter_identity.reconcile.drift import DRIFT_CORRECTED
 from porter_identity.reconcile.outcome import Outcome, Reason, State
 from porter_identity.reconcile.roleset import (
     MANAGED_TAG,
@@ -195,7 +196,7 @@ class RoleSetService:
             if p.observed is None:
                 result.changes.append(Change("Created", f"created role {name}: {done}"))
             elif before is not None and before.digest == want:
-                result.warnings.append(Change("DriftCorrected", f"role {name} was changed outside; restored: {done}"))
+                result.warnings.append(Change(DRIFT_CORRECTED, f"role {name} was changed outside; restored: {done}"))
             else:
                 result.changes.append(Change("Updated", f"updated role {name}: {done}"))
         role_outcome = outcome.ready(f"role {name} is as declared", Reason.SYNCED)

@@ -1,8 +1,8 @@
-"""Events for cluster-scoped objects, posted so that `kubectl describe` finds them.
+"""Events posted outside kopf's handlers (the drift sweep) and for cluster-scoped objects.
 
 kopf files every Event of a cluster-scoped object with involvedObject.namespace "default"; kubectl
 describe looks for involvedObject.namespace "" and shows none. The API server accepts an Event in
-"default" whose involvedObject has no namespace, which is what this module posts.
+"default" whose involvedObject has no namespace, which is what this module posts for those.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ COMPONENT = "porter-identity"
 log = logging.getLogger(__name__)
 
 
-class ClusterEvents:
+class Events:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
 
@@ -26,10 +26,15 @@ class ClusterEvents:
         """Best effort, like kopf's own Events: a failed post is logged, never fails the sync."""
         now = datetime.now(UTC)
         meta = body["metadata"]
+        namespace = meta.get("namespace") or None
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace="default"),
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace or "default"),
             involved_object=client.V1ObjectReference(
-                api_version=body["apiVersion"], kind=body["kind"], name=meta["name"], uid=meta["uid"]
+                api_version=body["apiVersion"],
+                kind=body["kind"],
+                name=meta["name"],
+                uid=meta["uid"],
+                namespace=namespace,
             ),
             type=type,
             reason=reason,
@@ -42,6 +47,6 @@ class ClusterEvents:
             count=1,
         )
         try:
-            self.core.create_namespaced_event("default", event)
+            self.core.create_namespaced_event(namespace or "default", event)
         except client.ApiException as err:
             log.warning("could not post Event %s: %s", reason, err.reason)

@@ -68,6 +68,15 @@ class Association:
         )
 
 
+@dataclass(frozen=True)
+class AssociationSummary:
+    """A ListPodIdentityAssociations entry: no role and no tags (DescribePodIdentityAssociation has those)."""
+
+    association_id: str
+    namespace: str
+    service_account: str
+
+
 def translate(err: ClientError | BotoCoreError) -> CloudError:
     """Map a botocore failure onto the typed errors, keeping AWS's own code and message."""
     if isinstance(err, BotoCoreError):
@@ -145,6 +154,23 @@ class AwsProvider:
             if found is not None:
                 return found
         return None
+
+    def list_associations(self) -> list[AssociationSummary]:
+        """Every association of the cluster, one call per page of 100 (the API's largest page)."""
+        out: list[AssociationSummary] = []
+        token: str | None = None
+        while True:
+            with translated():
+                page = self.eks.list_pod_identity_associations(
+                    clusterName=self.cluster_name, maxResults=100, **({"nextToken": token} if token else {})
+                )
+            out += [
+                AssociationSummary(a["associationId"], a["namespace"], a["serviceAccount"])
+                for a in page["associations"]
+            ]
+            token = page.get("nextToken")
+            if not token:
+                return out
 
     def describe_association(self, association_id: str) -> Association | None:
         try:

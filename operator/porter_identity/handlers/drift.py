@@ -1,0 +1,286 @@
+"""The drift sweep: a background task that reads cloud links in bulk and repairs what was changed outside.
+
+kopf has no cluster-wide timer, so the sweep is an asyncio task started at start-up and cancelled at cleanup.
+It reads the connections from a kopf index (no API list), the cloud with one paged list per EKS cluster or
+Azure identity and one policy per GCP service account, and runs a connection's own reconcile only where
+reconcile/drift.py found something wrong: an idle sweep writes nothing, to the cloud or to Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import threading
+import time
+from collections import Counter
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client
+from pydantic import ValidationError
+
+from porter_identity import GROUP, VERSION, metrics
+from porter_identity.api.connection import PLURAL, ServiceIdentityConnection
+from porter_identity.config import Settings
+from porter_identity.handlers import connection
+from porter_identity.kube import status as kstatus
+from porter_identity.kube.events import Events
+from porter_identity.providers.aws import Association
+from porter_identity.providers.clients import Clouds
+from porter_identity.providers.errors import CloudError, NotFound
+from porter_identity.reconcile import conditions, drift
+from porter_identity.reconcile.drift import DRIFT_CORRECTED, Drift, Findings, Group, Linked, Orphan
+from porter_identity.reconcile.outcome import State
+
+ORPHANED_LINK = "OrphanedLink"
+ORPHAN_DELETED = "OrphanDeleted"
+log = logging.getLogger(__name__)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def drift_view(body: kopf.Body, **_: Any) -> dict[Group, Linked]:
+    """Connections by what one bulk read covers (the cluster, an Azure identity, a GCP service account)."""
+    found = drift.entry(body)
+    return {} if found is None else {found[0]: found[1]}
+
+
+@dataclass
+class Sweeper:
+    """State kept between sweeps: the AWS role-check cursor, owners of unrecorded associations, orphans seen."""
+
+    memo: kopf.Memo
+    stop: threading.Event
+    cursor: int = 0
+    known: dict[str, Association] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)
+
+    @property
+    def settings(self) -> Settings:
+        settings: Settings = self.memo.settings
+        return settings
+
+    @property
+    def clouds(self) -> Clouds:
+        clouds: Clouds = self.memo.clouds
+        return clouds
+
+    def sweep(self, view: dict[Group, list[Linked]]) -> None:
+        began = time.monotonic()
+        found: list[tuple[Group, Findings]] = []
+        for group, linked in sorted(view.items()):
+            if self.stop.is_set():
+                return
+            try:
+                findings = self._read(group, linked)
+            except CloudError as err:
+                log.warning(
+                    f"drift sweep could not read {'/'.join(group)}: {err.message}", extra={"provider": group[0]}
+                )
+                continue
+            if findings is not None:
+                found.append((group, findings))
+        orphans: Counter[str] = Counter()
+        namespaces: dict[str, list[tuple[Group, Linked]]] = {}
+        for group, findings in found:
+            for item in findings.drifts:
+                if self.stop.is_set():
+                    return
+                try:
+                    self._repair(group, item)
+                except client.ApiException as err:  # one connection's trouble must not end the sweep
+                    log.warning(f"drift repair of {item.connection.namespace}/{item.connection.name}: {err.reason}")
+            for orphan in findings.orphans:
+                try:
+                    if self._confirmed(group, orphan, namespaces):
+                        orphans[orphan.provider] += 1
+                        self._orphan(orphan)
+                except (client.ApiException, CloudError) as err:
+                    log.warning(
+                        f"drift sweep could not handle orphan {orphan.link}: {err}", extra={"provider": orphan.provider}
+                    )
+        for provider in ("aws", "azure"):
+            metrics.ORPHANS.labels(provider).set(orphans[provider])
+        checked = sum(len(linked) for linked in view.values())
+        drifted = sum(len(f.drifts) for _, f in found)
+        log.info(
+            f"drift sweep: {checked} connections, {len(view)} bulk reads, {drifted} to repair, "
+            f"{sum(orphans.values())} orphans, {time.monotonic() - began:.1f} s"
+        )
+
+    def _read(self, group: Group, linked: list[Linked]) -> Findings | None:
+        """One bulk read of the cloud for `group`, and what it shows; None when the provider is not configured."""
+        settings, clouds = self.settings, self.clouds
+        if group[0] == "aws":
+            if clouds.aws is None:
+                return None
+            listed = clouds.aws.list_associations()
+            self.known = drift.aws_prune(self.known, listed, linked)
+            window, self.cursor = drift.rotation(
+                drift.aws_window_ids(linked), self.cursor, settings.drift_role_checks_per_sweep
+            )
+            described = dict(self.known)
+            for association_id in drift.aws_to_describe(linked, listed, self.known, window):
+                association = clouds.aws.describe_association(association_id)
+                if association is not None:
+                    described[association_id] = association
+            recorded = {c.recorded for c in linked}
+            self.known = {i: a for i, a in described.items() if i not in recorded}
+            return drift.aws_findings(clouds.aws.cluster_name, linked, listed, described)
+        if group[0] == "azure":
+            if clouds.azure is None or settings.oidc_issuer is None:
+                return None
+            _, resource_group, identity = group
+            try:
+                credentials = clouds.azure.list_credentials(resource_group, identity)
+            except NotFound:
+                credentials = None
+            return drift.azure_findings(f"{resource_group}/{identity}", settings.oidc_issuer, linked, credentials)
+        if clouds.gcp is None or settings.workload_pool is None:
+            return None
+        try:
+            members = drift.bound_members(clouds.gcp.policy(group[1]))
+        except NotFound:
+            members = None
+        return drift.gcp_findings(group[1], settings.workload_pool, linked, members)
+
+    def _repair(self, group: Group, item: Drift) -> None:
+        """Run the connection's reconcile again, if it is still as the index said, under its reconcile lock."""
+        c = item.connection
+        api = client.CustomObjectsApi(self.memo.kube)
+        events: Events = self.memo.events
+        with connection.LOCKS.hold(c.uid):
+            try:
+                body: Any = api.get_namespaced_custom_object(GROUP, VERSION, c.namespace, PLURAL, c.name)
+            except client.ApiException as err:
+                if err.status == 404:
+                    return
+                raise
+            fresh = drift.entry(body)
+            if fresh is None or fresh[1].uid != c.uid or not (fresh[1].checked or fresh[1].rechecked):
+                return  # changed since the index saw it: kopf's own handler has it
+            try:
+                conn = ServiceIdentityConnection.from_body(body)
+            except (ValidationError, ValueError):
+                return
+            result = connection.apply_link(self.memo, conn)
+            provider = conn.spec.provider.value
+            new = kstatus.next_status(conn, result.outcome, **{provider: result.status})
+            doc = new.model_dump(mode="json", by_alias=True)
+            if doc != conn.status.model_dump(mode="json", by_alias=True):
+                # resourceVersion makes the patch fail rather than overwrite a status written meanwhile
+                patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": doc}
+                try:
+                    api.patch_namespaced_custom_object_status(GROUP, VERSION, c.namespace, PLURAL, c.name, patch)
+                except client.ApiException as err:
+                    if err.status == 409:
+                        return
+                    raise
+        extra = {"provider": provider, "reason": result.outcome.reason.value}
+        ready = result.outcome.state is State.READY
+        if result.change is not None and ready:
+            metrics.DRIFT_CORRECTED.labels(provider).inc()
+            message = f"{item.message}; {result.change.message}; {result.outcome.message}"
+            events.post(body, "Warning", DRIFT_CORRECTED, message)
+            log.warning(f"{c.namespace}/{c.name}: {message}", extra={**extra, "reason": DRIFT_CORRECTED})
+            return
+        if result.change is not None:
+            events.post(body, "Normal", result.change.reason, result.change.message)
+        before = conditions.ready_condition(conn.status.conditions)
+        if before is None or (before.reason, before.message) != (result.outcome.reason.value, result.outcome.message):
+            events.post(body, "Normal" if ready else "Warning", result.outcome.reason.value, result.outcome.message)
+            log.warning(f"{c.namespace}/{c.name}: {item.message}; {result.outcome.message}", extra=extra)
+
+    def _confirmed(self, group: Group, orphan: Orphan, cache: dict[str, list[tuple[Group, Linked]]]) -> bool:
+        """An orphan in a served namespace that no connection on the API server claims (the index may lag,
+        e.g. just after start-up): one list of the namespace's connections per sweep, only when there is one."""
+        served: list[str] = self.memo.get("namespaces") or []
+        if served and not any(fnmatch.fnmatchcase(orphan.namespace, pattern) for pattern in served):
+            return False
+        if orphan.namespace not in cache:
+            api = client.CustomObjectsApi(self.memo.kube)
+            listed: Any = api.list_namespaced_custom_object(GROUP, VERSION, orphan.namespace, PLURAL)
+            cache[orphan.namespace] = [e for e in map(drift.entry, listed["items"]) if e is not None]
+        return not drift.still_claimed(orphan, group, cache[orphan.namespace])
+
+    def _orphan(self, orphan: Orphan) -> None:
+        what = "EKS Pod Identity association" if orphan.provider == "aws" else "federated identity credential"
+        subject = f"{what} {orphan.link} on {orphan.where} for {orphan.namespace}/{orphan.service_account}"
+        key = f"{orphan.provider}/{orphan.where}/{orphan.link}"
+        extra = {"provider": orphan.provider}
+        if self.settings.delete_orphans:
+            if orphan.provider == "aws" and self.clouds.aws is not None:
+                self.clouds.aws.delete_association(orphan.link)
+            elif orphan.provider == "azure" and self.clouds.azure is not None:
+                resource_group, identity = orphan.where.split("/", 1)
+                self.clouds.azure.delete_credential(resource_group, identity, orphan.link)
+            metrics.ORPHANS_DELETED.labels(orphan.provider).inc()
+            message = f"deleted {subject}: no connection claims it (PORTER_DELETE_ORPHANS=true)"
+            log.info(message, extra={**extra, "reason": ORPHAN_DELETED})
+            self._post_on_service_account(orphan, "Normal", ORPHAN_DELETED, message)
+            return
+        if key in self.reported:
+            return  # the gauge keeps counting it; one log line and one Event per orphan and operator run
+        self.reported.add(key)
+        message = f"{subject} is tagged as porter-identity's but no connection claims it; left in place"
+        log.warning(message, extra={**extra, "reason": ORPHANED_LINK})
+        self._post_on_service_account(orphan, "Warning", ORPHANED_LINK, message)
+
+    def _post_on_service_account(self, orphan: Orphan, type: str, reason: str, message: str) -> None:
+        """The ServiceAccount the link serves is the object an admin looks at; none when it is gone too."""
+        core = client.CoreV1Api(self.memo.kube)
+        try:
+            found: Any = core.read_namespaced_service_account(orphan.service_account, orphan.namespace)
+        except client.ApiException:
+            return
+        body = {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": found.metadata.name, "namespace": orphan.namespace, "uid": found.metadata.uid},
+        }
+        events: Events = self.memo.events
+        events.post(body, type, reason, message)
+
+
+def _snapshot(index: kopf.Index[Group, Linked]) -> dict[Group, list[Linked]]:
+    """Copied on the event loop, which is the only writer of the index."""
+    return {group: list(index[group]) for group in index}
+
+
+async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: float, stop: threading.Event) -> None:
+    sweeper = Sweeper(memo, stop)
+    while True:
+        await asyncio.sleep(interval)
+        view = _snapshot(index)
+        clouds: Clouds = memo.clouds
+        if clouds.aws is not None:
+            view.setdefault(("aws",), [])  # orphans are found even when no AWS connection is left
+        try:
+            await asyncio.to_thread(sweeper.sweep, view)
+        except Exception:  # the next sweep tries again; the operator itself must keep running
+            log.exception("drift sweep failed")
+            metrics.DRIFT_SWEEPS.labels("failed").inc()
+        else:
+            metrics.DRIFT_SWEEPS.labels("completed").inc()
+
+
+@kopf.on.startup()
+async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
+    """kopf passes every index to activities too; the sweep keeps this live view, filled as kopf watches."""
+    drift_view: kopf.Index[Group, Linked] = kwargs["drift_view"]
+    memo.drift_stop = threading.Event()
+    memo.drift_task = asyncio.create_task(
+        _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"
+    )
+
+
+@kopf.on.cleanup()
+async def stop_sweep(memo: kopf.Memo, **_: Any) -> None:
+    """A sweep's thread cannot be cancelled: the flag makes it stop between two cloud calls."""
+    memo.drift_stop.set()
+    task: asyncio.Task[None] = memo.drift_task
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
