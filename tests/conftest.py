@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -13,6 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from porter_dev import REPO_ROOT
+from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
@@ -22,6 +24,24 @@ GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconn
 EKS_CLUSTER = "e2e"
 AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
 GCP_PROJECT = "porter-e2e"
+# Allow rules of the session operator: the namespaces the suites create may use any identity (porter-* and
+# foreign accounts stay refused whatever the rules say); h-* namespaces (test_hostile_input) only ok-*.
+E2E_POLICY: list[dict[str, Any]] = [
+    {
+        "name": "e2e",
+        "namespaces": ["t-*", "doomed-*", "default"],
+        "aws": {"roles": ["*"]},
+        "azure": {"identities": ["*"]},
+        "gcp": {"serviceAccounts": ["*"]},
+    },
+    {
+        "name": "hostile",
+        "namespaces": ["h-*"],
+        "aws": {"roles": ["ok-*"]},
+        "azure": {"identities": ["ok-rg/ok-*"]},
+        "gcp": {"serviceAccounts": [f"ok-*@{GCP_PROJECT}.iam.gserviceaccount.com"]},
+    },
+]
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +136,11 @@ def operator(
     gcp: GcpEmulator,
     eks_cluster: str,
     workdir: Path,
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
 ) -> Iterator[Operator]:
+    certs = workdir / "webhook"
+    ca = write_webhook_certificate(certs)
+    webhook_port = free_port()
     op = Operator(
         kubeconfig=control_plane.kubeconfig,
         logfile=workdir / "logs" / "operator.log",
@@ -136,10 +160,16 @@ def operator(
             "PORTER_RETRY_MAX_SECONDS": "4",
             "PORTER_ROLESET_SYNC_SECONDS": "2",
             "PORTER_METRICS_PORT": str(free_port()),
+            "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", E2E_POLICY)),
+            "PORTER_WEBHOOK_PORT": str(webhook_port),
+            "PORTER_WEBHOOK_CERT_DIR": str(certs),
         },
         args=["--log-format", "json"],  # as a log pipeline would read it; tests/e2e/test_logs.py checks the keys
     ).start()
+    # As the Helm chart does: the configuration is the cluster's, the operator only serves it.
+    kubectl("apply", "-f", "-", stdin=json.dumps(webhook_configuration(webhook_port, ca)))
     yield op
+    kubectl("delete", "validatingwebhookconfiguration", "porter-identity", check=False)
     op.stop()
 
 

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     # N=1,000 from 47 to 50 connections/s at 50 ms per call).
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
     max_workers: int = Field(default=40, ge=1, description="Threads for blocking cloud calls.")
+    policy_file: str | None = Field(
+        default=None,
+        description="YAML allow rules (docs/security.md); unset means only namespace annotations can allow.",
+    )
+    webhook_port: int = Field(
+        default=9443, ge=0, le=65535, description="HTTPS port of the validating webhook; 0 turns it off."
+    )
+    webhook_cert_dir: str | None = Field(
+        default=None, description="Directory with tls.crt and tls.key for the webhook (needed when the port is set)."
+    )
+    block_broad_permissions: bool = Field(
+        default=False,
+        description="true: an identity with admin-like permissions is Stalled (LeastPrivilege); false: only a warning.",
+    )
     roleset_sync_seconds: float = Field(
         default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."
     )

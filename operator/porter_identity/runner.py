@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import kopf
 import uvloop
 
 from porter_identity import GROUP, metrics
+from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.config import Settings
-from porter_identity.handlers import connection, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import admission, connection, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the namespace index
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
 from porter_identity.kube.events import ClusterEvents
@@ -22,8 +25,11 @@ from porter_identity.providers.iam import AssumedRoles
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     config = Settings()
+    # No file: deny unless a namespace annotation allows (docs/security.md). A broken file stops the operator.
+    memo.policy = policy.load(config.policy_file) if config.policy_file else None
+    _serve_webhook(settings, config, logger)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     memo.settings = config
@@ -50,6 +56,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # look again every second instead of kopf's default minute.
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 5
+
+
+def _serve_webhook(settings: kopf.OperatorSettings, config: Settings, logger: Any) -> None:
+    if not config.webhook_port or not config.webhook_cert_dir:
+        logger.warning("validating webhook off (PORTER_WEBHOOK_PORT=0 or no PORTER_WEBHOOK_CERT_DIR): CRD rules only")
+        return
+    certs = Path(config.webhook_cert_dir)
+    settings.admission.server = kopf.WebhookServer(
+        port=config.webhook_port, certfile=str(certs / "tls.crt"), pkeyfile=str(certs / "tls.key")
+    )
+    # The chart (or the test fixture) owns the ValidatingWebhookConfiguration: the operator may not write it.
+    settings.admission.managed = None
+    admission.register()
 
 
 def _kube_client(pool_size: int) -> Any:

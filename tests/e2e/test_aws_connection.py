@@ -236,11 +236,13 @@ def test_throttling_shows_reconciling_then_converges(conns: Connections, aws: Aw
     assert len(associations(aws, conns.namespace, "slow")) == 1
 
 
-def test_role_in_another_account_is_refused_without_a_cloud_call(conns: Connections, aws: AwsEmulator) -> None:
+def test_role_in_another_account_is_refused_at_admission(conns: Connections, aws: AwsEmulator) -> None:
     aws.reset()
-    conns.create("far", "far", aws={"role": "arn:aws:iam::999999999999:role/app"})
-    cond = conns.wait_reason("far", "RoleNotFound")
-    assert "not the configured account 123456789012" in cond["message"]
+    with pytest.raises(client.ApiException) as refused:
+        conns.create("far", "far", aws={"role": "arn:aws:iam::999999999999:role/app"})
+    assert refused.value.status == 403
+    assert "is in account 999999999999, not the configured 123456789012" in refused.value.body
+    assert conns.get("far") is None
     assert associations(aws, conns.namespace, "far") == []
 
 

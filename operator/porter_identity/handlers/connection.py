@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, SINGULAR, Provider, ServiceIdentityConnection
 from porter_identity.config import Settings
-from porter_identity.handlers import aws, azure, gcp
+from porter_identity.handlers import aws, azure, gcp, namespaces
 from porter_identity.handlers.result import Result
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.serviceaccounts import ServiceAccounts
@@ -105,6 +105,20 @@ def _claimed_by_other(
     return claims.conflict_message(key[0], key[1], winner)
 
 
+def _refuse(memo: kopf.Memo, conn: ServiceIdentityConnection, message: str, claimed: bool) -> Result:
+    """NotAllowed; a link made before the rule changed is removed, since the admin has revoked it."""
+    refusal = stalled(Reason.NOT_ALLOWED, message)
+    recorded = getattr(conn.status, conn.spec.provider.value)
+    if recorded is None or claimed:
+        return Result(refusal, None)
+    removed = _delete(memo, conn)
+    if removed is None:
+        return Result(refusal, None)
+    if removed.outcome.state is not State.READY:
+        return Result(removed.outcome, recorded)  # retried with backoff until the link is gone
+    return Result(refusal, None, removed.change)
+
+
 def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
     if result.retryable:
         delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
@@ -123,6 +137,7 @@ def reconcile(
     memo: kopf.Memo,
     logger: Any,
     by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     parsed = _parse(body)
@@ -132,12 +147,19 @@ def reconcile(
         return
     conn = parsed
     provider = conn.spec.provider.value
-    if _is_current(conn):
+    # Before the up-to-date shortcut: a rule withdrawn while the operator was down is enforced on resume.
+    decision = namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "")
+    if decision.allowed and _is_current(conn):
         metrics.reconciled(KIND, provider, "UpToDate")
         return
     with metrics.reconciling(KIND, provider):
         taken = _claimed_by_other(by_service_account, conn)
-        result = Result(stalled(Reason.CONFLICT, taken), None) if taken else _apply(memo, conn)
+        if not decision.allowed:
+            result = _refuse(memo, conn, decision.message, taken is not None)
+        elif taken:
+            result = Result(stalled(Reason.CONFLICT, taken), None)
+        else:
+            result = _apply(memo, conn)
     metrics.reconciled(KIND, provider, result.outcome.reason.value)
     new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
@@ -161,6 +183,7 @@ def delete(
     memo: kopf.Memo,
     logger: Any,
     by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     """Remove the cloud link; the finalizer comes off only when this returns."""
@@ -174,6 +197,12 @@ def delete(
         return
     if _claimed_by_other(by_service_account, conn):
         return  # the link belongs to the older connection: deleting this one must not remove it
+    recorded = getattr(conn.status, conn.spec.provider.value)
+    if (
+        recorded is None
+        and not namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "").allowed
+    ):
+        return  # refused before it could link anything: the same names may belong to an allowed connection
     result = _delete(memo, conn)
     if result is None:
         return
