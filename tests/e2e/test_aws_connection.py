@@ -55,7 +55,12 @@ def test_apply_becomes_ready_with_tagged_association(conns: Connections, aws: Aw
     }
     assert status["provider"] == "aws"
     assert "identity.porter.run/finalizer" in obj["metadata"]["finalizers"]
-    assert {c["type"] for c in status["conditions"]} == {"Ready"}
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert set(conditions) == {"Ready", "LeastPrivilege"}
+    assert (conditions["LeastPrivilege"]["status"], conditions["LeastPrivilege"]["reason"]) == (
+        "True",
+        "LeastPrivilege",
+    )
 
 
 def test_kubectl_get_and_describe_show_conditions_and_events(conns: Connections, kubectl: Any, make_role: Any) -> None:
@@ -232,7 +237,7 @@ def test_throttling_shows_reconciling_then_converges(conns: Connections, aws: Aw
     assert throttled and throttled[0].type == "Warning"
     assert "throttled while creating the EKS Pod Identity association: ThrottlingException" in throttled[0].message
     obj = conns.get("slow")
-    assert {c["type"] for c in obj["status"]["conditions"]} == {"Ready"}  # Reconciling removed once Ready
+    assert {c["type"] for c in obj["status"]["conditions"]} == {"Ready", "LeastPrivilege"}  # Reconciling removed
     assert len(associations(aws, conns.namespace, "slow")) == 1
 
 

@@ -56,14 +56,16 @@ def _apply(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
     if provider is Provider.AWS:
         if clouds.aws is None:
             return _not_configured(provider, "PORTER_EKS_CLUSTER_NAME")
-        return aws.apply(clouds.aws, conn, settings.aws_account_id)
+        return aws.apply(clouds.aws, conn, settings.aws_account_id, settings.block_broad_permissions)
     if provider is Provider.AZURE:
         if clouds.azure is None or settings.oidc_issuer is None:
             return _not_configured(provider, "PORTER_AZURE_SUBSCRIPTION_ID and PORTER_OIDC_ISSUER")
-        return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn)
+        return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn, settings.block_broad_permissions)
     if clouds.gcp is None or settings.workload_pool is None or settings.gcp_project_id is None:
         return _not_configured(provider, "PORTER_GCP_PROJECT_ID")
-    return gcp.apply(clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool, conn)
+    return gcp.apply(
+        clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool, conn, settings.block_broad_permissions
+    )
 
 
 def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
@@ -161,8 +163,9 @@ def reconcile(
         else:
             result = _apply(memo, conn)
     metrics.reconciled(KIND, provider, result.outcome.reason.value)
-    new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
+    new = kstatus.next_status(conn, result.outcome, result.privilege, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
+    kstatus.warn_broad(body, conn.status, result.privilege, result.outcome)
     if result.change is not None and result.outcome.state is State.READY:
         # One Event for one state change: what was done, and what is true now.
         message = f"{result.change.message}; {result.outcome.message}"
