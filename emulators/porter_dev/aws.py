@@ -11,6 +11,8 @@ a bad nextToken), ResourceLimitExceededException at the 5,000-associations-per-c
 clientRequestToken idempotency. Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
 as EKS's restJson protocol does; injected throttling uses the codes botocore retries.
 
+AWS managed policies (AdministratorAccess and the rest) are loaded, as every real account has them.
+
 moto lets anyone assume any role and enforces no IAM size quotas, so IAM and STS query-protocol calls get
 what AWS does, with the rules in `porter_dev.iam_rules` (which cites the pages):
 - sts:AssumeRole follows the STS AssumeRole API reference
@@ -36,6 +38,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import re
 import secrets
 import string
@@ -525,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
+    # AWS managed policies (AdministratorAccess, ...) exist in every real account; moto loads them only when asked.
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     from werkzeug.serving import run_simple
 
     from porter_dev.faults import KeepAliveHandler
