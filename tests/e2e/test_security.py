@@ -1,4 +1,4 @@
-"""Security e2e: a namespace annotation allows, its withdrawal is enforced (link removed), secrets never leak."""
+"""Security e2e: annotation allows and its withdrawal is enforced, secrets never leak, broad permissions flagged."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 from kubernetes import client
 
 from porter_dev.azure import AzureEmulator
+from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator
 from porter_dev.sandbox import access_trust_policy
-from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, wait_for
+from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, wait_for
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
@@ -172,3 +173,82 @@ def test_no_secret_appears_in_logs_events_status_or_metrics(
     leaks = [f"{what} in {where}" for what, value in secrets.items() for where, text in places.items() if value in text]
     assert leaks == []
     custom.delete_cluster_custom_object("identity.porter.run", "v1alpha1", "porterrolesets", roleset)
+
+
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+
+
+def least_privilege(conns: Connections, name: str) -> dict[str, Any]:
+    found = conns.condition(name, "LeastPrivilege")
+    assert found is not None, f"{name} has no LeastPrivilege condition"
+    return found
+
+
+def test_broad_permissions_warn_but_still_link(
+    api: client.ApiClient,
+    operator: Operator,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    make_role: Any,
+    namespace: str,
+    service_account: Any,
+) -> None:
+    conns = Connections(api, namespace)
+    role = make_role()
+    aws.client("iam").attach_role_policy(
+        RoleName=role.rsplit("/", 1)[-1], PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+    )
+    uami = f"lp-{uuid.uuid4().hex[:8]}"
+    principal = azure.seed_identity(AZURE_SUBSCRIPTION, "lp-rg", uami)["properties"]["principalId"]
+    azure.assign_role(AZURE_SUBSCRIPTION, principal, OWNER)
+    email = gcp.seed_service_account(GCP_PROJECT, f"lp-{uuid.uuid4().hex[:8]}")
+    gcp.grant_on_project(GCP_PROJECT, "roles/editor", f"serviceAccount:{email}")
+    for sa in ("aws-admin", "azure-owner", "gcp-editor"):
+        service_account(namespace, sa)
+    conns.create("aws-admin", "aws-admin", aws={"role": role})
+    conns.create("azure-owner", "azure-owner", azure={"identityName": uami, "resourceGroup": "lp-rg"})
+    conns.create("gcp-editor", "gcp-editor", gcp={"serviceAccountEmail": email})
+    expected = {
+        "aws-admin": "managed policy AdministratorAccess is attached",
+        "azure-owner": f"role Owner is assigned at scope /subscriptions/{AZURE_SUBSCRIPTION}",
+        "gcp-editor": f"roles/editor is granted on project {GCP_PROJECT}",
+    }
+    for name, finding in expected.items():
+        conns.wait_ready(name)
+        cond = least_privilege(conns, name)
+        assert (cond["status"], cond["reason"]) == ("False", "BroadPermissions") and finding in cond["message"]
+        warnings = [e for e in conns.events(name) if e.reason == "BroadPermissions"]
+        assert len(warnings) == 1 and warnings[0].type == "Warning" and finding in warnings[0].message
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.env['PORTER_METRICS_PORT']}/metrics", timeout=5) as r:
+        scraped = r.read().decode()
+    for operation in ('"ListAttachedRolePolicies"', '"GET roleAssignments"', '"GetProjectIamPolicy"'):
+        assert f"operation={operation}" in scraped, f"{operation} is not counted in /metrics"
+
+
+def test_broad_permissions_block_when_configured_and_nothing_is_linked(
+    api: client.ApiClient, operator: Operator, aws: AwsEmulator, make_role: Any, namespace: str
+) -> None:
+    conns = Connections(api, namespace)
+    role = make_role()
+    aws.client("iam").put_role_policy(
+        RoleName=role.rsplit("/", 1)[-1],
+        PolicyName="everything",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*:*", "Resource": "*"}]}
+        ),
+    )
+    operator.stop()
+    operator.env["PORTER_BLOCK_BROAD_PERMISSIONS"] = "true"
+    try:
+        operator.start()
+        conns.create("blocked", "blocked", aws={"role": role})
+        cond = conns.wait_reason("blocked", "BroadPermissions")
+        assert "inline policy everything allows * on *" in cond["message"]
+        assert conns.condition("blocked", "Stalled") is not None
+        assert (least_privilege(conns, "blocked")["status"]) == "False"
+        assert associations(aws, namespace) == []
+    finally:
+        operator.stop()
+        del operator.env["PORTER_BLOCK_BROAD_PERMISSIONS"]
+        operator.start()
