@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from porter_identity.api.common import Condition
-from porter_identity.reconcile.outcome import Reason, State
+from porter_identity.api.connection import ServiceIdentityConnection
+from porter_identity.kube.status import next_status
+from porter_identity.reconcile.outcome import Reason, State, ready
 from porter_identity.reconcile.privilege import (
     Check,
     aws_admin_statement,
@@ -113,3 +115,24 @@ def test_condition_and_stable_transition_time(check: Check, status: str, reason:
     flipped = condition(Check("x", ("g",)) if status != "False" else Check("x"), 4, first, "2026-01-02T00:00:00Z")
     assert flipped.last_transition_time == "2026-01-02T00:00:00Z"
     assert isinstance(first, Condition)
+
+
+def _conn(generation: int, conditions: list[dict[str, Any]]) -> ServiceIdentityConnection:
+    return ServiceIdentityConnection.model_validate(
+        {
+            "metadata": {"name": "c", "namespace": "ns", "generation": generation},
+            "spec": {"serviceAccountName": "app", "aws": {"role": "r"}},
+            "status": {"conditions": conditions},
+        }
+    )
+
+
+def test_status_keeps_least_privilege_only_for_the_generation_it_describes() -> None:
+    checked = next_status(_conn(1, []), ready("ok"), Check("IAM role r", ("f",)))
+    lp = [c for c in checked.conditions if c.type == "LeastPrivilege"]
+    assert len(lp) == 1 and lp[0].status == "False"
+    previous = [c.model_dump(by_alias=True) for c in checked.conditions]
+    same = next_status(_conn(1, previous), ready("ok"))
+    assert [c.type for c in same.conditions] == ["Ready", "LeastPrivilege"], "kept: this generation was checked"
+    newer = next_status(_conn(2, previous), ready("ok"))
+    assert [c.type for c in newer.conditions] == ["Ready"], "dropped: it described the old spec"
