@@ -174,12 +174,21 @@ class Clouds:
         self.gcp = gcp.client()
 
     def snapshot(self) -> dict[str, Any]:
+        # Only where these cases could create anything: other suites' namespaces are torn down concurrently.
         associations = [
             (a["namespace"], a["serviceAccount"], a["associationId"])
-            for page in self.eks.get_paginator("list_pod_identity_associations").paginate(clusterName=EKS_CLUSTER)
+            for namespace in (HOSTILE_NS, UNCOVERED_NS, "kube-system", "default")
+            for page in self.eks.get_paginator("list_pod_identity_associations").paginate(
+                clusterName=EKS_CLUSTER, namespace=namespace
+            )
             for a in page["associations"]
         ]
-        roles = [r["RoleName"] for page in self.iam.get_paginator("list_roles").paginate() for r in page["Roles"]]
+        roles = [
+            r["RoleName"]
+            for page in self.iam.get_paginator("list_roles").paginate()
+            for r in page["Roles"]
+            if SUFFIX in r["RoleName"] or r["RoleName"].startswith("porter-")
+        ]
         credentials = {
             name: sorted(c.name for c in self.msi.federated_identity_credentials.list(RG, name))
             for name in (OK, FORBIDDEN, RESERVED)
