@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -14,6 +15,7 @@ import yaml
 from kubernetes import client, config
 
 from porter_dev import REPO_ROOT, chart
+from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
@@ -26,6 +28,24 @@ GCP_PROJECT = "porter-e2e"
 # The e2e operator's ServiceAccount and RBAC come from the Helm chart, rendered as this release in this namespace.
 OPERATOR_NAMESPACE = "porter-system"
 OPERATOR_RELEASE = "e2e"
+# Allow rules of the session operator: the namespaces the suites create may use any identity (porter-* and
+# foreign accounts stay refused whatever the rules say); h-* namespaces (test_hostile_input) only ok-*.
+E2E_POLICY: list[dict[str, Any]] = [
+    {
+        "name": "e2e",
+        "namespaces": ["t-*", "doomed-*", "default"],
+        "aws": {"roles": ["*"]},
+        "azure": {"identities": ["*"]},
+        "gcp": {"serviceAccounts": ["*"]},
+    },
+    {
+        "name": "hostile",
+        "namespaces": ["h-*"],
+        "aws": {"roles": ["ok-*"]},
+        "azure": {"identities": ["ok-rg/ok-*"]},
+        "gcp": {"serviceAccounts": [f"ok-*@{GCP_PROJECT}.iam.gserviceaccount.com"]},
+    },
+]
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +177,11 @@ def operator(
     gcp: GcpEmulator,
     eks_cluster: str,
     workdir: Path,
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
 ) -> Iterator[Operator]:
+    certs = workdir / "webhook"
+    ca = write_webhook_certificate(certs)
+    webhook_port = free_port()
     op = Operator(
         kubeconfig=operator_kubeconfig,
         logfile=workdir / "logs" / "operator.log",
@@ -177,12 +201,17 @@ def operator(
             "PORTER_RETRY_MAX_SECONDS": "4",
             "PORTER_ROLESET_SYNC_SECONDS": "2",
             "PORTER_METRICS_PORT": str(free_port()),
+            "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", E2E_POLICY)),
+            "PORTER_WEBHOOK_PORT": str(webhook_port),
+            "PORTER_WEBHOOK_CERT_DIR": str(certs),
         },
-        # JSON as a log pipeline would read it (tests/e2e/test_logs.py checks the keys); the health endpoint the
-        # Helm chart's probes use (tests/e2e/test_helm.py).
+        # JSON as a log pipeline would read it (tests/e2e/test_logs.py checks the keys).
         args=["--log-format", "json"],
     ).start()
-    yield op
+    # As the Helm chart does: the configuration is the cluster's, the operator only serves it.
+    kubectl("apply", "-f", "-", stdin=json.dumps(webhook_configuration(webhook_port, ca)))
+    yield op.wait_ready()
+    kubectl("delete", "validatingwebhookconfiguration", "porter-identity", check=False)
     op.stop()
 
 

@@ -13,6 +13,8 @@ as EKS's restJson protocol does; injected throttling uses the codes botocore ret
 EKS Auth's AssumeRoleForPodIdentity (`porter_dev.eks_auth`, which cites its pages) checks the token against the
 cluster's OIDC issuer, set with `/_porter/cluster-issuer` (moto gives clusters a made-up issuer).
 
+AWS managed policies (AdministratorAccess and the rest) are loaded, as every real account has them.
+
 moto lets anyone assume any role and enforces no IAM size quotas, so IAM and STS query-protocol calls get
 what AWS does, with the rules in `porter_dev.iam_rules` (which cites the pages):
 - sts:AssumeRole follows the STS AssumeRole API reference
@@ -38,6 +40,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import re
 import secrets
 import string
@@ -561,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
+    # AWS managed policies (AdministratorAccess, ...) exist in every real account; moto loads them only when asked.
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     from werkzeug.serving import run_simple
 
     from porter_dev.faults import KeepAliveHandler

@@ -17,6 +17,12 @@ statuses and messages but not every code: `BadRequest` for validation and `Quota
 credential are this emulator's choice. Missing resource groups and resources use ARM's `ResourceGroupNotFound`
 and `ResourceNotFound` (404); errors use ARM's `{"error": {"code": ..., "message": ...}}` body.
 
+Role assignments (for the operator's LeastPrivilege check) follow "Role Assignments - List For Subscription"
+(https://learn.microsoft.com/rest/api/authorization/role-assignments/list-for-subscription, api-version
+2022-04-01): GET on the subscription with `$filter=principalId eq '{id}'` returns that principal's assignments
+at, above and below the subscription; other filters are this emulator's 400 `BadRequest`. Assignments are
+seeded through the control route `/_porter/role-assignments` (the emulator has no PUT for them).
+
 azure-core only sends bearer tokens over HTTPS, so the server generates a self-signed certificate at start and
 writes it where clients can trust it (`connection_verify=`). A JWT bearer token must be one the emulator's
 Entra ID (`porter_dev.entra`, same host: `/{tenant}/oauth2/v2.0/token`) issued for ARM, else 401
@@ -60,6 +66,11 @@ MAX_CREDENTIALS = 20
 CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 CREDENTIAL_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
+ROLE_ASSIGNMENTS = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Authorization/roleAssignments/?$", re.IGNORECASE
+)
+AUTHORIZATION_API_VERSIONS = ("2022-04-01",)
+PRINCIPAL_FILTER = re.compile(r"^principalId eq '(?P<id>[0-9A-Fa-f-]+)'$")
 CREDENTIAL_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}")
 IDENTITY_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}")
 ROUTE = re.compile(
@@ -180,7 +191,40 @@ class IdentityStore:
     settings: Settings
     groups: dict[tuple[str, ...], str] = field(default_factory=dict)  # key -> name as first seen
     identities: dict[tuple[str, ...], Identity] = field(default_factory=dict)
+    role_assignments: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def assign_role(self, sub: str, principal_id: str, role_definition: str, scope: str) -> dict[str, Any]:
+        name = str(uuid.uuid4())
+        assignment = {
+            "id": f"{scope.rstrip('/')}/providers/Microsoft.Authorization/roleAssignments/{name}",
+            "name": name,
+            "type": "Microsoft.Authorization/roleAssignments",
+            "properties": {
+                "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"
+                f"{role_definition}",
+                "principalId": principal_id,
+                "principalType": "ServicePrincipal",
+                "scope": scope,
+            },
+        }
+        with self.lock:
+            self.role_assignments.append(assignment)
+        return assignment
+
+    def assignments_of(self, sub: str, principal_id: str) -> list[dict[str, Any]]:
+        """At, above (the tenant root "/", management groups) and below the subscription."""
+        prefix = f"/subscriptions/{sub}".lower()
+        with self.lock:
+            return [
+                a
+                for a in self.role_assignments
+                if a["properties"]["principalId"] == principal_id
+                and (
+                    a["properties"]["scope"].lower().startswith(prefix)
+                    or not a["properties"]["scope"].lower().startswith("/subscriptions/")
+                )
+            ]
 
     def _identity(self, sub: str, rg: str, name: str, parent: bool = False) -> Identity:
         if _key(sub, rg) not in self.groups:
@@ -506,7 +550,9 @@ class ManagedIdentityApp:
                 raise ArmError(400, "InvalidApiVersionParameter", f"The api-version '{api_version}' is invalid.")
             return _json(start, 200, {"value": []})
         match = ROUTE.match(path)
-        fault = self.faults.on_call(SERVICE, _operation(method, match))
+        assignments = ROLE_ASSIGNMENTS.match(path)
+        operation = "RoleAssignments_ListForSubscription" if assignments else _operation(method, match)
+        fault = self.faults.on_call(SERVICE, operation)
         if fault == "throttle":
             retry_after = str(self.settings.retry_after_seconds)
             raise ArmError(
@@ -522,6 +568,8 @@ class ManagedIdentityApp:
                 "The service is temporarily unavailable (injected).",
                 [("Retry-After", str(self.settings.retry_after_seconds))],
             )
+        if assignments is not None:
+            return self._role_assignments(start, assignments.group("sub"), method, query, api_version)
         if api_version not in API_VERSIONS:
             raise ArmError(
                 400,
@@ -567,6 +615,23 @@ class ManagedIdentityApp:
             if method == "PATCH":
                 raise ArmError(501, "NotImplementedInEmulator", "PATCH of identities is not emulated.")
         raise ArmError(405, "MethodNotAllowed", f"The method {method} is not allowed here.")
+
+    def _role_assignments(
+        self, start: StartResponse, sub: str, method: str, query: dict[str, list[str]], api_version: str
+    ) -> list[bytes]:
+        if api_version not in AUTHORIZATION_API_VERSIONS:
+            raise ArmError(
+                400,
+                "NoRegisteredProviderFound",
+                f"No registered resource provider found for API version '{api_version}' and type "
+                f"'roleAssignments'. The supported api-versions are '{', '.join(AUTHORIZATION_API_VERSIONS)}'.",
+            )
+        if method != "GET":
+            raise ArmError(405, "MethodNotAllowed", f"The method {method} is not allowed here.")
+        wanted = PRINCIPAL_FILTER.match(query.get("$filter", [""])[0])
+        if wanted is None:
+            raise ArmError(400, "BadRequest", "The emulator supports only $filter=principalId eq '{id}'.")
+        return _json(start, 200, {"value": self.store.assignments_of(sub, wanted.group("id"))})
 
     def _list(
         self,
@@ -633,6 +698,14 @@ class ManagedIdentityApp:
             sub, rg, name = (str(f) for f in fields)
             identity, created = self.store.seed(sub, rg, name, str(body.get("location") or "eastus"))
             return _json(start, 201 if created else 200, identity.to_json())
+        if path == "/_porter/role-assignments" and method == "POST":
+            body = _read_json(environ)
+            fields = [body.get(k) for k in ("subscription", "principalId", "roleDefinitionId")]
+            if not all(isinstance(f, str) and f for f in fields):
+                raise ArmError(400, "BadRequest", "subscription, principalId and roleDefinitionId are required.")
+            sub, principal, role = (str(f) for f in fields)
+            scope = str(body.get("scope") or f"/subscriptions/{sub}")
+            return _json(start, 201, self.store.assign_role(sub, principal, role, scope))
         raise ArmError(404, "NotFound", f"no control route {method} {path}")
 
 
@@ -803,6 +876,11 @@ class AzureEmulator:
             "POST", "identities", {"subscription": subscription, "resourceGroup": resource_group, "name": name}
         )
         return out
+
+    def assign_role(self, subscription: str, principal_id: str, role_definition: str, scope: str = "") -> Any:
+        """Give a principal a role (a built-in role definition GUID), at the subscription unless `scope` says."""
+        body = {"subscription": subscription, "principalId": principal_id, "roleDefinitionId": role_definition}
+        return self._control("POST", "role-assignments", {**body, "scope": scope} if scope else body)
 
     def client(self, subscription: str, **kwargs: Any) -> ManagedServiceIdentityClient:
         """The real SDK client aimed at this emulator; `kwargs` go to azure-core (e.g. retry_total=0)."""

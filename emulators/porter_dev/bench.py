@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from porter_dev import CACHE
+from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
 from porter_dev.gcp import GcpEmulator
@@ -41,6 +42,15 @@ NAMESPACES = 10
 PER_AWS_ROLE = 10
 PER_AZURE_IDENTITY = 5
 PER_GCP_ACCOUNT = 5
+BENCH_POLICY: list[dict[str, Any]] = [
+    {
+        "name": "bench",
+        "namespaces": ["bench-*"],
+        "aws": {"roles": ["*"]},
+        "azure": {"identities": ["*"]},
+        "gcp": {"serviceAccounts": ["*"]},
+    }
+]
 
 
 @dataclass
@@ -260,6 +270,10 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
             "PORTER_GCP_PROJECT_ID": PROJECT,
             "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
             "PORTER_METRICS_PORT": str(free_port()),
+            # Every bench namespace may use every seeded identity; the webhook stays off so the figures
+            # measure the operator, not admission round trips.
+            "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", BENCH_POLICY)),
+            "PORTER_WEBHOOK_PORT": "0",
         }
         op = _operator(cp, workdir, op_env)
         assert op.proc is not None

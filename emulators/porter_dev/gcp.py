@@ -25,6 +25,11 @@ https://cloud.google.com/iam/docs/policies#versions, https://cloud.google.com/ia
   (each occurrence counts) of which at most 250 groups; each binding needs at least one principal.
   Duplicate bindings (same role and condition) are merged and members de-duplicated and sorted.
 
+- `google.cloud.resourcemanager.v3.Projects/GetIamPolicy` on `projects/{PROJECT_ID}` (the operator's
+  LeastPrivilege check; https://cloud.google.com/resource-manager/reference/rpc/google.cloud.resourcemanager.v3):
+  the project's policy, empty until bindings are seeded through `/_porter/project-bindings`; a malformed
+  resource is INVALID_ARGUMENT. Faults use service `cloudresourcemanager`.
+
 Not modelled: UpdateServiceAccount and the other IAM methods (UNIMPLEMENTED), `update_mask` and
 `audit_configs` (ignored), whether a `serviceAccount:` member or a Workload Identity pool exists.
 Faults come from `porter_dev.faults.Faults` (service `iam`, operation = RPC name): throttle answers
@@ -66,6 +71,7 @@ from porter_dev.gcp_sts import GRANTING_ROLES, TokenService
 from porter_dev.processes import _http, _wait_http, spawn_module, stop_process
 
 SERVICE = "google.iam.admin.v1.IAM"
+PROJECTS_SERVICE = "google.cloud.resourcemanager.v3.Projects"
 PROJECT_ID = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
 ACCOUNT_ID = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
 PROJECT_NAME = re.compile(r"^projects/(?P<project>[^/]+)$")
@@ -156,11 +162,31 @@ class IamStore:
     """Service accounts by email, with their policies; one lock makes each etag check-and-write atomic."""
 
     accounts: dict[str, ServiceAccountRecord] = field(default_factory=dict)
+    project_bindings: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # project -> role -> members
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
         with self.lock:
             self.accounts.clear()
+            self.project_bindings.clear()
+
+    def grant_on_project(self, project: str, role: str, member: str) -> None:
+        with self.lock:
+            members = self.project_bindings.setdefault(project, {}).setdefault(role, [])
+            if member not in members:
+                members.append(member)
+
+    def project_policy(self, resource: str) -> Any:
+        found = PROJECT_NAME.match(resource)
+        if found is None or not PROJECT_ID.match(found.group("project")):
+            raise IamError("INVALID_ARGUMENT", f"Invalid resource name: {resource}")
+        with self.lock:
+            roles = self.project_bindings.get(found.group("project"), {})
+            return policy_pb2.Policy(
+                version=1,
+                bindings=[policy_pb2.Binding(role=r, members=sorted(m)) for r, m in sorted(roles.items())],
+                etag=b"\x00",
+            )
 
     def create(self, name: str, account_id: str, display_name: str = "", description: str = "") -> ServiceAccountRecord:
         project = _project(name)
@@ -406,10 +432,25 @@ class IamService:
             SERVICE,
             {name: grpc.unary_unary_rpc_method_handler(self._behaviour(name, fn)) for name, fn in methods.items()},
         )
+        self.projects_handler: Any = grpc.method_handlers_generic_handler(
+            PROJECTS_SERVICE,
+            {
+                "GetIamPolicy": grpc.unary_unary_rpc_method_handler(
+                    self._behaviour("GetIamPolicy", self._get_project_policy, "cloudresourcemanager")
+                )
+            },
+        )
 
-    def _behaviour(self, operation: str, fn: Callable[[bytes], bytes]) -> Callable[[bytes, Any], bytes]:
+    def _get_project_policy(self, data: bytes) -> bytes:
+        request = iam_policy_pb2.GetIamPolicyRequest.FromString(data)
+        out: bytes = self.store.project_policy(request.resource).SerializeToString()
+        return out
+
+    def _behaviour(
+        self, operation: str, fn: Callable[[bytes], bytes], service: str = "iam"
+    ) -> Callable[[bytes, Any], bytes]:
         def behaviour(request: bytes, context: Any) -> bytes:
-            fault = self.faults.on_call("iam", operation)
+            fault = self.faults.on_call(service, operation)
             try:
                 if fault == "throttle":
                     raise IamError(
@@ -513,6 +554,9 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 self._json(HTTP_STATUS.get(err.code, 400), {"code": err.code, "message": err.message})
                 return
             self._json(200, {"serviceAccount": record.to_json()})
+        elif path == "/_porter/project-bindings" and method == "POST":
+            store.grant_on_project(str(body.get("project", "")), str(body.get("role", "")), str(body.get("member", "")))
+            self._json(200, {"ok": True})
         else:
             self._json(404, {"message": f"no control route {method} {path}"})
 
@@ -545,7 +589,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, control_port: int = 0, workers
     """Start both servers on background threads; port 0 picks a free port."""
     service = IamService()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    server.add_generic_rpc_handlers((service.handler,))
+    server.add_generic_rpc_handlers((service.handler, service.projects_handler))
     bound: int = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise OSError(f"could not bind the gRPC port {host}:{port}")
@@ -621,6 +665,12 @@ class GcpEmulator:
         body = {"project": project, "accountId": account_id, "displayName": display_name}
         email: str = _http("POST", f"{self.control_url}/_porter/service-accounts", body)["serviceAccount"]["email"]
         return email
+
+    def grant_on_project(self, project: str, role: str, member: str) -> None:
+        """Add `member` to `role` in the project's IAM policy (what `gcloud projects add-iam-policy-binding` does)."""
+        _http(
+            "POST", f"{self.control_url}/_porter/project-bindings", {"project": project, "role": role, "member": member}
+        )
 
     def client(self) -> IAMClient:
         """A real `IAMClient` on a plaintext channel to this emulator.

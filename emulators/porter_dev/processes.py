@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,19 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"port {port} did not open within {timeout}s")
 
 
 @dataclass
@@ -183,6 +197,10 @@ class Operator:
     def start(self) -> Operator:
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         self.proc = spawn_module("porter_identity.cli", ["run", *self.args], self.logfile, env)
+        port = int(self.env.get("PORTER_WEBHOOK_PORT") or 0)
+        if port and self.env.get("PORTER_WEBHOOK_CERT_DIR"):
+            # The webhook fails closed: until it listens, every apply of a connection would be refused.
+            _wait_port(port, self.proc, self.logfile)
         return self
 
     def kill(self) -> None:

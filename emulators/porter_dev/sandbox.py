@@ -16,12 +16,14 @@ from typing import Any
 import yaml
 
 from porter_dev import CACHE, REPO_ROOT
+from porter_dev.admission import webhook_configuration, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
 
 EXAMPLES = REPO_ROOT / "examples"
+POLICY = EXAMPLES / "policy" / "dev.yaml"
 
 
 def seed_cloud(aws: AwsEmulator, fixtures: dict[str, Any]) -> str:
@@ -147,10 +149,23 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         "PORTER_AZURE_AUTHORITY": azure.endpoint,
         "PORTER_GCP_STS_ENDPOINT": gcp.rest_endpoint,
         "PORTER_GCP_IAM_CREDENTIALS_ENDPOINT": gcp.rest_endpoint,
+        "PORTER_POLICY_FILE": str(POLICY),
+        "PORTER_WEBHOOK_PORT": str(free_port()),
+        "PORTER_WEBHOOK_CERT_DIR": str(workdir / "webhook"),
     }
+    ca = write_webhook_certificate(workdir / "webhook")
     if with_operator:
         op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
         pids["operator"] = op.proc.pid if op.proc else 0
+        # What the Helm chart installs: the API server asks the operator's webhook before storing a connection.
+        config = webhook_configuration(int(env["PORTER_WEBHOOK_PORT"]), ca)
+        subprocess.run(
+            [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply", "-f", "-"],
+            input=json.dumps(config),
+            text=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     (workdir / "sandbox.json").write_text(json.dumps(pids))
     (workdir / "env.sh").write_text(
         "".join(f"export {k}={v}\n" for k, v in {**env, "KUBECONFIG": str(cp.kubeconfig)}.items())

@@ -96,6 +96,20 @@ class Settings(BaseSettings):
         default_factory=RateLimits,
         description="Token buckets per cloud and access, e.g. PORTER_RATE_LIMITS__AZURE_WRITE__PER_SECOND=5.",
     )
+    policy_file: str | None = Field(
+        default=None,
+        description="YAML allow rules (docs/security.md); unset means only namespace annotations can allow.",
+    )
+    webhook_port: int = Field(
+        default=9443, ge=0, le=65535, description="HTTPS port of the validating webhook; 0 turns it off."
+    )
+    webhook_cert_dir: str | None = Field(
+        default=None, description="Directory with tls.crt and tls.key for the webhook (needed when the port is set)."
+    )
+    block_broad_permissions: bool = Field(
+        default=False,
+        description="true: an identity with admin-like permissions is Stalled (LeastPrivilege); false: only a warning.",
+    )
     roleset_sync_seconds: float = Field(
         default=300.0, gt=0, description="How often each PorterRoleSet is compared with its account (drift repair)."
     )

@@ -139,7 +139,7 @@ def instrument_boto3(client: Any) -> Any:
     return client
 
 
-_ARM_TYPE = re.compile(r"/(userAssignedIdentities|federatedIdentityCredentials)(/[^/?]+)?(?:\?|$)")
+_ARM_TYPE = re.compile(r"/(userAssignedIdentities|federatedIdentityCredentials|roleAssignments)(/[^/?]+)?(?:\?|$)")
 
 
 class ArmCallMetrics(SansIOHTTPPolicy[Any, Any]):

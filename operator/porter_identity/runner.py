@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import kopf
 import uvloop
 
 from porter_identity import GROUP, VERSION, health, metrics
+from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
 from porter_identity.config import Settings
-from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import admission, connection, drift, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the namespace index
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
@@ -30,11 +33,15 @@ from porter_identity.reconcile import claims, shard
 async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
+    logger: Any,
     by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
     **_: Any,
 ) -> None:
     assert by_service_account is not None, "kopf passes every index to startup handlers too"
     config = Settings()
+    # No file: deny unless a namespace annotation allows (docs/security.md). A broken file stops the operator.
+    memo.policy = policy.load(config.policy_file) if config.policy_file else None
+    _serve_webhook(settings, config, logger)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     memo.settings = config
@@ -51,7 +58,7 @@ async def configure(
         memo.health.serve(config.health_port)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
-    # CustomResourceDefinitions or Namespaces, so the operator's RBAC grants neither (charts/.../rbac.yaml).
+    # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).
     settings.scanning.disabled = True
     # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
     # annotations would cost a second write (metadata and the status subresource are patched separately).
@@ -87,6 +94,19 @@ def _indexed(kube: Any, namespaces: list[str], index: kopf.Index[tuple[str, str]
     listed = [item for page in pages for item in page["items"]]
     indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
     return health.readiness(True, (str(item["metadata"]["uid"]) for item in listed), indexed)
+
+
+def _serve_webhook(settings: kopf.OperatorSettings, config: Settings, logger: Any) -> None:
+    if not config.webhook_port or not config.webhook_cert_dir:
+        logger.warning("validating webhook off (PORTER_WEBHOOK_PORT=0 or no PORTER_WEBHOOK_CERT_DIR): CRD rules only")
+        return
+    certs = Path(config.webhook_cert_dir)
+    settings.admission.server = kopf.WebhookServer(
+        port=config.webhook_port, certfile=str(certs / "tls.crt"), pkeyfile=str(certs / "tls.key")
+    )
+    # The chart (or the test fixture) owns the ValidatingWebhookConfiguration: the operator may not write it.
+    settings.admission.managed = None
+    admission.register()
 
 
 def _kube_client(pool_size: int) -> Any:

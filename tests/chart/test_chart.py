@@ -224,13 +224,9 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
         ("", "serviceaccounts", "get"),
         ("", "serviceaccounts", "patch"),
         ("", "events", "create"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
     }
-
-
-def test_sharding_adds_only_the_namespace_watch_it_needs() -> None:
-    rules = one(render({"config": {"shardSelector": "porter.run/shard=a"}}), "ClusterRole")["rules"]
-    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in rules
-    assert not any("namespaces" in rule["resources"] for rule in one(render(), "ClusterRole")["rules"])
 
 
 def test_rate_limits_reach_the_operator_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:

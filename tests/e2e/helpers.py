@@ -102,8 +102,10 @@ def instead_of_the_session_operator(
     operator.stop()
     started: dict[str, Operator] = {}
     try:
-        for name, changes in overrides.items():
+        for i, (name, changes) in enumerate(overrides.items()):
             env = {k: v for k, v in operator.env.items() if k != "PORTER_HEALTH_PORT"}
+            if i > 0:
+                env["PORTER_WEBHOOK_PORT"] = "0"  # the webhook configuration points at the first one's port
             started[name] = Operator(
                 kubeconfig=control_plane.kubeconfig,
                 logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",

@@ -55,7 +55,12 @@ def test_apply_becomes_ready_with_tagged_association(conns: Connections, aws: Aw
     }
     assert status["provider"] == "aws"
     assert "identity.porter.run/finalizer" in obj["metadata"]["finalizers"]
-    assert {c["type"] for c in status["conditions"]} == {"Ready"}
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert set(conditions) == {"Ready", "LeastPrivilege"}
+    assert (conditions["LeastPrivilege"]["status"], conditions["LeastPrivilege"]["reason"]) == (
+        "True",
+        "LeastPrivilege",
+    )
 
 
 def test_kubectl_get_and_describe_show_conditions_and_events(conns: Connections, kubectl: Any, make_role: Any) -> None:
@@ -232,15 +237,17 @@ def test_throttling_shows_reconciling_then_converges(conns: Connections, aws: Aw
     assert throttled and throttled[0].type == "Warning"
     assert "throttled while creating the EKS Pod Identity association: ThrottlingException" in throttled[0].message
     obj = conns.get("slow")
-    assert {c["type"] for c in obj["status"]["conditions"]} == {"Ready"}  # Reconciling removed once Ready
+    assert {c["type"] for c in obj["status"]["conditions"]} == {"Ready", "LeastPrivilege"}  # Reconciling removed
     assert len(associations(aws, conns.namespace, "slow")) == 1
 
 
-def test_role_in_another_account_is_refused_without_a_cloud_call(conns: Connections, aws: AwsEmulator) -> None:
+def test_role_in_another_account_is_refused_at_admission(conns: Connections, aws: AwsEmulator) -> None:
     aws.reset()
-    conns.create("far", "far", aws={"role": "arn:aws:iam::999999999999:role/app"})
-    cond = conns.wait_reason("far", "RoleNotFound")
-    assert "not the configured account 123456789012" in cond["message"]
+    with pytest.raises(client.ApiException) as refused:
+        conns.create("far", "far", aws={"role": "arn:aws:iam::999999999999:role/app"})
+    assert refused.value.status == 403
+    assert "is in account 999999999999, not the configured 123456789012" in refused.value.body
+    assert conns.get("far") is None
     assert associations(aws, conns.namespace, "far") == []
 
 

@@ -27,12 +27,14 @@ def test_every_connection_became_ready(figures: dict[str, object]) -> None:
     assert figures["ready"] == figures["n"] == 100
 
 
-def test_at_most_three_cloud_calls_per_connection_and_none_when_idle(figures: dict[str, object]) -> None:
+def test_exact_cloud_calls_per_connection_and_none_when_idle(figures: dict[str, object]) -> None:
     calls = figures["cloud_calls_per_connection"]
     assert isinstance(calls, dict) and set(calls) == {"aws", "azure", "gcp"}
-    # AWS: GetRole, ListPodIdentityAssociations, Create. Azure: get identity, get credential, put credential.
-    # GCP: getIamPolicy, setIamPolicy. Exact, so that one more call per connection is a visible regression.
-    assert {p: c["create"] for p, c in calls.items()} == {"aws": 3, "azure": 3, "gcp": 2}
+    # AWS: GetRole, ListAttachedRolePolicies + ListRolePolicies (LeastPrivilege), ListPodIdentityAssociations,
+    # Create. Azure: get identity, list role assignments (LeastPrivilege), get credential, put credential.
+    # GCP: project getIamPolicy (LeastPrivilege), getIamPolicy, setIamPolicy. Exact, so that one more call
+    # per connection is a visible regression.
+    assert {p: c["create"] for p, c in calls.items()} == {"aws": 5, "azure": 4, "gcp": 3}
     assert {p: c["idle_resync"] for p, c in calls.items()} == {"aws": 0, "azure": 0, "gcp": 0}
 
 

@@ -132,18 +132,17 @@ def test_kill_9_while_200_connections_are_created_converges_with_one_link_each_a
     service_account: Any,
 ) -> None:
     clouds = (aws, azure, gcp)
-    namespace = f"kill9-{uuid.uuid4().hex[:6]}"
+    namespace = f"t-kill9-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     conns = Connections(api, namespace)
     fleet = Fleet.prepare(conns, clouds, make_role(), 200, service_account)
     for cloud in clouds:
         cloud.faults(latencyMs=30)  # slow enough that the kill lands mid-creation
     try:
-        fleet.create(range(100))
+        fleet.create(range(200))  # admitted by the webhook, which the operator serves
         wait_for(lambda: _ready_count(conns) >= 10, 60, what="the first connections Ready")
         operator.kill()
         killed_at = _ready_count(conns)
-        fleet.create(range(100, 200))  # while the operator is down
     finally:
         operator.start()
         for cloud in clouds:
@@ -169,7 +168,7 @@ def test_30_percent_of_cloud_calls_failing_converges_within_a_bounded_number_of_
 ) -> None:
     clouds = (aws, azure, gcp)
     role = make_role()
-    with _namespace(api, "calm") as calm_ns, _namespace(api, "storm") as storm_ns:
+    with _namespace(api, "t-calm") as calm_ns, _namespace(api, "t-storm") as storm_ns:
         calm = Fleet.prepare(Connections(api, calm_ns), clouds, role, 40, service_account)
         storm = Fleet.prepare(Connections(api, storm_ns), clouds, role, 40, service_account)
 

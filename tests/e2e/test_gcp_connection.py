@@ -102,10 +102,12 @@ def test_missing_kubernetes_service_account_waits_then_converges(
     assert sa_annotations(api, conns.namespace, "late")["iam.gke.io/gcp-service-account"] == email
 
 
-def test_service_account_in_another_project_is_stalled(conns: Connections) -> None:
-    conns.create("far", "far", gcp={"serviceAccountEmail": "svc-far@other-project.iam.gserviceaccount.com"})
-    cond = conns.wait_reason("far", "IdentityOutsideProject")
-    assert "other-project" in cond["message"] and GCP_PROJECT in cond["message"]
+def test_service_account_in_another_project_is_refused_at_admission(conns: Connections) -> None:
+    with pytest.raises(client.ApiException) as refused:
+        conns.create("far", "far", gcp={"serviceAccountEmail": "svc-far@other-project.iam.gserviceaccount.com"})
+    assert refused.value.status == 403
+    assert f"is in project other-project, not the configured {GCP_PROJECT}" in refused.value.body
+    assert conns.get("far") is None
 
 
 def test_retain_keeps_the_member_and_describe_shows_it(

@@ -177,6 +177,8 @@ ALLOWED = [
     ("create", "events", "shop"),
     ("create", "events", "default"),
     ("get", "secrets", OPERATOR_NAMESPACE),
+    ("list", "namespaces", None),
+    ("watch", "namespaces", None),
 ]
 DENIED = [
     ("create", "serviceidentityconnections.identity.porter.run", "shop"),
@@ -192,7 +194,7 @@ DENIED = [
     ("list", "secrets", OPERATOR_NAMESPACE),
     ("watch", "secrets", OPERATOR_NAMESPACE),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
-    ("list", "namespaces", None),
+    ("patch", "namespaces", None),
     ("list", "events", "shop"),
     ("patch", "events", "shop"),
     ("list", "pods", None),

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from porter_dev import CACHE, REPO_ROOT
+from porter_dev.admission import write_policy
 from porter_dev.controlplane import k8s_bin_dir
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator
 from tests.conftest import wait_for
 
 KIND_VERSION = "v0.30.0"
+KIND_POLICY = [{"name": "kind", "namespaces": ["default"], "aws": {"roles": ["*"]}}]
 
 
 def _docker_runs() -> bool:
@@ -55,7 +57,13 @@ def test_operator_binds_on_kind(kind_kubeconfig: Path, aws: AwsEmulator, eks_clu
     op = Operator(
         kubeconfig=kind_kubeconfig,
         logfile=kind_kubeconfig.parent / "operator.log",
-        env={**aws.env, "PORTER_EKS_CLUSTER_NAME": eks_cluster, "PORTER_AWS_REGION": AWS_REGION},
+        env={
+            **aws.env,
+            "PORTER_EKS_CLUSTER_NAME": eks_cluster,
+            "PORTER_AWS_REGION": AWS_REGION,
+            "PORTER_POLICY_FILE": str(write_policy(kind_kubeconfig.parent / "policy.yaml", KIND_POLICY)),
+            "PORTER_WEBHOOK_PORT": "0",  # kind's API server runs in a container and cannot reach 127.0.0.1
+        },
     ).start()
     try:
         manifest = {

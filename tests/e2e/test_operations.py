@@ -28,7 +28,7 @@ def test_the_running_operator_is_live_and_ready(operator: Operator) -> None:
 
 
 def _labelled_namespace(core: client.CoreV1Api, labels: dict[str, str]) -> str:
-    name = f"shard-{uuid.uuid4().hex[:6]}"
+    name = f"t-shard-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     return name
 
@@ -155,7 +155,7 @@ def test_client_side_buckets_keep_the_operator_under_the_clouds_quota(
         return sum(n for key, n in azure.injected().items() if key.endswith(":throttle"))
 
     paced = {"PORTER_RATE_LIMITS__AZURE_WRITE__PER_SECOND": "2", "PORTER_RATE_LIMITS__AZURE_WRITE__BURST": "4"}
-    spaces = [f"paced-{uuid.uuid4().hex[:6]}", f"unpaced-{uuid.uuid4().hex[:6]}"]
+    spaces = [f"t-paced-{uuid.uuid4().hex[:6]}", f"t-unpaced-{uuid.uuid4().hex[:6]}"]
     try:
         with instead_of_the_session_operator(operator, control_plane, workdir, paced=paced):
             before = throttled()

@@ -114,3 +114,16 @@ def test_max_attempts_bounds_are_inclusive(monkeypatch: pytest.MonkeyPatch, valu
 def test_keyword_arguments_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTER_AWS_REGION", "eu-west-1")
     assert Settings(aws_region="us-west-2").aws_region == "us-west-2"
+
+
+def test_security_settings_default_to_deny_and_warn_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert (s.policy_file, s.webhook_port, s.webhook_cert_dir, s.block_broad_permissions) == (None, 9443, None, False)
+    monkeypatch.setenv("PORTER_POLICY_FILE", "/etc/porter/policy.yaml")
+    monkeypatch.setenv("PORTER_WEBHOOK_PORT", "0")
+    monkeypatch.setenv("PORTER_BLOCK_BROAD_PERMISSIONS", "true")
+    s = Settings()
+    assert (s.policy_file, s.webhook_port, s.block_broad_permissions) == ("/etc/porter/policy.yaml", 0, True)
+    monkeypatch.setenv("PORTER_WEBHOOK_PORT", "70000")
+    with pytest.raises(ValidationError):
+        Settings()

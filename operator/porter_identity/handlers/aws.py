@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from porter_identity.api.connection import AwsStatus, ServiceIdentityConnection
 from porter_identity.handlers.result import Change, Result
-from porter_identity.providers.aws import Association, AwsProvider
-from porter_identity.providers.errors import CloudError, NotFound
+from porter_identity.providers.aws import Association, AwsProvider, Role
+from porter_identity.providers.errors import AccessDenied, CloudError, NotFound
 from porter_identity.reconcile import aws as decide
 from porter_identity.reconcile import outcome
+from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.outcome import Reason
+from porter_identity.reconcile.privilege import Check
 
 
 def _observe(provider: AwsProvider, conn: ServiceIdentityConnection) -> Association | None:
@@ -21,7 +23,18 @@ def _observe(provider: AwsProvider, conn: ServiceIdentityConnection) -> Associat
     return provider.find_association(conn.metadata.namespace or "", conn.spec.service_account_name)
 
 
-def apply(provider: AwsProvider, conn: ServiceIdentityConnection, account_id: str | None = None) -> Result:
+def _privilege(provider: AwsProvider, role: Role) -> Check:
+    try:
+        policies = provider.role_policies(role.name)
+    except AccessDenied as err:
+        return Check(f"IAM role {role.arn}", unknown=err.message)
+    findings = least.aws_findings(policies.attached, policies.managed, policies.inline)
+    return Check(f"IAM role {role.arn}", tuple(findings))
+
+
+def apply(
+    provider: AwsProvider, conn: ServiceIdentityConnection, account_id: str | None = None, block_broad: bool = False
+) -> Result:
     assert conn.spec.aws is not None
     ns, sa, uid = conn.metadata.namespace or "", conn.spec.service_account_name, conn.metadata.uid
     elsewhere = decide.foreign_account(conn.spec.aws.role, account_id)
@@ -64,12 +77,17 @@ def apply(provider: AwsProvider, conn: ServiceIdentityConnection, account_id: st
                 ),
                 None,
             )
+        step = "reading the IAM role's policies"
+        privilege = _privilege(provider, role)
+        refusal = least.blocked(privilege, block_broad)
+        if refusal is not None:
+            return Result(refusal, conn.status.aws, privilege=privilege)
         step = "reading the EKS Pod Identity association"
         observed = _observe(provider, conn)
         plan = decide.plan_apply(uid, role.arn, observed)
         change: Change | None = None
         if plan.action is decide.Action.CONFLICT:
-            return Result(outcome.stalled(Reason.CONFLICT, plan.message), None)
+            return Result(outcome.stalled(Reason.CONFLICT, plan.message), None, privilege=privilege)
         if plan.action is decide.Action.CREATE:
             step = "creating the EKS Pod Identity association"
             tags = decide.ownership_tags(uid, ns, conn.metadata.name)
@@ -99,6 +117,7 @@ def apply(provider: AwsProvider, conn: ServiceIdentityConnection, account_id: st
         outcome.ready(f"service account {ns}/{sa} is bound to {role.arn} by association {current.association_id}"),
         status,
         change,
+        privilege,
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from porter_identity.api.connection import AzureStatus, ServiceIdentityConnection
 from porter_identity.handlers.result import Change, Result
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.providers.azure import AzureProvider
-from porter_identity.providers.errors import CloudError, Conflict, LimitExceeded, NotFound
+from porter_identity.providers.azure import AzureProvider, Identity
+from porter_identity.providers.errors import AccessDenied, CloudError, Conflict, LimitExceeded, NotFound
 from porter_identity.reconcile import azure as decide
 from porter_identity.reconcile import outcome
+from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.privilege import Check
 
 
 def _annotations(status: AzureStatus) -> dict[str, str]:
@@ -19,7 +21,21 @@ def _annotations(status: AzureStatus) -> dict[str, str]:
     }
 
 
-def apply(provider: AzureProvider, accounts: ServiceAccounts, issuer: str, conn: ServiceIdentityConnection) -> Result:
+def _privilege(provider: AzureProvider, where: str, identity: Identity) -> Check:
+    try:
+        assignments = provider.role_assignments(identity.principal_id)
+    except AccessDenied as err:
+        return Check(where, unknown=err.message)
+    return Check(where, tuple(least.azure_findings(assignments, provider.subscription_id)))
+
+
+def apply(
+    provider: AzureProvider,
+    accounts: ServiceAccounts,
+    issuer: str,
+    conn: ServiceIdentityConnection,
+    block_broad: bool = False,
+) -> Result:
     spec = conn.spec.azure
     assert spec is not None
     ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
@@ -38,6 +54,11 @@ def apply(provider: AzureProvider, accounts: ServiceAccounts, issuer: str, conn:
                 ),
                 None,
             )
+        step = f"reading the role assignments of {where}"
+        privilege = _privilege(provider, where, identity)
+        refusal = least.blocked(privilege, block_broad)
+        if refusal is not None:
+            return Result(refusal, conn.status.azure, privilege=privilege)
         step = f"reading federated identity credential {wanted.name} on {where}"
         observed = provider.get_credential(spec.resource_group, spec.identity_name, wanted.name)
         action = decide.plan_apply(wanted, observed)
@@ -54,6 +75,7 @@ def apply(provider: AzureProvider, accounts: ServiceAccounts, issuer: str, conn:
                 "delete unused credentials on it or give this workload its own identity",
             ),
             conn.status.azure,
+            privilege=privilege,
         )
     except Conflict as err:
         return Result(
@@ -83,11 +105,13 @@ def apply(provider: AzureProvider, accounts: ServiceAccounts, issuer: str, conn:
             ),
             status,
             change,
+            privilege,
         )
     return Result(
         outcome.ready(f"service account {ns}/{sa} is federated with {where} (client id {identity.client_id})"),
         status,
         change,
+        privilege,
     )
 
 

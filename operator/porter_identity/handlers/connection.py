@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, SINGULAR, Provider, ServiceIdentityConnection
 from porter_identity.config import Settings
-from porter_identity.handlers import aws, azure, gcp
+from porter_identity.handlers import aws, azure, gcp, namespaces
 from porter_identity.handlers.result import Result
 from porter_identity.handlers.shard import in_shard
 from porter_identity.kube import status as kstatus
@@ -60,14 +60,16 @@ def apply_link(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
     if provider is Provider.AWS:
         if clouds.aws is None:
             return _not_configured(provider, "PORTER_EKS_CLUSTER_NAME")
-        return aws.apply(clouds.aws, conn, settings.aws_account_id)
+        return aws.apply(clouds.aws, conn, settings.aws_account_id, settings.block_broad_permissions)
     if provider is Provider.AZURE:
         if clouds.azure is None or settings.oidc_issuer is None:
             return _not_configured(provider, "PORTER_AZURE_SUBSCRIPTION_ID and PORTER_OIDC_ISSUER")
-        return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn)
+        return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn, settings.block_broad_permissions)
     if clouds.gcp is None or settings.workload_pool is None or settings.gcp_project_id is None:
         return _not_configured(provider, "PORTER_GCP_PROJECT_ID")
-    return gcp.apply(clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool, conn)
+    return gcp.apply(
+        clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool, conn, settings.block_broad_permissions
+    )
 
 
 def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
@@ -115,6 +117,20 @@ def _backoff(result: Outcome, retry: int, settings: Settings) -> float:
     return backoff.delay(steps, settings.retry_base_seconds, settings.retry_max_seconds)
 
 
+def _refuse(memo: kopf.Memo, conn: ServiceIdentityConnection, message: str, claimed: bool) -> Result:
+    """NotAllowed; a link made before the rule changed is removed, since the admin has revoked it."""
+    refusal = stalled(Reason.NOT_ALLOWED, message)
+    recorded = getattr(conn.status, conn.spec.provider.value)
+    if recorded is None or claimed:
+        return Result(refusal, None)
+    removed = _delete(memo, conn)
+    if removed is None:
+        return Result(refusal, None)
+    if removed.outcome.state is not State.READY:
+        return Result(removed.outcome, recorded)  # retried with backoff until the link is gone
+    return Result(refusal, None, removed.change)
+
+
 def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
     if result.retryable:
         raise kopf.TemporaryError(result.message, delay=_backoff(result, retry, settings))
@@ -132,6 +148,7 @@ def reconcile(
     memo: kopf.Memo,
     logger: Any,
     by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     parsed = _parse(body)
@@ -141,15 +158,23 @@ def reconcile(
         return
     conn = parsed
     provider = conn.spec.provider.value
-    if _is_current(conn):
+    # Before the up-to-date shortcut: a rule withdrawn while the operator was down is enforced on resume.
+    decision = namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "")
+    if decision.allowed and _is_current(conn):
         metrics.reconciled(KIND, provider, "UpToDate")
         return
     with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, provider):
         taken = _claimed_by_other(by_service_account, conn)
-        result = Result(stalled(Reason.CONFLICT, taken), None) if taken else apply_link(memo, conn)
+        if not decision.allowed:
+            result = _refuse(memo, conn, decision.message, taken is not None)
+        elif taken:
+            result = Result(stalled(Reason.CONFLICT, taken), None)
+        else:
+            result = apply_link(memo, conn)
     metrics.reconciled(KIND, provider, result.outcome.reason.value)
-    new = kstatus.next_status(conn, result.outcome, **{conn.spec.provider.value: result.status})
+    new = kstatus.next_status(conn, result.outcome, result.privilege, **{conn.spec.provider.value: result.status})
     kstatus.write(patch, conn.status, new)
+    kstatus.warn_broad(body, conn.status, result.privilege, result.outcome)
     if result.change is not None and result.outcome.state is State.READY:
         # One Event for one state change: what was done, and what is true now.
         message = f"{result.change.message}; {result.outcome.message}"
@@ -170,6 +195,7 @@ def delete(
     memo: kopf.Memo,
     logger: Any,
     by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     """Remove the cloud link; the finalizer comes off only when this returns."""
@@ -183,6 +209,12 @@ def delete(
         return
     if _claimed_by_other(by_service_account, conn):
         return  # the link belongs to the older connection: deleting this one must not remove it
+    recorded = getattr(conn.status, conn.spec.provider.value)
+    if (
+        recorded is None
+        and not namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "").allowed
+    ):
+        return  # refused before it could link anything: the same names may belong to an allowed connection
     with LOCKS.hold(conn.metadata.uid):  # a sweep's repair of this connection finishes first
         result = _delete(memo, conn)
     if result is None:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, ServiceIdentityConnection
 from porter_identity.config import Settings
-from porter_identity.handlers import connection
+from porter_identity.handlers import connection, namespaces
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.events import Events
 from porter_identity.providers.aws import Association
@@ -165,9 +165,11 @@ class Sweeper:
                 conn = ServiceIdentityConnection.from_body(body)
             except (ValidationError, ValueError):
                 return
+            if not namespaces.check(self.memo, self.memo.allowed_identities, conn.spec, c.namespace).allowed:
+                return  # revoked: the status path removes the link; the sweep must not restore it
             result = connection.apply_link(self.memo, conn)
             provider = conn.spec.provider.value
-            new = kstatus.next_status(conn, result.outcome, **{provider: result.status})
+            new = kstatus.next_status(conn, result.outcome, result.privilege, **{provider: result.status})
             doc = new.model_dump(mode="json", by_alias=True)
             if doc != conn.status.model_dump(mode="json", by_alias=True):
                 # resourceVersion makes the patch fail rather than overwrite a status written meanwhile
@@ -270,6 +272,7 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
 async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
     """kopf passes every index to activities too; the sweep keeps this live view, filled as kopf watches."""
     drift_view: kopf.Index[Group, Linked] = kwargs["drift_view"]
+    memo.allowed_identities = kwargs["allowed_identities"]  # a repair must not restore a revoked link
     memo.drift_stop = threading.Event()
     memo.drift_task = asyncio.create_task(
         _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"

@@ -5,15 +5,30 @@ from __future__ import annotations
 from porter_identity.api.connection import GcpStatus, ServiceIdentityConnection
 from porter_identity.handlers.result import Change, Result
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.providers.errors import CloudError, NotFound
+from porter_identity.providers.errors import AccessDenied, CloudError, NotFound
 from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, GcpProvider, project_of
 from porter_identity.reconcile import gcp as decide
 from porter_identity.reconcile import outcome
+from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.privilege import Check
+
+
+def _privilege(provider: GcpProvider, project: str, email: str) -> Check:
+    try:
+        bindings = provider.project_bindings(project)
+    except AccessDenied as err:
+        return Check(f"IAM service account {email}", unknown=err.message)
+    return Check(f"IAM service account {email}", tuple(least.gcp_findings(bindings, email, project)))
 
 
 def apply(
-    provider: GcpProvider, accounts: ServiceAccounts, project: str, pool: str, conn: ServiceIdentityConnection
+    provider: GcpProvider,
+    accounts: ServiceAccounts,
+    project: str,
+    pool: str,
+    conn: ServiceIdentityConnection,
+    block_broad: bool = False,
 ) -> Result:
     spec = conn.spec.gcp
     assert spec is not None
@@ -31,6 +46,10 @@ def apply(
             None,
         )
     try:
+        privilege = _privilege(provider, project, email)
+        refusal = least.blocked(privilege, block_broad)
+        if refusal is not None:
+            return Result(refusal, conn.status.gcp, privilege=privilege)
         _, wrote = provider.update(email, lambda policy: decide.with_member(policy, who))
     except NotFound:
         return Result(
@@ -57,8 +76,9 @@ def apply(
             ),
             status,
             change,
+            privilege,
         )
-    return Result(outcome.ready(f"service account {ns}/{sa} may act as {email} ({who})"), status, change)
+    return Result(outcome.ready(f"service account {ns}/{sa} may act as {email} ({who})"), status, change, privilege)
 
 
 def delete(provider: GcpProvider, accounts: ServiceAccounts, pool: str, conn: ServiceIdentityConnection) -> Result:

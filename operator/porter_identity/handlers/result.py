@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from porter_identity.reconcile.outcome import Outcome
+from porter_identity.reconcile.privilege import Check
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,4 @@ class Result:
     outcome: Outcome
     status: BaseModel | None
     change: Change | None = None
+    privilege: Check | None = None  # set when this run read the identity's permissions (LeastPrivilege)

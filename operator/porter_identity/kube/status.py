@@ -8,19 +8,32 @@ import kopf
 
 from porter_identity.api.connection import ConnectionStatus, ServiceIdentityConnection
 from porter_identity.reconcile import conditions
-from porter_identity.reconcile.outcome import Outcome, State
+from porter_identity.reconcile import privilege as least
+from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.privilege import Check
 
 
-def next_status(conn: ServiceIdentityConnection, result: Outcome, **provider_status: Any) -> ConnectionStatus:
-    """The status this outcome implies; transition times survive when a condition keeps its value."""
+def next_status(
+    conn: ServiceIdentityConnection, result: Outcome, privilege: Check | None = None, **provider_status: Any
+) -> ConnectionStatus:
+    """The status this outcome implies; transition times survive when a condition keeps its value.
+
+    LeastPrivilege is rewritten when this run read the permissions, kept while it describes this generation."""
     spec = conn.spec
     try:
         provider, identity = spec.provider, spec.identity
     except ValueError:
         provider, identity = None, None
+    generation, now = conn.metadata.generation, conditions.now_rfc3339()
+    built = conditions.build(result, generation, conn.status.conditions, now)
+    before = next((c for c in conn.status.conditions if c.type == least.CONDITION), None)
+    if privilege is not None:
+        built.append(least.condition(privilege, generation, before, now))
+    elif before is not None and before.observed_generation == generation:
+        built.append(before)
     return ConnectionStatus(
-        observed_generation=conn.metadata.generation,
-        conditions=conditions.build(result, conn.metadata.generation, conn.status.conditions, conditions.now_rfc3339()),
+        observed_generation=generation,
+        conditions=built,
         provider=provider,
         identity=identity,
         **provider_status,
@@ -44,3 +57,13 @@ def announce(body: kopf.Body, old: ConnectionStatus, result: Outcome) -> None:
         return
     kind = "Normal" if result.state is State.READY else "Warning"
     kopf.event(body, type=kind, reason=result.reason.value, message=result.message)
+
+
+def warn_broad(body: kopf.Body, old: ConnectionStatus, check: Check | None, result: Outcome) -> None:
+    """A Warning when an identity is newly found broad; when that blocks, the Stalled Event already says it."""
+    if check is None or not check.broad or result.reason is Reason.BROAD_PERMISSIONS:
+        return
+    before = next((c for c in old.conditions if c.type == least.CONDITION), None)
+    if before is not None and before.status == "False" and before.message == check.message:
+        return
+    kopf.event(body, type="Warning", reason=Reason.BROAD_PERMISSIONS.value, message=check.message)

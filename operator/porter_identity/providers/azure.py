@@ -9,7 +9,11 @@ from typing import Any
 import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline import policies
 from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest
+from azure.mgmt.core import ARMPipelineClient
+from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.msi.models import FederatedIdentityCredential
 from requests.adapters import HTTPAdapter
@@ -30,6 +34,8 @@ from porter_identity.providers.errors import (
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer
 
+ARM_SCOPE = "https://management.azure.com/.default"  # what azure-mgmt-msi asks tokens for
+AUTHORIZATION_API_VERSION = "2022-04-01"  # Microsoft.Authorization roleAssignments (list, $filter=principalId)
 CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
 
 
@@ -107,14 +113,30 @@ class AzureProvider:
         lock_wait_seconds: float | None = None,
     ) -> None:
         self.subscription_id = subscription_id
+        transport = _pooled_transport(pool_size, connection_verify)
+        pacing = [pacer.arm_policy()] if pacer else []
         self.client = ManagedServiceIdentityClient(
             credential,
             subscription_id,
             base_url=base_url,
             connection_verify=connection_verify,
             retry_total=retry_total,
-            transport=_pooled_transport(pool_size, connection_verify),
-            per_retry_policies=[metrics.ArmCallMetrics(), *([pacer.arm_policy()] if pacer else [])],
+            transport=transport,
+            per_retry_policies=[metrics.ArmCallMetrics(), *pacing],
+        )
+        # Role assignments (Microsoft.Authorization) have no call in azure-mgmt-msi: one pipeline with the same
+        # credential scope, retries, metrics and connection pool serves that single read.
+        self.arm: ARMPipelineClient[Any, Any] = ARMPipelineClient(
+            base_url=base_url,
+            policies=[
+                policies.RequestIdPolicy(),
+                ARMChallengeAuthenticationPolicy(credential, ARM_SCOPE),
+                policies.RetryPolicy(retry_total=retry_total),
+                metrics.ArmCallMetrics(),
+                *pacing,
+                policies.ContentDecodePolicy(),
+            ],
+            transport=transport,
         )
         self.writes = KeyedLocks(lock_wait_seconds)
 
@@ -131,6 +153,26 @@ class AzureProvider:
             principal_id=str(found.principal_id),
             tenant_id=str(found.tenant_id),
         )
+
+    def role_assignments(self, principal_id: str) -> list[tuple[str, str]]:
+        """(roleDefinitionId, scope) of every role assignment of the principal visible at the subscription."""
+        url: str | None = f"/subscriptions/{self.subscription_id}/providers/Microsoft.Authorization/roleAssignments"
+        params: dict[str, str] | None = {
+            "api-version": AUTHORIZATION_API_VERSION,
+            "$filter": f"principalId eq '{principal_id}'",
+        }
+        out: list[tuple[str, str]] = []
+        while url:
+            with translated():
+                response = self.arm.send_request(HttpRequest("GET", self.arm.format_url(url), params=params))
+                response.raise_for_status()
+            page = response.json()
+            out += [
+                (str(a["properties"]["roleDefinitionId"]), str(a["properties"].get("scope", "")))
+                for a in page.get("value", [])
+            ]
+            url, params = page.get("nextLink"), None
+        return out
 
     def get_credential(self, resource_group: str, identity: str, name: str) -> Credential | None:
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import iam_admin_v1
-from google.iam.v1 import policy_pb2
+from google.iam.v1 import iam_policy_pb2, policy_pb2
 
 from porter_identity import metrics
 from porter_identity.providers.errors import (
@@ -25,6 +27,18 @@ from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer, is_read
 
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
+PROJECTS_GET_IAM_POLICY = "/google.cloud.resourcemanager.v3.Projects/GetIamPolicy"
+RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com:443"
+
+
+def _resource_manager_channel() -> Any:
+    """Production: an ADC-authorised channel to Resource Manager (no client library needed for one call)."""
+    import google.auth
+    from google.auth.transport.grpc import secure_authorized_channel
+    from google.auth.transport.requests import Request
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return secure_authorized_channel(credentials, Request(), RESOURCE_MANAGER)  # type: ignore[no-untyped-call]
 
 
 def translate(err: gexc.GoogleAPICallError | gexc.RetryError) -> CloudError:
@@ -75,11 +89,33 @@ class GcpProvider:
         etag_retries: int = 3,
         pacer: Pacer | None = None,
         lock_wait_seconds: float | None = None,
+        projects: Callable[[], Any] | None = None,
     ) -> None:
         self.client = client
         self.pacer = pacer
         self.etag_retries = etag_retries
         self.writes = KeyedLocks(lock_wait_seconds)
+        self._projects_channel = projects or _resource_manager_channel
+        self._project_policy: Any = None
+
+    def project_bindings(self, project: str) -> list[tuple[str, list[str]]]:
+        """(role, members) of the project's IAM policy: Resource Manager v3 Projects.GetIamPolicy."""
+        if self._project_policy is None:
+            self._project_policy = self._projects_channel().unary_unary(
+                PROJECTS_GET_IAM_POLICY,
+                request_serializer=iam_policy_pb2.GetIamPolicyRequest.SerializeToString,
+                response_deserializer=policy_pb2.Policy.FromString,
+            )
+        request = iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{project}")
+        try:
+            with translated(), self._call("GetProjectIamPolicy"):
+                try:
+                    found: policy_pb2.Policy = self._project_policy(request, timeout=30)
+                except grpc.RpcError as err:
+                    raise gexc.from_grpc_error(err) from err  # type: ignore[no-untyped-call]
+        except NotFound:
+            return []
+        return [(b.role, list(b.members)) for b in found.bindings]
 
     @classmethod
     def connect(
@@ -94,7 +130,12 @@ class GcpProvider:
 
         channel = grpc.insecure_channel(endpoint)
         transport = IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
-        return cls(iam_admin_v1.IAMClient(transport=transport), pacer=pacer, lock_wait_seconds=lock_wait_seconds)
+        return cls(
+            iam_admin_v1.IAMClient(transport=transport),
+            projects=lambda: channel,
+            pacer=pacer,
+            lock_wait_seconds=lock_wait_seconds,
+        )
 
     def _call(self, operation: str) -> AbstractContextManager[None]:
         if self.pacer is not None:

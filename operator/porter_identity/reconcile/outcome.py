@@ -44,6 +44,9 @@ class Reason(StrEnum):
     ACCESS_DENIED = "AccessDenied"
     CLOUD_REJECTED = "CloudRejected"
     NOT_CONFIGURED = "NotConfigured"
+    NOT_ALLOWED = "NotAllowed"
+    BROAD_PERMISSIONS = "BroadPermissions"
+    LEAST_PRIVILEGE = "LeastPrivilege"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Outcome:
             Reason.CONFLICT,
             Reason.ACCESS_DENIED,
             Reason.SECRET_NOT_FOUND,
+            Reason.NOT_ALLOWED,  # a namespace annotation may allow it later: no event wakes us for that
+            Reason.BROAD_PERMISSIONS,
         )
 
 
