@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     webhook_cert_dir: str | None = Field(
         default=None, description="Directory with tls.crt and tls.key for the webhook (needed when the port is set)."
     )
+    privilege_cache_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a LeastPrivilege read (a role's policies, an identity's role assignments, a "
+        "project's IAM policy) is reused by other connections on the same identity.",
+    )
     block_broad_permissions: bool = Field(
         default=False,
         description="true: an identity with admin-like permissions is Stalled (LeastPrivilege); false: only a warning.",

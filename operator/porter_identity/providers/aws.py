@@ -25,6 +25,7 @@ from porter_identity.providers.errors import (
     translating,
 )
 from porter_identity.providers.pacing import Pacer
+from porter_identity.providers.recent import Recent
 
 _THROTTLING = {
     "Throttling",
@@ -138,6 +139,7 @@ class AwsProvider:
         session: Any = None,
         pool_size: int = 10,
         pacer: Pacer | None = None,
+        privilege_cache_seconds: float = 300.0,
     ) -> None:
         session = session or boto3.session.Session()
         # One pooled connection per worker thread: a smaller pool drops connections and reconnects under load.
@@ -147,6 +149,7 @@ class AwsProvider:
             max_pool_connections=pool_size,
         )
         self.cluster_name = cluster_name
+        self._privileges: Recent[RolePolicies] = Recent(privilege_cache_seconds)
         self.iam = metrics.instrument_boto3(session.client("iam", config=config))
         self.eks = metrics.instrument_boto3(session.client("eks", config=config))
         if pacer is not None:
@@ -162,7 +165,11 @@ class AwsProvider:
     def role_policies(self, name: str) -> RolePolicies:
         """Attached policy ARNs, the documents of customer-managed ones, and inline documents (for LeastPrivilege).
 
-        AWS-managed policies are judged by name, so a typical role costs two list calls and nothing more."""
+        AWS-managed policies are judged by name, so a typical role costs two list calls and nothing more; the
+        answer is kept `privilege_cache_seconds`, shared by every connection on the role."""
+        return self._privileges.get(name, lambda: self._read_role_policies(name))
+
+    def _read_role_policies(self, name: str) -> RolePolicies:
         with translated():
             attached = [
                 p["PolicyArn"]

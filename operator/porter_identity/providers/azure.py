@@ -33,6 +33,7 @@ from porter_identity.providers.errors import (
 )
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer
+from porter_identity.providers.recent import Recent
 
 ARM_SCOPE = "https://management.azure.com/.default"  # what azure-mgmt-msi asks tokens for
 AUTHORIZATION_API_VERSION = "2022-04-01"  # Microsoft.Authorization roleAssignments (list, $filter=principalId)
@@ -111,6 +112,7 @@ class AzureProvider:
         pool_size: int = 10,
         pacer: Pacer | None = None,
         lock_wait_seconds: float | None = None,
+        privilege_cache_seconds: float = 300.0,
     ) -> None:
         self.subscription_id = subscription_id
         transport = _pooled_transport(pool_size, connection_verify)
@@ -139,6 +141,7 @@ class AzureProvider:
             transport=transport,
         )
         self.writes = KeyedLocks(lock_wait_seconds)
+        self._privileges: Recent[list[tuple[str, str]]] = Recent(privilege_cache_seconds)
 
     def _key(self, resource_group: str, identity: str) -> str:
         return f"/subscriptions/{self.subscription_id}/resourceGroups/{resource_group}/{identity}".lower()
@@ -155,7 +158,11 @@ class AzureProvider:
         )
 
     def role_assignments(self, principal_id: str) -> list[tuple[str, str]]:
-        """(roleDefinitionId, scope) of every role assignment of the principal visible at the subscription."""
+        """(roleDefinitionId, scope) of every role assignment of the principal visible at the subscription; kept
+        `privilege_cache_seconds`, shared by every connection on the identity."""
+        return self._privileges.get(principal_id, lambda: self._read_role_assignments(principal_id))
+
+    def _read_role_assignments(self, principal_id: str) -> list[tuple[str, str]]:
         url: str | None = f"/subscriptions/{self.subscription_id}/providers/Microsoft.Authorization/roleAssignments"
         params: dict[str, str] | None = {
             "api-version": AUTHORIZATION_API_VERSION,

@@ -37,6 +37,7 @@ def build(settings: Settings) -> Clouds:
             settings.aws_max_attempts,
             pool_size=settings.max_workers,
             pacer=Pacer("aws", settings.rate_limits),
+            privilege_cache_seconds=settings.privilege_cache_seconds,
         )
         if settings.eks_cluster_name
         else None
@@ -57,9 +58,15 @@ def build(settings: Settings) -> Clouds:
             pool_size=settings.max_workers,
             pacer=Pacer("azure", settings.rate_limits),
             lock_wait_seconds=settings.lock_wait_seconds,
+            privilege_cache_seconds=settings.privilege_cache_seconds,
         )
     gcp = (
-        GcpProvider.connect(settings.gcp_iam_endpoint, Pacer("gcp", settings.rate_limits), settings.lock_wait_seconds)
+        GcpProvider.connect(
+            settings.gcp_iam_endpoint,
+            Pacer("gcp", settings.rate_limits),
+            settings.lock_wait_seconds,
+            settings.privilege_cache_seconds,
+        )
         if settings.workload_pool
         else None
     )

@@ -25,6 +25,7 @@ from porter_identity.providers.errors import (
 )
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer, is_read
+from porter_identity.providers.recent import Recent
 
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 PROJECTS_GET_IAM_POLICY = "/google.cloud.resourcemanager.v3.Projects/GetIamPolicy"
@@ -90,16 +91,22 @@ class GcpProvider:
         pacer: Pacer | None = None,
         lock_wait_seconds: float | None = None,
         projects: Callable[[], Any] | None = None,
+        privilege_cache_seconds: float = 300.0,
     ) -> None:
         self.client = client
         self.pacer = pacer
         self.etag_retries = etag_retries
         self.writes = KeyedLocks(lock_wait_seconds)
+        self._privileges: Recent[list[tuple[str, list[str]]]] = Recent(privilege_cache_seconds)
         self._projects_channel = projects or _resource_manager_channel
         self._project_policy: Any = None
 
     def project_bindings(self, project: str) -> list[tuple[str, list[str]]]:
-        """(role, members) of the project's IAM policy: Resource Manager v3 Projects.GetIamPolicy."""
+        """(role, members) of the project's IAM policy: Resource Manager v3 Projects.GetIamPolicy; kept
+        `privilege_cache_seconds`, shared by every connection in the project."""
+        return self._privileges.get(project, lambda: self._read_project_bindings(project))
+
+    def _read_project_bindings(self, project: str) -> list[tuple[str, list[str]]]:
         if self._project_policy is None:
             self._project_policy = self._projects_channel().unary_unary(
                 PROJECTS_GET_IAM_POLICY,
@@ -119,11 +126,20 @@ class GcpProvider:
 
     @classmethod
     def connect(
-        cls, endpoint: str | None = None, pacer: Pacer | None = None, lock_wait_seconds: float | None = None
+        cls,
+        endpoint: str | None = None,
+        pacer: Pacer | None = None,
+        lock_wait_seconds: float | None = None,
+        privilege_cache_seconds: float = 300.0,
     ) -> GcpProvider:
         """Production: Application Default Credentials. `endpoint` (host:port, plaintext) is for the emulator."""
         if endpoint is None:
-            return cls(iam_admin_v1.IAMClient(), pacer=pacer, lock_wait_seconds=lock_wait_seconds)
+            return cls(
+                iam_admin_v1.IAMClient(),
+                pacer=pacer,
+                lock_wait_seconds=lock_wait_seconds,
+                privilege_cache_seconds=privilege_cache_seconds,
+            )
         import grpc
         from google.auth.credentials import AnonymousCredentials
         from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
@@ -135,6 +151,7 @@ class GcpProvider:
             projects=lambda: channel,
             pacer=pacer,
             lock_wait_seconds=lock_wait_seconds,
+            privilege_cache_seconds=privilege_cache_seconds,
         )
 
     def _call(self, operation: str) -> AbstractContextManager[None]:
