@@ -22,6 +22,7 @@ import pytest
 from azure.mgmt.msi.models import FederatedIdentityCredential
 from kubernetes import client, config
 
+from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.bench import Track, Watcher, wait_for_crd
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
@@ -38,6 +39,15 @@ NAMESPACES = 10
 PER_IDENTITY = 5  # connections per Azure identity and per GCP service account
 AZURE_PAGE = 2  # credentials per ARM list page, so that one identity's list takes several pages
 CLUSTER, SUBSCRIPTION, PROJECT, RG = "drift", "00000000-0000-0000-0000-00000000d21f", "porter-drift", "drift-rg"
+SCALE_POLICY: list[dict[str, Any]] = [
+    {
+        "name": "scale",
+        "namespaces": ["drift-*"],
+        "aws": {"roles": ["drift-role-*"]},
+        "azure": {"identities": ["drift-rg/drift-id-*"]},
+        "gcp": {"serviceAccounts": ["drift-sa-*"]},
+    }
+]
 ROLE_CHECKS = 100  # PORTER_DRIFT_ROLE_CHECKS_PER_SWEEP (its default)
 READS = {
     "eks:ListPodIdentityAssociations",
@@ -137,6 +147,9 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
             "PORTER_AZURE_CREDENTIAL": "emulator",
             "PORTER_GCP_PROJECT_ID": PROJECT,
             "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+            # the drift-* namespaces may use the identities seeded above; admission is not what is measured here
+            "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", SCALE_POLICY)),
+            "PORTER_WEBHOOK_PORT": "0",
         }
         scale = Scale(cp, api, aws, azure, gcp, env, names, providers, workdir)
         creator = scale.operator("creator", PORTER_DRIFT_SWEEP_SECONDS="3600")
