@@ -37,7 +37,11 @@ def test_exact_cloud_calls_per_connection_and_none_when_idle(figures: dict[str, 
     # project's IAM policy. N=100 mixed is 34 AWS connections on 4 roles, 33 Azure on 7 identities, 33 GCP in
     # 1 project. Exact, so that one more call per connection or per identity is a visible regression.
     per_connection = {"aws": 3, "azure": 3, "gcp": 2}
-    per_identity = {"aws": 2 * ceil(34 / bench.PER_AWS_ROLE), "azure": ceil(33 / bench.PER_AZURE_IDENTITY), "gcp": 1}
+    per_identity = {
+        "aws": 2 * ceil(34 / bench.PER_AWS_ROLE),
+        "azure": ceil(33 / bench.PER_AZURE_IDENTITY),
+        "gcp": ceil(33 / bench.PER_GCP_ACCOUNT),
+    }
     count = {"aws": 34, "azure": 33, "gcp": 33}
     expected = {p: round(per_connection[p] + per_identity[p] / count[p], 2) for p in count}
     assert {p: c["create"] for p, c in calls.items()} == expected

@@ -16,7 +16,7 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator
 from porter_dev.sandbox import access_trust_policy
-from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, wait_for
+from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, OPERATOR_NAMESPACE, wait_for
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
@@ -101,9 +101,9 @@ def test_no_secret_appears_in_logs_events_status_or_metrics(
         ),
     )
     core.create_namespaced_secret(
-        namespace,
+        OPERATOR_NAMESPACE,  # the chart lets the operator read Secrets here only
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name="external-id"),
+            metadata=client.V1ObjectMeta(name=f"external-id-{suffix}"),
             data={"externalId": base64.b64encode(external_id.encode()).decode()},
         ),
     )
@@ -123,7 +123,7 @@ def test_no_secret_appears_in_logs_events_status_or_metrics(
                 "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
                 "access": {
                     "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/{access}",
-                    "externalIdSecretRef": {"namespace": namespace, "name": "external-id"},
+                    "externalIdSecretRef": {"namespace": OPERATOR_NAMESPACE, "name": f"external-id-{suffix}"},
                 },
                 "roles": [{"preset": "porter-manager"}],
             },
@@ -222,7 +222,7 @@ def test_broad_permissions_warn_but_still_link(
         assert len(warnings) == 1 and warnings[0].type == "Warning" and finding in warnings[0].message
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.env['PORTER_METRICS_PORT']}/metrics", timeout=5) as r:
         scraped = r.read().decode()
-    for operation in ('"ListAttachedRolePolicies"', '"GET roleAssignments"', '"GetProjectIamPolicy"'):
+    for operation in ('"ListAttachedRolePolicies"', '"LIST roleAssignments"', '"GetProjectIamPolicy"'):
         assert f"operation={operation}" in scraped, f"{operation} is not counted in /metrics"
 
 

@@ -23,6 +23,7 @@ from porter_identity.reconcile.privilege import aws_findings, azure_findings, gc
 
 OWNER, CONTRIBUTOR = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6210-4208-b1cd-7fd16bd8d0b1"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+NO_CACHE = 1e-9  # these tests change permissions between reads: every read goes to the emulator
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000001ea"
 PROJECT = "porter-least"
 ADMIN = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -33,7 +34,7 @@ S3 = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*
 def aws_provider(aws: AwsEmulator, eks_cluster: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProvider]:
     for key, value in aws.env.items():
         monkeypatch.setenv(key, value)
-    yield AwsProvider(AWS_REGION, eks_cluster, max_attempts=1)
+    yield AwsProvider(AWS_REGION, eks_cluster, max_attempts=1, privilege_cache_seconds=NO_CACHE)
 
 
 def findings(provider: AwsProvider, role: str) -> list[str]:
@@ -65,7 +66,13 @@ def test_aws_role_policies_are_read_and_admin_ones_found(
 
 @pytest.fixture
 def azure_provider(azure: AzureEmulator) -> AzureProvider:
-    return AzureProvider(SUBSCRIPTION, EmulatorToken(), base_url=azure.endpoint, connection_verify=str(azure.ca_file))
+    return AzureProvider(
+        SUBSCRIPTION,
+        EmulatorToken(),
+        base_url=azure.endpoint,
+        connection_verify=str(azure.ca_file),
+        privilege_cache_seconds=NO_CACHE,
+    )
 
 
 def test_azure_role_assignments_of_the_principal_only_and_by_scope(
@@ -108,15 +115,15 @@ def test_azure_role_assignment_errors_have_arm_shapes(
 
 
 def test_gcp_project_policy_is_read_and_owner_or_editor_found(gcp: GcpEmulator) -> None:
-    provider = GcpProvider.connect(gcp.endpoint)
+    provider = GcpProvider.connect(gcp.endpoint, privilege_cache_seconds=NO_CACHE)
     email = f"sa-{uuid.uuid4().hex[:6]}@{PROJECT}.iam.gserviceaccount.com"
-    assert gcp_findings(provider.project_bindings(PROJECT), email, PROJECT) == []
+    assert gcp_findings(provider.project_bindings(PROJECT, email), email, PROJECT) == []
     gcp.grant_on_project(PROJECT, "roles/viewer", f"serviceAccount:{email}")
     gcp.grant_on_project(PROJECT, "roles/owner", "user:someone@example.com")
-    assert gcp_findings(provider.project_bindings(PROJECT), email, PROJECT) == []
+    assert gcp_findings(provider.project_bindings(PROJECT, email), email, PROJECT) == []
     gcp.grant_on_project(PROJECT, "roles/editor", f"serviceAccount:{email}")
-    assert gcp_findings(provider.project_bindings(PROJECT), email, PROJECT) == [
+    assert gcp_findings(provider.project_bindings(PROJECT, email), email, PROJECT) == [
         f"roles/editor is granted on project {PROJECT}"
     ]
     with pytest.raises(Invalid):
-        provider.project_bindings("Not_A_Project")
+        provider.project_bindings("Not_A_Project", "x@Not_A_Project.iam.gserviceaccount.com")

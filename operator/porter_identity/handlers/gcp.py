@@ -16,7 +16,7 @@ from porter_identity.reconcile.privilege import Check
 
 def _privilege(provider: GcpProvider, project: str, email: str) -> Check:
     try:
-        bindings = provider.project_bindings(project)
+        bindings = provider.project_bindings(project, email)
     except AccessDenied as err:
         return Check(f"IAM service account {email}", unknown=err.message)
     return Check(f"IAM service account {email}", tuple(least.gcp_findings(bindings, email, project)))

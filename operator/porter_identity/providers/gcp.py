@@ -101,10 +101,11 @@ class GcpProvider:
         self._projects_channel = projects or _resource_manager_channel
         self._project_policy: Any = None
 
-    def project_bindings(self, project: str) -> list[tuple[str, list[str]]]:
-        """(role, members) of the project's IAM policy: Resource Manager v3 Projects.GetIamPolicy; kept
-        `privilege_cache_seconds`, shared by every connection in the project."""
-        return self._privileges.get(project, lambda: self._read_project_bindings(project))
+    def project_bindings(self, project: str, email: str) -> list[tuple[str, list[str]]]:
+        """(role, members) of the project's IAM policy: Resource Manager v3 Projects.GetIamPolicy. Kept
+        `privilege_cache_seconds` for `email`'s connections: per identity, like AWS and Azure, so a grant made to
+        another service account meanwhile is seen by its first connection."""
+        return self._privileges.get(f"{project}/{email}", lambda: self._read_project_bindings(project))
 
     def _read_project_bindings(self, project: str) -> list[tuple[str, list[str]]]:
         if self._project_policy is None:
