@@ -19,7 +19,7 @@ from porter_dev.admission import webhook_configuration, write_policy, write_webh
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
-from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+from porter_dev.processes import AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
 
 GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
 EKS_CLUSTER = "e2e"
@@ -186,17 +186,16 @@ def operator(
         kubeconfig=operator_kubeconfig,
         logfile=workdir / "logs" / "operator.log",
         env={
-            **aws.env,
-            "PORTER_EKS_CLUSTER_NAME": eks_cluster,
-            "PORTER_AWS_REGION": AWS_REGION,
-            "PORTER_AWS_ACCOUNT_ID": "123456789012",
-            "PORTER_OIDC_ISSUER": control_plane.server,
-            "PORTER_AZURE_SUBSCRIPTION_ID": AZURE_SUBSCRIPTION,
-            "PORTER_AZURE_ARM_ENDPOINT": f"https://127.0.0.1:{azure.port}",
-            "PORTER_AZURE_CA_FILE": str(azure.ca_file),
-            "PORTER_AZURE_CREDENTIAL": "emulator",
-            "PORTER_GCP_PROJECT_ID": GCP_PROJECT,
-            "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+            **emulator_settings(
+                control_plane.server,
+                aws,
+                azure,
+                gcp,
+                cluster=eks_cluster,
+                subscription=AZURE_SUBSCRIPTION,
+                project=GCP_PROJECT,
+                account="123456789012",
+            ),
             "PORTER_RETRY_BASE_SECONDS": "0.5",
             "PORTER_RETRY_MAX_SECONDS": "4",
             "PORTER_ROLESET_SYNC_SECONDS": "2",

@@ -29,7 +29,13 @@ from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
 from porter_dev.gcp import GcpEmulator
-from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+from porter_dev.processes import (
+    AWS_ACCOUNT_ID,
+    AwsEmulator,
+    Operator,
+    emulator_settings,
+    pod_identity_trust_policy,
+)
 
 GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
 PROVIDERS = ("aws", "azure", "gcp")
@@ -258,17 +264,16 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         for emulator in (aws, azure, gcp):
             emulator.faults(latencyMs=latency_ms)
         op_env = {
-            **aws.env,
-            "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
-            "PORTER_AWS_REGION": AWS_REGION,
-            "PORTER_AWS_ACCOUNT_ID": AWS_ACCOUNT_ID,
-            "PORTER_OIDC_ISSUER": cp.server,
-            "PORTER_AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
-            "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
-            "PORTER_AZURE_CA_FILE": str(azure.ca_file),
-            "PORTER_AZURE_CREDENTIAL": "emulator",
-            "PORTER_GCP_PROJECT_ID": PROJECT,
-            "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+            **emulator_settings(
+                cp.server,
+                aws,
+                azure,
+                gcp,
+                cluster=EKS_CLUSTER,
+                subscription=SUBSCRIPTION,
+                project=PROJECT,
+                account=AWS_ACCOUNT_ID,
+            ),
             "PORTER_METRICS_PORT": str(free_port()),
             # Every bench namespace may use every seeded identity; the webhook stays off so the figures
             # measure the operator, not admission round trips.

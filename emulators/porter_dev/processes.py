@@ -13,9 +13,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from porter_dev.controlplane import free_port
+
+if TYPE_CHECKING:  # the emulators' modules import this one
+    from porter_dev.azure import AzureEmulator
+    from porter_dev.gcp import GcpEmulator
 
 AWS_ACCOUNT_ID = "123456789012"  # moto's default account for any access key it does not know
 AWS_REGION = "us-east-1"
@@ -155,6 +159,35 @@ def pod_identity_trust_policy() -> str:
             ],
         }
     )
+
+
+def emulator_settings(
+    server: str,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    *,
+    cluster: str,
+    subscription: str,
+    project: str,
+    account: str | None = None,
+) -> dict[str, str]:
+    """The PORTER_* settings that point an operator at this API server (its issuer) and these three emulators."""
+    env = {
+        **aws.env,
+        "PORTER_EKS_CLUSTER_NAME": cluster,
+        "PORTER_AWS_REGION": AWS_REGION,
+        "PORTER_OIDC_ISSUER": server,
+        "PORTER_AZURE_SUBSCRIPTION_ID": subscription,
+        "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
+        "PORTER_AZURE_CA_FILE": str(azure.ca_file),
+        "PORTER_AZURE_CREDENTIAL": "emulator",
+        "PORTER_GCP_PROJECT_ID": project,
+        "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+    }
+    if account is not None:
+        env["PORTER_AWS_ACCOUNT_ID"] = account
+    return env
 
 
 @dataclass

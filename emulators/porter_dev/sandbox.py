@@ -20,7 +20,7 @@ from porter_dev.admission import webhook_configuration, write_webhook_certificat
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
-from porter_dev.processes import AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+from porter_dev.processes import AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
 
 EXAMPLES = REPO_ROOT / "examples"
 POLICY = EXAMPLES / "policy" / "dev.yaml"
@@ -134,16 +134,7 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         "gcp-emulator": gcp.proc.pid if gcp.proc else 0,
     }
     env = {
-        **aws.env,
-        "PORTER_EKS_CLUSTER_NAME": cluster,
-        "PORTER_AWS_REGION": AWS_REGION,
-        "PORTER_OIDC_ISSUER": cp.server,
-        "PORTER_AZURE_SUBSCRIPTION_ID": subscription,
-        "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
-        "PORTER_AZURE_CA_FILE": str(azure.ca_file),
-        "PORTER_AZURE_CREDENTIAL": "emulator",
-        "PORTER_GCP_PROJECT_ID": project,
-        "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+        **emulator_settings(cp.server, aws, azure, gcp, cluster=cluster, subscription=subscription, project=project),
         "PORTER_METRICS_PORT": str(free_port()),
         # token services for `porter-identity check` (the operator does not use them)
         "PORTER_AZURE_AUTHORITY": azure.endpoint,

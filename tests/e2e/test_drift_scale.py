@@ -27,7 +27,13 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.bench import Track, Watcher, wait_for_crd
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
-from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator, pod_identity_trust_policy
+from porter_dev.processes import (
+    AWS_ACCOUNT_ID,
+    AwsEmulator,
+    Operator,
+    emulator_settings,
+    pod_identity_trust_policy,
+)
 from porter_identity.reconcile.azure import credential_name
 from tests.conftest import GROUP, PLURAL, VERSION, wait_for
 from tests.e2e.test_metrics import scrape, value
@@ -136,17 +142,16 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
             nth[p] += 1
         wait_for_crd(custom)
         env = {
-            **aws.env,
-            "PORTER_EKS_CLUSTER_NAME": CLUSTER,
-            "PORTER_AWS_REGION": AWS_REGION,
-            "PORTER_AWS_ACCOUNT_ID": AWS_ACCOUNT_ID,
-            "PORTER_OIDC_ISSUER": cp.server,
-            "PORTER_AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
-            "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
-            "PORTER_AZURE_CA_FILE": str(azure.ca_file),
-            "PORTER_AZURE_CREDENTIAL": "emulator",
-            "PORTER_GCP_PROJECT_ID": PROJECT,
-            "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+            **emulator_settings(
+                cp.server,
+                aws,
+                azure,
+                gcp,
+                cluster=CLUSTER,
+                subscription=SUBSCRIPTION,
+                project=PROJECT,
+                account=AWS_ACCOUNT_ID,
+            ),
             # the drift-* namespaces may use the identities seeded above; admission is not what is measured here
             "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", SCALE_POLICY)),
             "PORTER_WEBHOOK_PORT": "0",
