@@ -16,24 +16,17 @@ from porter_identity.providers.aws import Association, AssociationSummary
 from porter_identity.providers.azure import Credential
 from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER
 from porter_identity.reconcile import aws, azure, gcp
-from porter_identity.reconcile.outcome import Reason
+from porter_identity.reconcile.outcome import OUTSIDE_THE_SPEC, Reason
 
 # A connection the sweep itself found broken (its repair ended in one of these) is rechecked by the sweep:
 # kopf has finished with it, and nothing else would look again until its spec changes.
-RECHECKED = frozenset(
-    {
-        Reason.ROLE_NOT_FOUND,
-        Reason.TRUST_POLICY_INVALID,
-        Reason.IDENTITY_NOT_FOUND,
-        Reason.LIMIT_EXCEEDED,
-        Reason.CLUSTER_NOT_FOUND,
-        Reason.CONFLICT,
-        Reason.ACCESS_DENIED,
-        Reason.THROTTLED,
-        Reason.CLOUD_UNAVAILABLE,
-        Reason.SERVICE_ACCOUNT_NOT_FOUND,
-    }
-)
+# The stalls kopf rechecks, plus the retried reasons; not the ones a connection's own reconcile cannot end in
+# after a repair (a PorterRoleSet's Secret) or that a repair never acts on (a revoked or blocked identity).
+RECHECKED = (OUTSIDE_THE_SPEC - {Reason.SECRET_NOT_FOUND, Reason.NOT_ALLOWED, Reason.BROAD_PERMISSIONS}) | {
+    Reason.THROTTLED,
+    Reason.CLOUD_UNAVAILABLE,
+    Reason.SERVICE_ACCOUNT_NOT_FOUND,
+}
 
 DRIFT_CORRECTED = "DriftCorrected"
 """The Event reason of a repair of something changed outside the operator (connections and PorterRoleSets)."""

@@ -49,6 +49,23 @@ class Reason(StrEnum):
     LEAST_PRIVILEGE = "LeastPrivilege"
 
 
+# Stalls caused by something outside the spec that may get fixed there: rechecked periodically.
+OUTSIDE_THE_SPEC = frozenset(
+    {
+        Reason.ROLE_NOT_FOUND,
+        Reason.TRUST_POLICY_INVALID,
+        Reason.IDENTITY_NOT_FOUND,
+        Reason.LIMIT_EXCEEDED,
+        Reason.CLUSTER_NOT_FOUND,
+        Reason.CONFLICT,
+        Reason.ACCESS_DENIED,
+        Reason.SECRET_NOT_FOUND,
+        Reason.NOT_ALLOWED,  # a namespace annotation may allow it later: no event wakes us for that
+        Reason.BROAD_PERMISSIONS,
+    }
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
     state: State
@@ -62,18 +79,7 @@ class Outcome:
     @property
     def recheck(self) -> bool:
         """Stalled by something outside the spec (a missing role, a foreign association) that may get fixed."""
-        return self.state is State.STALLED and self.reason in (
-            Reason.ROLE_NOT_FOUND,
-            Reason.TRUST_POLICY_INVALID,
-            Reason.IDENTITY_NOT_FOUND,
-            Reason.LIMIT_EXCEEDED,
-            Reason.CLUSTER_NOT_FOUND,
-            Reason.CONFLICT,
-            Reason.ACCESS_DENIED,
-            Reason.SECRET_NOT_FOUND,
-            Reason.NOT_ALLOWED,  # a namespace annotation may allow it later: no event wakes us for that
-            Reason.BROAD_PERMISSIONS,
-        )
+        return self.state is State.STALLED and self.reason in OUTSIDE_THE_SPEC
 
 
 def ready(message: str, reason: Reason = Reason.BOUND) -> Outcome:
