@@ -11,8 +11,30 @@ from typing import Any
 from kubernetes import client
 
 from porter_dev.controlplane import ControlPlane
-from porter_dev.processes import Operator
-from tests.conftest import GROUP, PLURAL, VERSION, wait_for
+from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, Operator
+from tests.conftest import EKS_CLUSTER, GROUP, PLURAL, VERSION, wait_for
+
+
+def roleset(
+    name: str, secret: tuple[str, str], access_role: str = "porter-access-manager", **spec: Any
+) -> dict[str, Any]:
+    """A PorterRoleSet for the emulated account and the e2e cluster; `secret` is the ExternalId's (namespace, name)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PorterRoleSet",
+        "metadata": {"name": name},
+        "spec": {
+            "accountId": AWS_ACCOUNT_ID,
+            "region": AWS_REGION,
+            "clusterName": EKS_CLUSTER,
+            "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
+            "access": {
+                "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/{access_role}",
+                "externalIdSecretRef": {"namespace": secret[0], "name": secret[1]},
+            },
+            **spec,
+        },
+    }
 
 
 def connection(name: str, service_account: str, **spec: Any) -> dict[str, Any]:

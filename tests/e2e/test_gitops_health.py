@@ -9,9 +9,9 @@ import pytest
 from kubernetes import client
 from lupa import LuaRuntime
 
-from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator
+from porter_dev.processes import AwsEmulator, Operator
 from tests.conftest import GROUP, VERSION, wait_for
-from tests.e2e.helpers import Connections
+from tests.e2e.helpers import Connections, roleset
 
 pytestmark = pytest.mark.e2e
 
@@ -76,22 +76,9 @@ def test_spec_change_not_yet_observed_is_progressing(conns: Connections, make_ro
 
 def test_role_set_without_its_secret_is_degraded(api: client.ApiClient, operator: Operator) -> None:
     custom = client.CustomObjectsApi(api)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "PorterRoleSet",
-        "metadata": {"name": "health-no-secret"},
-        "spec": {
-            "accountId": AWS_ACCOUNT_ID,
-            "region": AWS_REGION,
-            "clusterName": "e2e",
-            "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
-            "access": {
-                "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/porter-access-manager",
-                "externalIdSecretRef": {"namespace": "default", "name": "absent-external-id"},
-            },
-            "roles": [{"preset": "porter-telemetry-manager"}],
-        },
-    }
+    body = roleset(
+        "health-no-secret", ("default", "absent-external-id"), roles=[{"preset": "porter-telemetry-manager"}]
+    )
     custom.create_cluster_custom_object(GROUP, VERSION, "porterrolesets", body)
     try:
 

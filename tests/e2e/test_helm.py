@@ -15,8 +15,9 @@ from kubernetes import client
 
 from porter_dev.chart import CHART, helm, template, value_args
 from porter_dev.controlplane import ControlPlane
-from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, Operator
+from porter_dev.processes import Operator
 from tests.conftest import GROUP, OPERATOR_NAMESPACE, OPERATOR_RELEASE, VERSION, wait_for
+from tests.e2e.helpers import roleset
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
@@ -225,22 +226,7 @@ def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
     """The chart lets the operator read Secrets only in rbac.externalIdSecretNamespaces; elsewhere it says so."""
     custom = client.CustomObjectsApi(api)
     name = f"rbac-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "PorterRoleSet",
-        "metadata": {"name": name},
-        "spec": {
-            "accountId": AWS_ACCOUNT_ID,
-            "region": AWS_REGION,
-            "clusterName": "e2e",
-            "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
-            "access": {
-                "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/porter-access-manager",
-                "externalIdSecretRef": {"namespace": "kube-system", "name": "porter-external-id"},
-            },
-            "roles": [{"preset": "porter-telemetry-manager"}],
-        },
-    }
+    body = roleset(name, ("kube-system", "porter-external-id"), roles=[{"preset": "porter-telemetry-manager"}])
     custom.create_cluster_custom_object(GROUP, VERSION, "porterrolesets", body)
     try:
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator
+from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator
 from porter_identity.iam import presets
 from porter_identity.reconcile.roleset import INLINE_POLICY, canonical
 from tests.conftest import GROUP, VERSION, wait_for
+from tests.e2e.helpers import roleset
 from tests.seedtable import parse_inventory, parse_seed
 
 pytestmark = pytest.mark.e2e
@@ -67,19 +68,7 @@ class RoleSets:
         self.core = client.CoreV1Api(api)
 
     def create(self, name: str, secret: str, **spec: Any) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "PorterRoleSet",
-            "metadata": {"name": name},
-            "spec": {
-                "accountId": AWS_ACCOUNT_ID,
-                "region": AWS_REGION,
-                "clusterName": "e2e",
-                "managementPrincipalArn": MANAGEMENT,
-                "access": {"roleArn": ACCESS_ARN, "externalIdSecretRef": {"namespace": SECRET_NS, "name": secret}},
-                **spec,
-            },
-        }
+        body = roleset(name, (SECRET_NS, secret), ACCESS_ROLE, **spec)
         self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
 
     def get(self, name: str) -> dict[str, Any] | None:

@@ -14,9 +14,10 @@ from kubernetes import client
 
 from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator
-from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, AwsEmulator, Operator
+from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator
 from porter_dev.sandbox import access_trust_policy
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, OPERATOR_NAMESPACE, wait_for
+from tests.e2e import helpers
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
@@ -108,27 +109,10 @@ def test_no_secret_appears_in_logs_events_status_or_metrics(
         ),
     )
     roleset = f"sec-{suffix}"
-    custom.create_cluster_custom_object(
-        "identity.porter.run",
-        "v1alpha1",
-        "porterrolesets",
-        {
-            "apiVersion": "identity.porter.run/v1alpha1",
-            "kind": "PorterRoleSet",
-            "metadata": {"name": roleset},
-            "spec": {
-                "accountId": AWS_ACCOUNT_ID,
-                "region": AWS_REGION,
-                "clusterName": EKS_CLUSTER,
-                "managementPrincipalArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root",
-                "access": {
-                    "roleArn": f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/{access}",
-                    "externalIdSecretRef": {"namespace": OPERATOR_NAMESPACE, "name": f"external-id-{suffix}"},
-                },
-                "roles": [{"preset": "porter-manager"}],
-            },
-        },
+    body = helpers.roleset(
+        roleset, (OPERATOR_NAMESPACE, f"external-id-{suffix}"), access, roles=[{"preset": "porter-manager"}]
     )
+    custom.create_cluster_custom_object("identity.porter.run", "v1alpha1", "porterrolesets", body)
 
     # A linked ServiceAccount with a live token: the operator annotates it, so it is in the operator's reach.
     service_account(namespace, "tok")
