@@ -24,6 +24,8 @@ from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
 from porter_identity.kube.events import Events
 from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.links import registry
+from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.providers import clients
 from porter_identity.providers.iam import AssumedRoles
 from porter_identity.reconcile import claims, shard
@@ -34,7 +36,8 @@ async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     logger: Any,
-    by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    by_service_account: kopf.Index[connection.ClaimKey, claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     assert by_service_account is not None, "kopf passes every index to startup handlers too"
@@ -50,6 +53,12 @@ async def configure(
     kube = _kube_client(config.max_workers)
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
+    memo.lifecycle = Lifecycle(
+        registry.build(config, memo.clouds, memo.service_accounts), config.block_broad_permissions
+    )
+    # Runs outside a connection's handler (sweep, woken claimants) read ownership and policy from the same indexes.
+    memo.by_service_account = by_service_account
+    memo.allowed_identities = allowed_identities
     memo.events = Events(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     if config.health_port:
@@ -81,7 +90,7 @@ async def configure(
     settings.background.instant_exit_timeout = 5
 
 
-def _indexed(kube: Any, namespaces: list[str], index: kopf.Index[tuple[str, str], claims.Claim]) -> str | None:
+def _indexed(kube: Any, namespaces: list[str], index: kopf.Index[connection.ClaimKey, claims.Claim]) -> str | None:
     """Readiness: every connection the API server lists (from its watch cache) is in the in-memory index."""
     from kubernetes import client
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from porter_dev.processes import AWS_REGION, AwsEmulator
+from porter_identity.errors import Conflict, Invalid, NotFound, Throttled, Transient
 from porter_identity.providers.aws import AwsProvider
-from porter_identity.providers.errors import Conflict, Invalid, NotFound, Throttled, Transient
 
 
 @pytest.fixture

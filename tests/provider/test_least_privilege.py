@@ -14,10 +14,10 @@ from azure.core.rest import HttpRequest
 from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator
+from porter_identity.errors import Invalid
 from porter_identity.providers.aws import AwsProvider
 from porter_identity.providers.azure import AzureProvider
 from porter_identity.providers.clients import EmulatorToken
-from porter_identity.providers.errors import Invalid
 from porter_identity.providers.gcp import GcpProvider
 from porter_identity.reconcile.privilege import aws_findings, azure_findings, gcp_findings
 

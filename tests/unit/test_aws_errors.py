@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from porter_identity.providers.aws import role_name, translate, translated
-from porter_identity.providers.errors import (
+from porter_identity.errors import (
     AccessDenied,
     CloudError,
     Conflict,
@@ -16,6 +15,8 @@ from porter_identity.providers.errors import (
     Throttled,
     Transient,
 )
+from porter_identity.model import role_name
+from porter_identity.providers.aws import translate, translated
 
 
 def client_error(code: str, message: str = "the message", status: int | None = 400) -> ClientError:

@@ -8,8 +8,7 @@ import pytest
 from google.iam.v1 import policy_pb2
 from google.type import expr_pb2
 
-from porter_identity.providers.aws import Association, AssociationSummary
-from porter_identity.providers.azure import Credential
+from porter_identity.model import Association, AssociationSummary, Credential
 from porter_identity.reconcile import drift
 from porter_identity.reconcile.azure import credential_name, desired
 from porter_identity.reconcile.drift import Linked, Orphan
@@ -234,7 +233,7 @@ def test_azure_in_sync_is_quiet() -> None:
 
 
 def test_azure_names_are_compared_case_insensitively() -> None:
-    upper = cred("ns", "a", name=credential_name("ns", "a").upper())
+    upper = cred("ns", "a", name=credential_name(ISSUER, "ns", "a").upper())
     assert drift.azure_findings("rg/id", ISSUER, [linked("a")], [upper]).drifts == ()
 
 
@@ -259,7 +258,7 @@ def test_azure_deleted_or_changed_is_drift(listed: list[Credential] | None, word
 def test_azure_orphan_is_our_name_and_issuer_without_connection() -> None:
     listed = [cred("ns", "a"), cred("ns", "old")]
     found = drift.azure_findings("rg/id", ISSUER, [linked("a")], listed)
-    assert found.orphans == (Orphan("azure", credential_name("ns", "old"), "rg/id", "ns", "old"),)
+    assert found.orphans == (Orphan("azure", credential_name(ISSUER, "ns", "old"), "rg/id", "ns", "old"),)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +267,7 @@ def test_azure_orphan_is_our_name_and_issuer_without_connection() -> None:
         cred("ns", "old", issuer="https://another-cluster"),  # another cluster's operator federates it too
         cred("ns", "old", name="handmade"),  # not our naming scheme
         cred("ns", "old", subject="repo:org/app:ref:refs/heads/main"),  # not a Kubernetes subject
-        cred("ns", "x", name=credential_name("ns", "y"), subject="system:serviceaccount:ns:x"),  # name is for y
+        cred("ns", "x", name=credential_name(ISSUER, "ns", "y"), subject="system:serviceaccount:ns:x"),  # name is for y
     ],
 )
 def test_azure_credentials_not_ours_are_never_orphans(other: Credential) -> None:

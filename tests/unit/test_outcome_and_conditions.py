@@ -7,7 +7,7 @@ import re
 import pytest
 
 from porter_identity.api.common import Condition, ConditionStatus
-from porter_identity.providers.errors import (
+from porter_identity.errors import (
     AccessDenied,
     CloudError,
     Conflict,

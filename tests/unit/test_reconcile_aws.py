@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from porter_identity.providers.aws import Association
+from porter_identity.model import Association
 from porter_identity.reconcile import aws as decide
 from porter_identity.reconcile.aws import (
     MANAGED_TAG,
@@ -218,7 +218,7 @@ def test_delete_foreign_is_not_ours(observed: Association) -> None:
 
 
 def test_action_values() -> None:
-    assert [a.value for a in Action] == ["Create", "Update", "Keep", "Conflict"]
+    assert [a.value for a in Action] == ["Create", "Update", "Keep", "Adopt", "Conflict"]
     assert [a.value for a in DeleteAction] == ["Delete", "Gone", "NotOurs"]
 
 

@@ -9,13 +9,13 @@ import time
 import pytest
 from google.iam.v1 import policy_pb2
 
-from porter_identity.providers.azure import Credential
-from porter_identity.providers.errors import Busy
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, project_of
+from porter_identity.errors import Busy
+from porter_identity.model import WORKLOAD_IDENTITY_USER, Credential, project_of
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import annotation_patch, azure, gcp, outcome
 from porter_identity.reconcile.outcome import Reason, State
 
+ISSUER = "https://oidc.example/cluster"
 AZURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
 
 
@@ -30,15 +30,15 @@ AZURE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
     ],
 )
 def test_credential_names_are_always_valid_for_azure(namespace: str, service_account: str) -> None:
-    name = azure.credential_name(namespace, service_account)
+    name = azure.credential_name(ISSUER, namespace, service_account)
     assert AZURE_NAME.fullmatch(name), name
-    assert name == azure.credential_name(namespace, service_account)  # deterministic
+    assert name == azure.credential_name(ISSUER, namespace, service_account)  # deterministic
 
 
 def test_credential_names_are_unique_where_the_readable_part_collides() -> None:
-    assert azure.credential_name("a-b", "c") != azure.credential_name("a", "b-c")
+    assert azure.credential_name(ISSUER, "a-b", "c") != azure.credential_name(ISSUER, "a", "b-c")
     long_ns = "n" * 63
-    assert azure.credential_name(long_ns, "s" * 200 + "1") != azure.credential_name(long_ns, "s" * 200 + "2")
+    assert azure.credential_name(ISSUER, long_ns, "s" * 200 + "1") != azure.credential_name(ISSUER, long_ns, "s" * 200 + "2")
 
 
 def test_desired_credential_trusts_the_issuer_for_exactly_this_service_account() -> None:
@@ -181,4 +181,7 @@ def test_oldest_claim_owns_the_service_account() -> None:
     bound_same_second = claims.Claim(0, "2026-01-01T00:00:00Z", "uid-z", "bound")
     assert claims.owner([older, bound_same_second]) == bound_same_second  # holding the link wins
     assert claims.owner([]) is None
-    assert "connection first" in claims.conflict_message("ns", "sa", older)
+    refused = claims.Claim(claims.NONE, "2025-01-01T00:00:00Z", "uid-0", "refused")
+    assert claims.owner([refused, newer]) == newer  # a connection that links nothing owns nothing
+    assert claims.owner([refused]) is None
+    assert claims.waiting([refused, newer, older], gone="uid-b") == [newer]  # the next claimant to wake

@@ -1,28 +1,34 @@
-"""kopf handlers for ServiceIdentityConnection: parse, hand over to the provider workflow, write status."""
+"""kopf handlers for ServiceIdentityConnection: parse, run the link lifecycle, write status and Events."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
+from kubernetes import client
 from pydantic import ValidationError
 
 from porter_identity import GROUP, VERSION, metrics
-from porter_identity.api.connection import PLURAL, SINGULAR, Provider, ServiceIdentityConnection
+from porter_identity.api.connection import PLURAL, SINGULAR, ServiceIdentityConnection
 from porter_identity.config import Settings
-from porter_identity.handlers import aws, azure, gcp, namespaces
-from porter_identity.handlers.result import Result
+from porter_identity.handlers import namespaces
 from porter_identity.handlers.shard import in_shard
 from porter_identity.kube import status as kstatus
-from porter_identity.kube.serviceaccounts import ServiceAccounts
-from porter_identity.providers.clients import Clouds
+from porter_identity.kube.events import Events
+from porter_identity.links.base import Result
+from porter_identity.links.lifecycle import Lifecycle, Step
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import backoff, claims, conditions
-from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
+from porter_identity.reconcile.drift import DRIFT_CORRECTED
+from porter_identity.reconcile.outcome import NOT_CLAIMING, OUTSIDE_THE_SPEC, Outcome, Reason, State, stalled
 
 KIND = SINGULAR
-# One reconcile of a connection at a time, by uid: kopf's handler and a drift sweep's repair never overlap.
+# One reconcile of a connection at a time, by uid: kopf's handlers, a recheck and a sweep's rerun never overlap.
 LOCKS = KeyedLocks()
+ClaimKey = tuple[str, str, str]  # namespace, ServiceAccount, provider
+log = logging.getLogger(__name__)
 
 
 def _is_current(conn: ServiceIdentityConnection) -> bool:
@@ -37,7 +43,7 @@ def _is_current(conn: ServiceIdentityConnection) -> bool:
     )
 
 
-def _parse(body: kopf.Body) -> ServiceIdentityConnection | Outcome:
+def _parse(body: Mapping[str, Any]) -> ServiceIdentityConnection | Outcome:
     try:
         return ServiceIdentityConnection.from_body(body)
     except (ValidationError, ValueError) as err:
@@ -48,67 +54,45 @@ def _parse(body: kopf.Body) -> ServiceIdentityConnection | Outcome:
         return stalled(Reason.INVALID_SPEC, str(err))
 
 
-def _not_configured(provider: Provider, what: str) -> Result:
-    return Result(stalled(Reason.NOT_CONFIGURED, f"{provider.value} connections need operator settings: {what}"), None)
+def _provider_of(spec: Mapping[str, Any]) -> str:
+    return next((p for p in ("aws", "azure", "gcp") if isinstance(spec.get(p), Mapping)), "")
 
 
-def apply_link(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result:
-    clouds: Clouds = memo.clouds
-    settings: Settings = memo.settings
-    accounts: ServiceAccounts = memo.service_accounts
-    provider = conn.spec.provider
-    if provider is Provider.AWS:
-        if clouds.aws is None:
-            return _not_configured(provider, "PORTER_EKS_CLUSTER_NAME")
-        return aws.apply(clouds.aws, conn, settings.aws_account_id, settings.block_broad_permissions)
-    if provider is Provider.AZURE:
-        if clouds.azure is None or settings.oidc_issuer is None:
-            return _not_configured(provider, "PORTER_AZURE_SUBSCRIPTION_ID and PORTER_OIDC_ISSUER")
-        return azure.apply(clouds.azure, accounts, settings.oidc_issuer, conn, settings.block_broad_permissions)
-    if clouds.gcp is None or settings.workload_pool is None or settings.gcp_project_id is None:
-        return _not_configured(provider, "PORTER_GCP_PROJECT_ID")
-    return gcp.apply(
-        clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool, conn, settings.block_broad_permissions
-    )
-
-
-def _delete(memo: kopf.Memo, conn: ServiceIdentityConnection) -> Result | None:
-    """None when this operator has no client for the provider, so it cannot have created anything."""
-    clouds: Clouds = memo.clouds
-    settings: Settings = memo.settings
-    accounts: ServiceAccounts = memo.service_accounts
-    if conn.spec.aws is not None and clouds.aws is not None:
-        return aws.delete(clouds.aws, conn)
-    if conn.spec.azure is not None and clouds.azure is not None:
-        return azure.delete(clouds.azure, accounts, conn)
-    if conn.spec.gcp is not None and clouds.gcp is not None and settings.workload_pool is not None:
-        return gcp.delete(clouds.gcp, accounts, settings.workload_pool, conn)
-    return None
+def _identity_of(spec: Mapping[str, Any]) -> str:
+    aws, azure, gcp = spec.get("aws") or {}, spec.get("azure") or {}, spec.get("gcp") or {}
+    if azure:
+        return f"{azure.get('resourceGroup', '')}/{azure.get('identityName', '')}"
+    return str(aws.get("role") or gcp.get("serviceAccountEmail") or "")
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def by_service_account(
     namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, name: str, **_: Any
-) -> dict[tuple[str, str], claims.Claim]:
-    """In-memory index of connections by the ServiceAccount they link, for conflicts without API reads.
+) -> dict[ClaimKey, claims.Claim]:
+    """In-memory index of connections by the ServiceAccount and cloud they link, for ownership without API reads.
 
     Async on purpose: kopf runs sync callbacks in its thread pool, and this one runs on every watch event."""
     created = str(meta.get("creationTimestamp") or "")
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    claim = claims.Claim(0 if ready else 1, created, str(meta.uid), name)
-    return {(namespace or "", str(spec.get("serviceAccountName", ""))): claim}
+    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    rank = claims.rank(ready.get("status") == "True", str(ready.get("reason", "")), NOT_CLAIMING)
+    if meta.get("deletionTimestamp"):
+        rank = claims.NONE  # going away: the next claimant may take over as soon as its link is gone
+    claim = claims.Claim(rank, created, str(meta.uid), name, _identity_of(spec), str(ready.get("reason", "")))
+    return {(namespace or "", str(spec.get("serviceAccountName", "")), _provider_of(spec)): claim}
 
 
-def _claimed_by_other(
-    index: kopf.Index[tuple[str, str], claims.Claim] | None, conn: ServiceIdentityConnection
-) -> str | None:
-    """The conflict message when an older connection links the same ServiceAccount, else None."""
+def _key(conn: ServiceIdentityConnection) -> ClaimKey:
+    return (conn.metadata.namespace or "", conn.spec.service_account_name, conn.spec.provider.value)
+
+
+def _owner(
+    index: kopf.Index[ClaimKey, claims.Claim] | None, conn: ServiceIdentityConnection, ignoring: Iterable[str] = ()
+) -> claims.Claim | None:
+    """Another connection that owns this one's ServiceAccount for its cloud, else None."""
     assert index is not None, "kopf passes every index to every handler"
-    key = (conn.metadata.namespace or "", conn.spec.service_account_name)
-    winner = claims.owner(index.get(key, []))
-    if winner is None or winner.uid == conn.metadata.uid:
-        return None
-    return claims.conflict_message(key[0], key[1], winner)
+    skip = set(ignoring)
+    winner = claims.owner(c for c in index.get(_key(conn), []) if c.uid not in skip)
+    return None if winner is None or winner.uid == conn.metadata.uid else winner
 
 
 def _backoff(result: Outcome, retry: int, settings: Settings) -> float:
@@ -117,25 +101,97 @@ def _backoff(result: Outcome, retry: int, settings: Settings) -> float:
     return backoff.delay(steps, settings.retry_base_seconds, settings.retry_max_seconds)
 
 
-def _refuse(memo: kopf.Memo, conn: ServiceIdentityConnection, message: str, claimed: bool) -> Result:
-    """NotAllowed; a link made before the rule changed is removed, since the admin has revoked it."""
-    refusal = stalled(Reason.NOT_ALLOWED, message)
-    recorded = getattr(conn.status, conn.spec.provider.value)
-    if recorded is None or claimed:
-        return Result(refusal, None)
-    removed = _delete(memo, conn)
-    if removed is None:
-        return Result(refusal, None)
-    if removed.outcome.state is not State.READY:
-        return Result(removed.outcome, recorded)  # retried with backoff until the link is gone
-    return Result(refusal, None, removed.change)
+def run(
+    memo: kopf.Memo,
+    conn: ServiceIdentityConnection,
+    owners: kopf.Index[ClaimKey, claims.Claim] | None,
+    allowed: kopf.Index[str, str] | None,
+    ignoring: Iterable[str] = (),
+) -> Step:
+    """One lifecycle run under the connection's lock: policy, ownership, then the link."""
+    lifecycle: Lifecycle = memo.lifecycle
+    decision = namespaces.check(memo, allowed, conn.spec, conn.metadata.namespace or "")
+    with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, conn.spec.provider.value):
+        owner = _owner(owners, conn, ignoring)
+        return lifecycle.apply(conn, None if decision.allowed else decision.message, owner)
 
 
-def _retry_after(result: Outcome, retry: int, settings: Settings) -> None:
-    if result.retryable:
-        raise kopf.TemporaryError(result.message, delay=_backoff(result, retry, settings))
-    if result.recheck:
-        raise kopf.TemporaryError(result.message, delay=settings.stalled_recheck_seconds)
+def _report(
+    body: Any, conn: ServiceIdentityConnection, step: Step, post: Any, logger: Any, drift: str | None = None
+) -> bool:
+    """Events and the log line for one run; True when the Ready condition changed. `drift`: what the sweep saw,
+    when this run repaired something changed outside (a DriftCorrected Warning instead of the Normal Event)."""
+    result = step.result
+    provider = conn.spec.provider.value
+    metrics.reconciled(KIND, provider, result.outcome.reason.value)
+    kstatus.warn_broad(body, conn.status, result.privilege, result.outcome, post)
+    before = conditions.ready_condition(conn.status.conditions)
+    changed = before is None or (before.reason, before.message) != (result.outcome.reason.value, result.outcome.message)
+    ready = result.outcome.state is State.READY
+    if result.change is not None and ready and drift is not None:
+        metrics.DRIFT_CORRECTED.labels(provider).inc()
+        message = f"{drift}; {result.change.message}; {result.outcome.message}"
+        post(body, "Warning", DRIFT_CORRECTED, message)
+        logger.warning(
+            f"{conn.metadata.namespace}/{conn.metadata.name}: {message}",
+            extra={"reason": DRIFT_CORRECTED, "provider": provider},
+        )
+        return changed
+    if result.change is not None and ready:
+        # One Event for one state change: what was done, and what is true now.
+        post(body, "Normal", result.change.reason, f"{result.change.message}; {result.outcome.message}")
+    else:
+        if result.change is not None:
+            post(body, "Normal", result.change.reason, result.change.message)
+        if changed:
+            post(body, "Normal" if ready else "Warning", result.outcome.reason.value, result.outcome.message)
+    if changed or result.change is not None:
+        # Rechecks that find nothing new stay quiet: no Event, no status write, no log line above DEBUG.
+        (logger.info if ready else logger.warning)(
+            f"{conn.metadata.namespace}/{conn.metadata.name}: {result.outcome.message}",
+            extra={"reason": result.outcome.reason.value, "provider": provider},
+        )
+    return changed
+
+
+def _kopf_event(body: Any, type: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type, reason=reason, message=message)
+
+
+def _wake(memo: kopf.Memo, owners: kopf.Index[ClaimKey, claims.Claim] | None, key: ClaimKey, gone: str) -> None:
+    """The owner of a ServiceAccount went away or stopped linking: the next claimant is run at once."""
+    assert owners is not None
+    for waiting in claims.waiting(owners.get(key, []), gone):
+        rerun(memo, key[0], waiting.name, waiting.uid, f"connection {gone} no longer links {key[0]}/{key[1]}", (gone,))
+        return  # the first one that can link becomes the owner; the others stay Conflict
+
+
+def _settle(
+    body: Any,
+    patch: kopf.Patch,
+    retry: int,
+    memo: kopf.Memo,
+    logger: Any,
+    owners: kopf.Index[ClaimKey, claims.Claim] | None,
+    allowed: kopf.Index[str, str] | None,
+    conn: ServiceIdentityConnection,
+) -> None:
+    step = run(memo, conn, owners, allowed)
+    new = kstatus.next_status(conn, step.result.outcome, step.result.privilege, step.linked, step.result.status)
+    kstatus.write(patch, conn.status, new)
+    _report(body, conn, step, _kopf_event, logger)
+    if step.result.outcome.reason in NOT_CLAIMING and _claimed(conn):
+        _wake(memo, owners, _key(conn), conn.metadata.uid)
+    if step.result.outcome.retryable:
+        raise kopf.TemporaryError(
+            step.result.outcome.message, delay=_backoff(step.result.outcome, retry, memo.settings)
+        )
+
+
+def _claimed(conn: ServiceIdentityConnection) -> bool:
+    """Whether this connection held or could make its link before this run."""
+    ready = conditions.ready_condition(conn.status.conditions)
+    return ready is None or ready.status == "True" or ready.reason not in NOT_CLAIMING
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=in_shard)
@@ -147,45 +203,106 @@ def reconcile(
     retry: int,
     memo: kopf.Memo,
     logger: Any,
-    by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
+    by_service_account: kopf.Index[ClaimKey, claims.Claim] | None = None,
     allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
+    """Stalled ends the handler (rechecked by `recheck`); only Reconciling is retried by kopf."""
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
         kopf.event(body, type="Warning", reason=parsed.reason.value, message=parsed.message)
         logger.warning(parsed.message, extra={"reason": parsed.reason.value})
         return
     conn = parsed
-    provider = conn.spec.provider.value
     # Before the up-to-date shortcut: a rule withdrawn while the operator was down is enforced on resume.
     decision = namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "")
     if decision.allowed and _is_current(conn):
-        metrics.reconciled(KIND, provider, "UpToDate")
+        metrics.reconciled(KIND, conn.spec.provider.value, "UpToDate")
         return
-    with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, provider):
-        taken = _claimed_by_other(by_service_account, conn)
-        if not decision.allowed:
-            result = _refuse(memo, conn, decision.message, taken is not None)
-        elif taken:
-            result = Result(stalled(Reason.CONFLICT, taken), None)
-        else:
-            result = apply_link(memo, conn)
-    metrics.reconciled(KIND, provider, result.outcome.reason.value)
-    new = kstatus.next_status(conn, result.outcome, result.privilege, **{conn.spec.provider.value: result.status})
-    kstatus.write(patch, conn.status, new)
-    kstatus.warn_broad(body, conn.status, result.privilege, result.outcome)
-    if result.change is not None and result.outcome.state is State.READY:
-        # One Event for one state change: what was done, and what is true now.
-        message = f"{result.change.message}; {result.outcome.message}"
-        kopf.event(body, type="Normal", reason=result.change.reason, message=message)
-    else:
-        if result.change is not None:
-            kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
-        kstatus.announce(body, conn.status, result.outcome)
-    log = logger.info if result.outcome.state is State.READY else logger.warning
-    log(result.outcome.message, extra={"reason": result.outcome.reason.value, "provider": conn.spec.provider.value})
-    _retry_after(result.outcome, retry, memo.settings)
+    _settle(body, patch, retry, memo, logger, by_service_account, allowed_identities, conn)
+
+
+def _recheckable(status: kopf.Status, meta: kopf.Meta, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> bool:
+    """Stalled by something outside the spec that may get fixed there, settled for this generation, in our shard."""
+    if not in_shard(namespace, memo, **kwargs):
+        return False
+    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return (
+        ready.get("status") == "False"
+        and ready.get("reason") in OUTSIDE_THE_SPEC
+        and status.get("observedGeneration") == meta.get("generation")
+        and not meta.get("deletionTimestamp")
+    )
+
+
+_RECHECK_SECONDS = Settings().stalled_recheck_seconds
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=_RECHECK_SECONDS,
+    initial_delay=_RECHECK_SECONDS,
+    when=_recheckable,
+)
+def recheck(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    by_service_account: kopf.Index[ClaimKey, claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
+    **_: Any,
+) -> None:
+    """A Stalled connection is looked at again; nothing is written or posted when nothing changed."""
+    parsed = _parse(body)
+    if isinstance(parsed, Outcome):
+        return
+    _settle(body, patch, 0, memo, logger, by_service_account, allowed_identities, parsed)
+
+
+def rerun(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    uid: str,
+    why: str,
+    ignoring: Iterable[str] = (),
+    drifted: bool = False,
+) -> Outcome | None:
+    """Run a connection's lifecycle outside its kopf handler (the drift sweep, a woken claimant, a revocation):
+    read it fresh, run, patch status only on change (resourceVersion-checked), post Events. None when it changed
+    or went away meanwhile (its own handler has it)."""
+    api = client.CustomObjectsApi(memo.kube)
+    events: Events = memo.events
+    try:
+        body: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    meta = body.get("metadata") or {}
+    if meta.get("uid") != uid or meta.get("deletionTimestamp"):
+        return None
+    parsed = _parse(body)
+    if isinstance(parsed, Outcome):
+        return None
+    conn = parsed
+    step = run(memo, conn, memo.by_service_account, memo.allowed_identities, ignoring)
+    new = kstatus.next_status(conn, step.result.outcome, step.result.privilege, step.linked, step.result.status)
+    doc = new.model_dump(mode="json", by_alias=True)
+    if doc != conn.status.model_dump(mode="json", by_alias=True):
+        patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": doc}
+        try:
+            api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, patch)
+        except client.ApiException as err:
+            if err.status == 409:
+                return None  # written meanwhile: kopf's handler has the newer state
+            raise
+    log.debug(f"{namespace}/{name}: run again: {why}")
+    _report(body, conn, step, events.post, log, why if drifted else None)
+    return step.result.outcome
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=in_shard)
@@ -194,36 +311,34 @@ def delete(
     retry: int,
     memo: kopf.Memo,
     logger: Any,
-    by_service_account: kopf.Index[tuple[str, str], claims.Claim] | None = None,
-    allowed_identities: kopf.Index[str, str] | None = None,
+    by_service_account: kopf.Index[ClaimKey, claims.Claim] | None = None,
     **_: Any,
 ) -> None:
     """Remove the cloud link; the finalizer comes off only when this returns."""
     settings: Settings = memo.settings
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
-        return  # never admitted, so nothing was ever created for it
+        if any((body.get("status") or {}).get(p) for p in ("aws", "azure", "gcp")):
+            # Something was linked, but the spec no longer says what: keep the finalizer, say how to get out.
+            message = f"cannot tell which link to remove ({parsed.message}); fix the spec, or remove the finalizer"
+            kopf.event(body, type="Warning", reason=parsed.reason.value, message=message)
+            raise kopf.TemporaryError(message, delay=settings.stalled_recheck_seconds)
+        return  # never linked: an unparseable spec is never applied
     conn = parsed
-    if conn.spec.deletion_policy.value == "Retain":
-        kopf.event(body, type="Normal", reason="Retained", message="deletionPolicy is Retain: cloud link left in place")
-        return
-    if _claimed_by_other(by_service_account, conn):
-        return  # the link belongs to the older connection: deleting this one must not remove it
-    recorded = getattr(conn.status, conn.spec.provider.value)
-    if (
-        recorded is None
-        and not namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "").allowed
-    ):
-        return  # refused before it could link anything: the same names may belong to an allowed connection
-    with LOCKS.hold(conn.metadata.uid):  # a sweep's repair of this connection finishes first
-        result = _delete(memo, conn)
-    if result is None:
-        return
+    lifecycle: Lifecycle = memo.lifecycle
+    with LOCKS.hold(conn.metadata.uid):  # a sweep's rerun of this connection finishes first
+        result: Result = lifecycle.delete(conn, _owner(by_service_account, conn))
     if result.outcome.state is not State.READY:
         if result.outcome.reason is not Reason.PROGRESSING:
             kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
         # The finalizer stays until the link is gone, whatever the failure.
-        raise kopf.TemporaryError(result.outcome.message, delay=_backoff(result.outcome, retry, settings))
+        delay = (
+            settings.stalled_recheck_seconds
+            if result.outcome.state is State.STALLED
+            else _backoff(result.outcome, retry, settings)
+        )
+        raise kopf.TemporaryError(result.outcome.message, delay=delay)
     if result.change is not None:
         kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
         logger.info(result.change.message, extra={"reason": result.change.reason})
+    _wake(memo, by_service_account, _key(conn), conn.metadata.uid)

@@ -20,20 +20,19 @@ from typing import Any
 
 import kopf
 from kubernetes import client
-from pydantic import ValidationError
 
 from porter_identity import GROUP, VERSION, metrics
-from porter_identity.api.connection import PLURAL, ServiceIdentityConnection
+from porter_identity.api.connection import PLURAL, Provider
 from porter_identity.config import Settings
+from porter_identity.errors import CloudError, NotFound
 from porter_identity.handlers import connection, namespaces
-from porter_identity.kube import status as kstatus
 from porter_identity.kube.events import Events
-from porter_identity.providers.aws import Association
+from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.links.base import retained_annotation
+from porter_identity.model import Association
 from porter_identity.providers.clients import Clouds
-from porter_identity.providers.errors import CloudError, NotFound
-from porter_identity.reconcile import conditions, drift
-from porter_identity.reconcile.drift import DRIFT_CORRECTED, Drift, Findings, Group, Linked, Orphan
-from porter_identity.reconcile.outcome import State
+from porter_identity.reconcile import drift
+from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
 
 ORPHANED_LINK = "OrphanedLink"
 ORPHAN_DELETED = "OrphanDeleted"
@@ -82,6 +81,11 @@ class Sweeper:
                 continue
             if findings is not None:
                 found.append((group, findings))
+        for group, item in self._revoked(view):
+            try:
+                self._repair(group, item)
+            except (client.ApiException, CloudError) as err:
+                log.warning(f"removing the revoked link of {item.connection.namespace}/{item.connection.name}: {err}")
         orphans: Counter[str] = Counter()
         namespaces: dict[str, list[tuple[Group, Linked]]] = {}
         for group, findings in found:
@@ -90,8 +94,9 @@ class Sweeper:
                     return
                 try:
                     self._repair(group, item)
-                except client.ApiException as err:  # one connection's trouble must not end the sweep
-                    log.warning(f"drift repair of {item.connection.namespace}/{item.connection.name}: {err.reason}")
+                except (client.ApiException, CloudError) as err:  # one connection's trouble must not end the sweep
+                    why = err.reason if isinstance(err, client.ApiException) else err.message
+                    log.warning(f"drift repair of {item.connection.namespace}/{item.connection.name}: {why}")
             for orphan in findings.orphans:
                 try:
                     if self._confirmed(group, orphan, namespaces):
@@ -147,53 +152,21 @@ class Sweeper:
         return drift.gcp_findings(group[1], settings.workload_pool, linked, members)
 
     def _repair(self, group: Group, item: Drift) -> None:
-        """Run the connection's reconcile again, if it is still as the index said, under its reconcile lock."""
+        """Run the connection's lifecycle again (a repair that changes something is a DriftCorrected Warning)."""
         c = item.connection
-        api = client.CustomObjectsApi(self.memo.kube)
-        events: Events = self.memo.events
-        with connection.LOCKS.hold(c.uid):
-            try:
-                body: Any = api.get_namespaced_custom_object(GROUP, VERSION, c.namespace, PLURAL, c.name)
-            except client.ApiException as err:
-                if err.status == 404:
-                    return
-                raise
-            fresh = drift.entry(body)
-            if fresh is None or fresh[1].uid != c.uid or not (fresh[1].checked or fresh[1].rechecked):
-                return  # changed since the index saw it: kopf's own handler has it
-            try:
-                conn = ServiceIdentityConnection.from_body(body)
-            except (ValidationError, ValueError):
-                return
-            if not namespaces.check(self.memo, self.memo.allowed_identities, conn.spec, c.namespace).allowed:
-                return  # revoked: the status path removes the link; the sweep must not restore it
-            result = connection.apply_link(self.memo, conn)
-            provider = conn.spec.provider.value
-            new = kstatus.next_status(conn, result.outcome, result.privilege, **{provider: result.status})
-            doc = new.model_dump(mode="json", by_alias=True)
-            if doc != conn.status.model_dump(mode="json", by_alias=True):
-                # resourceVersion makes the patch fail rather than overwrite a status written meanwhile
-                patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": doc}
-                try:
-                    api.patch_namespaced_custom_object_status(GROUP, VERSION, c.namespace, PLURAL, c.name, patch)
-                except client.ApiException as err:
-                    if err.status == 409:
-                        return
-                    raise
-        extra = {"provider": provider, "reason": result.outcome.reason.value}
-        ready = result.outcome.state is State.READY
-        if result.change is not None and ready:
-            metrics.DRIFT_CORRECTED.labels(provider).inc()
-            message = f"{item.message}; {result.change.message}; {result.outcome.message}"
-            events.post(body, "Warning", DRIFT_CORRECTED, message)
-            log.warning(f"{c.namespace}/{c.name}: {message}", extra={**extra, "reason": DRIFT_CORRECTED})
-            return
-        if result.change is not None:
-            events.post(body, "Normal", result.change.reason, result.change.message)
-        before = conditions.ready_condition(conn.status.conditions)
-        if before is None or (before.reason, before.message) != (result.outcome.reason.value, result.outcome.message):
-            events.post(body, "Normal" if ready else "Warning", result.outcome.reason.value, result.outcome.message)
-            log.warning(f"{c.namespace}/{c.name}: {item.message}; {result.outcome.message}", extra=extra)
+        connection.rerun(self.memo, c.namespace, c.name, c.uid, item.message, drifted=item.corrects)
+
+    def _revoked(self, view: dict[Group, list[Linked]]) -> list[tuple[Group, Drift]]:
+        """Linked connections whose identity the policy no longer allows (a withdrawn rule or annotation):
+        their lifecycle removes the link."""
+        out = []
+        for group, linked in view.items():
+            for c in linked:
+                if c.ready and c.spec is not None:
+                    decision = namespaces.check(self.memo, self.memo.allowed_identities, c.spec, c.namespace)
+                    if not decision.allowed:
+                        out.append((group, Drift(c, "the policy no longer allows this link", corrects=False)))
+        return out
 
     def _confirmed(self, group: Group, orphan: Orphan, cache: dict[str, list[tuple[Group, Linked]]]) -> bool:
         """An orphan in a served namespace that no connection on the API server claims (the index may lag,
@@ -212,6 +185,8 @@ class Sweeper:
         subject = f"{what} {orphan.link} on {orphan.where} for {orphan.namespace}/{orphan.service_account}"
         key = f"{orphan.provider}/{orphan.where}/{orphan.link}"
         extra = {"provider": orphan.provider}
+        if self._retained(orphan):
+            return  # a Retain delete left it: never ours to delete, nor an orphan to report
         if self.settings.delete_orphans:
             if orphan.provider == "aws" and self.clouds.aws is not None:
                 self.clouds.aws.delete_association(orphan.link)
@@ -229,6 +204,16 @@ class Sweeper:
         message = f"{subject} is tagged as porter-identity's but no connection claims it; left in place"
         log.warning(message, extra={**extra, "reason": ORPHANED_LINK})
         self._post_on_service_account(orphan, "Warning", ORPHANED_LINK, message)
+
+    def _retained(self, orphan: Orphan) -> bool:
+        """Azure credentials carry no tags: a Retain delete marks their ServiceAccount instead (AWS tags the
+        association, and reconcile/drift.py never reports those)."""
+        if orphan.provider != "azure":
+            return False
+        accounts: ServiceAccounts = self.memo.service_accounts
+        found = accounts.annotations(orphan.namespace, orphan.service_account) or {}
+        marked = found.get(retained_annotation(Provider.AZURE))
+        return marked is not None and marked.lower() == orphan.where.lower()
 
     def _post_on_service_account(self, orphan: Orphan, type: str, reason: str, message: str) -> None:
         """The ServiceAccount the link serves is the object an admin looks at; none when it is gone too."""
@@ -272,7 +257,6 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
 async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
     """kopf passes every index to activities too; the sweep keeps this live view, filled as kopf watches."""
     drift_view: kopf.Index[Group, Linked] = kwargs["drift_view"]
-    memo.allowed_identities = kwargs["allowed_identities"]  # a repair must not restore a revoked link
     memo.drift_stop = threading.Event()
     memo.drift_task = asyncio.create_task(
         _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"

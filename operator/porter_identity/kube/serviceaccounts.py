@@ -26,9 +26,9 @@ class ServiceAccounts:
             raise
         return dict(found.metadata.annotations or {})
 
-    def annotate(self, namespace: str, name: str, wanted: dict[str, str]) -> None:
-        """Ensure `wanted` annotations with one merge patch: the API server stores nothing when they are already
-        there (no new resourceVersion), so a read first would only add a round trip."""
+    def annotate(self, namespace: str, name: str, wanted: dict[str, str | None]) -> None:
+        """Ensure `wanted` annotations (None: absent) with one merge patch: the API server stores nothing when
+        they are already so (no new resourceVersion), so a read first would only add a round trip."""
         try:
             self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": wanted}})
         except client.ApiException as err:
@@ -36,12 +36,30 @@ class ServiceAccounts:
                 raise ServiceAccountMissing(f"ServiceAccount {namespace}/{name} does not exist") from None
             raise
 
+    def annotate_if_present(self, namespace: str, name: str, wanted: dict[str, str | None]) -> bool:
+        """`annotate`, where a missing ServiceAccount is not an error: False then."""
+        try:
+            self.annotate(namespace, name, wanted)
+        except ServiceAccountMissing:
+            return False
+        return True
+
+    def annotations(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ServiceAccount's annotations, None when it does not exist."""
+        return self._annotations(namespace, name)
+
     def unannotate(self, namespace: str, name: str, ours: dict[str, str]) -> bool:
+        """Remove our values; a ServiceAccount deleted meanwhile (the namespace going away) is not an error."""
         current = self._annotations(namespace, name)
         if current is None:
             return False
         change = annotation_patch.removal(current, ours)
         if change is None:
             return False
-        self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": change}})
+        try:
+            self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": change}})
+        except client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
         return True

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+from pydantic import BaseModel
 
-from porter_identity.api.connection import ConnectionStatus, ServiceIdentityConnection
+from porter_identity.api.connection import ConnectionStatus, Provider, ServiceIdentityConnection
 from porter_identity.reconcile import conditions
 from porter_identity.reconcile import privilege as least
-from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.outcome import Outcome, Reason
 from porter_identity.reconcile.privilege import Check
 
 
 def next_status(
-    conn: ServiceIdentityConnection, result: Outcome, privilege: Check | None = None, **provider_status: Any
+    conn: ServiceIdentityConnection,
+    result: Outcome,
+    privilege: Check | None = None,
+    linked: str | None = None,
+    provider_status: BaseModel | None = None,
 ) -> ConnectionStatus:
-    """The status this outcome implies; transition times survive when a condition keeps its value.
+    """The status this outcome implies: the identity actually linked (None when nothing is), and the cloud's
+    record of that link; transition times survive when a condition keeps its value.
 
     LeastPrivilege is rewritten when this run read the permissions, kept while it describes this generation."""
-    spec = conn.spec
     try:
-        provider, identity = spec.provider, spec.identity
+        provider: Provider | None = conn.spec.provider
     except ValueError:
-        provider, identity = None, None
+        provider = None
     generation, now = conn.metadata.generation, conditions.now_rfc3339()
     built = conditions.build(result, generation, conn.status.conditions, now)
     before = next((c for c in conn.status.conditions if c.type == least.CONDITION), None)
@@ -31,12 +37,9 @@ def next_status(
         built.append(least.condition(privilege, generation, before, now))
     elif before is not None and before.observed_generation == generation:
         built.append(before)
+    blocks: dict[str, Any] = {provider.value: provider_status} if provider is not None else {}
     return ConnectionStatus(
-        observed_generation=generation,
-        conditions=built,
-        provider=provider,
-        identity=identity,
-        **provider_status,
+        observed_generation=generation, conditions=built, provider=provider, identity=linked, **blocks
     )
 
 
@@ -50,20 +53,13 @@ def write(patch: kopf.Patch, old: ConnectionStatus, new: ConnectionStatus) -> bo
     return True
 
 
-def announce(body: kopf.Body, old: ConnectionStatus, result: Outcome) -> None:
-    """One Event per change of the Ready condition (status or reason)."""
-    before = conditions.ready_condition(old.conditions)
-    if before is not None and before.reason == result.reason.value and before.message == result.message:
-        return
-    kind = "Normal" if result.state is State.READY else "Warning"
-    kopf.event(body, type=kind, reason=result.reason.value, message=result.message)
-
-
-def warn_broad(body: kopf.Body, old: ConnectionStatus, check: Check | None, result: Outcome) -> None:
+def warn_broad(
+    body: Any, old: ConnectionStatus, check: Check | None, result: Outcome, post: Callable[[Any, str, str, str], None]
+) -> None:
     """A Warning when an identity is newly found broad; when that blocks, the Stalled Event already says it."""
     if check is None or not check.broad or result.reason is Reason.BROAD_PERMISSIONS:
         return
     before = next((c for c in old.conditions if c.type == least.CONDITION), None)
     if before is not None and before.status == "False" and before.message == check.message:
         return
-    kopf.event(body, type="Warning", reason=Reason.BROAD_PERMISSIONS.value, message=check.message)
+    post(body, "Warning", Reason.BROAD_PERMISSIONS.value, check.message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from porter_identity import metrics
-from porter_identity.providers.errors import (
+from porter_identity.errors import (
     AccessDenied,
     CloudError,
     Conflict,
@@ -24,6 +24,7 @@ from porter_identity.providers.errors import (
     Transient,
     translating,
 )
+from porter_identity.model import Association, AssociationSummary, Role, role_name
 from porter_identity.providers.pacing import Pacer
 from porter_identity.providers.recent import Recent
 
@@ -39,45 +40,6 @@ _CONFLICT = {"ResourceInUseException", "EntityAlreadyExists"}
 _INVALID = {"InvalidParameterException", "InvalidRequestException", "ValidationError", "MalformedPolicyDocument"}
 _LIMIT = {"LimitExceeded", "ResourceLimitExceededException"}
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "InvalidClientTokenId"}
-
-
-@dataclass(frozen=True)
-class Role:
-    name: str
-    arn: str
-    trust_policy: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Association:
-    """An EKS Pod Identity association as DescribePodIdentityAssociation returns it."""
-
-    association_id: str
-    association_arn: str
-    namespace: str
-    service_account: str
-    role_arn: str
-    tags: dict[str, str]
-
-    @classmethod
-    def from_api(cls, data: dict[str, Any]) -> Association:
-        return cls(
-            association_id=data["associationId"],
-            association_arn=data["associationArn"],
-            namespace=data["namespace"],
-            service_account=data["serviceAccount"],
-            role_arn=data["roleArn"],
-            tags=dict(data.get("tags") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class AssociationSummary:
-    """A ListPodIdentityAssociations entry: no role and no tags (DescribePodIdentityAssociation has those)."""
-
-    association_id: str
-    namespace: str
-    service_account: str
 
 
 def translate(err: ClientError | BotoCoreError) -> CloudError:
@@ -107,11 +69,6 @@ def translate(err: ClientError | BotoCoreError) -> CloudError:
 
 def translated() -> AbstractContextManager[None]:
     return translating((ClientError, BotoCoreError), translate)
-
-
-def role_name(role: str) -> str:
-    """The role's name from a name or an ARN (paths are not part of the name)."""
-    return role.rsplit("/", 1)[-1] if role.startswith("arn:") else role
 
 
 @dataclass(frozen=True)
@@ -250,6 +207,14 @@ class AwsProvider:
                 clusterName=self.cluster_name, associationId=association_id, roleArn=role_arn
             )["association"]
         return Association.from_api(data)
+
+    def tag_association(self, association: Association, tags: dict[str, str]) -> None:
+        with translated():
+            self.eks.tag_resource(resourceArn=association.association_arn, tags=tags)
+
+    def untag_association(self, association: Association, keys: list[str]) -> None:
+        with translated():
+            self.eks.untag_resource(resourceArn=association.association_arn, tagKeys=keys)
 
     def delete_association(self, association_id: str) -> bool:
         """Delete; False when it was already gone (which counts as success)."""

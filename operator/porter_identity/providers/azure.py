@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -20,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from porter_identity import metrics
-from porter_identity.providers.errors import (
+from porter_identity.errors import (
     AccessDenied,
     CloudError,
     Conflict,
@@ -31,6 +30,7 @@ from porter_identity.providers.errors import (
     Transient,
     translating,
 )
+from porter_identity.model import Credential, Identity
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer
 from porter_identity.providers.recent import Recent
@@ -38,25 +38,6 @@ from porter_identity.providers.recent import Recent
 ARM_SCOPE = "https://management.azure.com/.default"  # what azure-mgmt-msi asks tokens for
 AUTHORIZATION_API_VERSION = "2022-04-01"  # Microsoft.Authorization roleAssignments (list, $filter=principalId)
 CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
-
-
-@dataclass(frozen=True)
-class Identity:
-    resource_group: str
-    name: str
-    client_id: str
-    principal_id: str
-    tenant_id: str
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A federated identity credential as ARM returns it."""
-
-    name: str
-    issuer: str
-    subject: str
-    audiences: tuple[str, ...]
 
 
 def translate(err: HttpResponseError | ServiceRequestError | ServiceResponseError) -> CloudError:
@@ -85,7 +66,7 @@ def translate(err: HttpResponseError | ServiceRequestError | ServiceResponseErro
 
 
 def translated() -> AbstractContextManager[None]:
-    return translating((HttpResponseError, ServiceRequestError), translate)
+    return translating((HttpResponseError, ServiceRequestError, ServiceResponseError), translate)
 
 
 def _pooled_transport(pool_size: int, connection_verify: str | bool) -> RequestsTransport:

@@ -12,7 +12,7 @@ from google.cloud import iam_admin_v1
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
 from porter_identity import metrics
-from porter_identity.providers.errors import (
+from porter_identity.errors import (
     AccessDenied,
     CloudError,
     Conflict,
@@ -23,11 +23,11 @@ from porter_identity.providers.errors import (
     Transient,
     translating,
 )
+from porter_identity.model import project_of
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer, is_read
 from porter_identity.providers.recent import Recent
 
-WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 PROJECTS_GET_IAM_POLICY = "/google.cloud.resourcemanager.v3.Projects/GetIamPolicy"
 RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com:443"
 
@@ -66,13 +66,6 @@ def translate(err: gexc.GoogleAPICallError | gexc.RetryError) -> CloudError:
 
 def translated() -> AbstractContextManager[None]:
     return translating((gexc.GoogleAPICallError, gexc.RetryError), translate)
-
-
-def project_of(email: str) -> str | None:
-    """The project a user-managed service account lives in, from its email domain."""
-    domain = email.rsplit("@", 1)[-1]
-    suffix = ".iam.gserviceaccount.com"
-    return domain[: -len(suffix)] if domain.endswith(suffix) else None
 
 
 def resource(email: str) -> str:

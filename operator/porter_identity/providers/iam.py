@@ -14,9 +14,9 @@ from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 
 from porter_identity import metrics
+from porter_identity.errors import NotFound
 from porter_identity.iam.policy import compact
 from porter_identity.providers.aws import translated
-from porter_identity.providers.errors import NotFound
 from porter_identity.reconcile.roleset import POLICY_PATH, ManagedPolicy, ObservedRole
 
 SESSION_NAME = "porter-identity"

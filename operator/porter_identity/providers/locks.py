@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from porter_identity.providers.errors import Busy
+from porter_identity.errors import Busy
 
 
 class KeyedLocks:

@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from porter_identity.iam.policy import listed
-from porter_identity.providers.aws import Association
+from porter_identity.model import Association
 
 MANAGED_TAG = "porter.run/managed"
 UID_TAG = "porter.run/connection-uid"
 NAME_TAG = "porter.run/connection"
+CLUSTER_TAG = "porter.run/cluster"
+RETAINED_TAG = "porter.run/retained"
+TAG_VALUE_MAX = 256  # EKS tag values: at most 256 characters
 
 
-def ownership_tags(uid: str, namespace: str, name: str) -> dict[str, str]:
-    return {MANAGED_TAG: "true", UID_TAG: uid, NAME_TAG: f"{namespace}/{name}"}
+def _fit(value: str) -> str:
+    """A tag value within EKS's limit for any valid name; the digest keeps long values distinct."""
+    if len(value) <= TAG_VALUE_MAX:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return f"{value[: TAG_VALUE_MAX - len(digest) - 1]}~{digest}"
+
+
+def ownership_tags(uid: str, namespace: str, name: str, cluster: str | None = None) -> dict[str, str]:
+    """The connection's uid and this cluster on every association we make (the name is for people)."""
+    tags = {MANAGED_TAG: "true", UID_TAG: uid, NAME_TAG: _fit(f"{namespace}/{name}")}
+    if cluster is not None:
+        tags[CLUSTER_TAG] = _fit(cluster)
+    return tags
+
+
+def retained(association: Association) -> bool:
+    """Left in place by a Retain delete: never deleted by us, adopted by the next connection for its ServiceAccount."""
+    return association.tags.get(MANAGED_TAG) == "true" and association.tags.get(RETAINED_TAG) == "true"
 
 
 def owned_by(association: Association, uid: str, uid_tag: str = UID_TAG) -> bool:
@@ -69,6 +90,7 @@ class Action(StrEnum):
     CREATE = "Create"
     UPDATE = "Update"
     KEEP = "Keep"
+    ADOPT = "Adopt"
     CONFLICT = "Conflict"
 
 
@@ -83,6 +105,8 @@ def plan_apply(uid: str, role_arn: str, observed: Association | None, uid_tag: s
     """What to do so that exactly our association, with `role_arn`, exists for the service account."""
     if observed is None:
         return Plan(Action.CREATE)
+    if uid_tag == UID_TAG and retained(observed) and observed.tags.get(uid_tag) != uid:
+        return Plan(Action.ADOPT, observed)
     if not owned_by(observed, uid, uid_tag):
         owner = observed.tags.get(NAME_TAG) if observed.tags.get(MANAGED_TAG) == "true" else None
         by = f"by connection {owner}" if owner else "outside porter-identity"

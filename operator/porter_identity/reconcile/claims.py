@@ -1,4 +1,4 @@
-"""Decide which connection owns a ServiceAccount when several name it: the bound one, else the oldest."""
+"""Decide which connection owns a ServiceAccount for one cloud when several name it: the bound one, else the oldest."""
 
 from __future__ import annotations
 
@@ -12,18 +12,32 @@ class Claim(NamedTuple):
     A connection that already holds the link ranks first: creation times have one-second resolution,
     so a newer object with a smaller uid must not displace one that is bound."""
 
-    rank: int  # 0 when the connection is Ready (holds the link), 1 otherwise
+    rank: int  # HOLDS, CAN_LINK or NONE
     created: str  # RFC 3339, so string order is time order
     uid: str
     name: str
+    identity: str = ""  # the identity the spec names, in its spec form
+    reason: str = ""  # of its Ready condition
+
+
+HOLDS = 0  # Ready: the connection holds the link
+CAN_LINK = 1  # not (yet) Ready, and nothing in its spec or status says it cannot link
+NONE = 2  # refused, invalid or unconfigured: it links nothing, so it owns nothing
+
+
+def rank(ready: bool, reason: str, not_claiming: Iterable[str]) -> int:
+    if ready:
+        return HOLDS
+    return NONE if reason in not_claiming else CAN_LINK
 
 
 def owner(claims: Iterable[Claim]) -> Claim | None:
-    return min(claims, default=None)
+    """The owner among connections naming one ServiceAccount for one cloud: the bound one, else the oldest
+    that can link; connections that link nothing own nothing."""
+    return min((c for c in claims if c.rank != NONE), default=None)
 
 
-def conflict_message(namespace: str, service_account: str, winner: Claim) -> str:
-    return (
-        f"service account {namespace}/{service_account} is already linked by connection {winner.name}; "
-        "one ServiceAccount gets one cloud identity: delete one of the two connections"
-    )
+def waiting(claims: Iterable[Claim], gone: str) -> list[Claim]:
+    """Claimants other than `gone` (a connection deleted or no longer linking): the next owner among them
+    must be woken at once instead of at its next recheck."""
+    return sorted(c for c in claims if c.uid != gone and c.rank == CAN_LINK)

@@ -7,14 +7,14 @@ service account) and the connections as kopf's in-memory index holds them; nothi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.iam.v1 import policy_pb2
+from pydantic import ValidationError
 
-from porter_identity.providers.aws import Association, AssociationSummary
-from porter_identity.providers.azure import Credential
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER
+from porter_identity.api.connection import ConnectionSpec
+from porter_identity.model import WORKLOAD_IDENTITY_USER, Association, AssociationSummary, Credential
 from porter_identity.reconcile import aws, azure, gcp
 from porter_identity.reconcile.outcome import OUTSIDE_THE_SPEC, Reason
 
@@ -48,6 +48,7 @@ class Linked:
     settled: bool  # status describes this generation and kopf has no handler in progress for it
     recorded: str | None = None  # AWS association id / Azure credential name / GCP member, from status
     role_arn: str | None = None  # AWS: the role recorded in status
+    spec: ConnectionSpec | None = field(default=None, compare=False, hash=False)  # for the policy; None if invalid
 
     @property
     def checked(self) -> bool:
@@ -64,7 +65,8 @@ def group_of(spec: Mapping[str, Any]) -> Group | None:
         return ("aws",)
     block = spec.get("azure")
     if isinstance(block, Mapping):
-        return ("azure", str(block.get("resourceGroup", "")), str(block.get("identityName", "")))
+        # ARM names compare case-insensitively: RG/READER and rg/reader are one identity, read once.
+        return ("azure", str(block.get("resourceGroup", "")).lower(), str(block.get("identityName", "")).lower())
     block = spec.get("gcp")
     if isinstance(block, Mapping):
         return ("gcp", str(block.get("serviceAccountEmail", "")))
@@ -97,7 +99,15 @@ def entry(body: Mapping[str, Any]) -> tuple[Group, Linked] | None:
         settled=settled,
         recorded=provider_status.get(recorded),
         role_arn=provider_status.get("roleArn") if group[0] == "aws" else None,
+        spec=_spec(spec),
     )
+
+
+def _spec(spec: Mapping[str, Any]) -> ConnectionSpec | None:
+    try:
+        return ConnectionSpec.model_validate(dict(spec))
+    except (ValidationError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class Drift:
 
     connection: Linked
     message: str
+    corrects: bool = True  # a change the run makes repairs something done outside (DriftCorrected)
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ class Findings:
 
 
 def _rechecks(connections: Iterable[Linked]) -> list[Drift]:
-    return [Drift(c, f"rechecking after {c.reason}") for c in connections if c.rechecked]
+    return [Drift(c, f"rechecking after {c.reason}", corrects=False) for c in connections if c.rechecked]
 
 
 # --- AWS: one paged ListPodIdentityAssociations per cluster -------------------------------------------------
@@ -199,6 +210,7 @@ def aws_findings(
         # a connection's tag: a PorterRoleSet's associations are managed too, under its own uid tag
         and aws.UID_TAG in found.tags
         and found.tags[aws.UID_TAG] not in uids
+        and not aws.retained(found)  # Retain: never ours to delete, nor an orphan to report
     ]
     return Findings(tuple(drifts), tuple(orphans))
 
@@ -215,13 +227,6 @@ def aws_prune(
 # --- Azure: one paged list of federated identity credentials per identity ----------------------------------
 
 
-def _service_account_of(subject: str) -> tuple[str, str] | None:
-    parts = subject.split(":")
-    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
-        return parts[2], parts[3]
-    return None
-
-
 def azure_findings(
     where: str, issuer: str, connections: Sequence[Linked], listed: Sequence[Credential] | None
 ) -> Findings:
@@ -231,7 +236,7 @@ def azure_findings(
     for c in connections:
         if not c.checked:
             continue
-        wanted = azure.desired(issuer, c.namespace, c.service_account)
+        wanted = azure.desired(issuer, c.namespace, c.service_account, c.recorded)
         found = by_name.get(wanted.name.lower())
         if found is None:
             drifts.append(Drift(c, f"federated identity credential {wanted.name} on {where} was deleted outside"))
@@ -247,10 +252,9 @@ def azure_findings(
     claimed = {(c.namespace, c.service_account) for c in connections}
     orphans = []
     for cred in listed or ():
-        owner = _service_account_of(cred.subject)
-        # Ours only if named by our scheme for its own subject and trusting this cluster's issuer:
-        # another cluster's operator may federate the same identity.
-        if owner is None or cred.issuer != issuer or cred.name != azure.credential_name(*owner):
+        # Another cluster's operator may federate the same identity: its credentials trust another issuer.
+        owner = azure.ours(cred, issuer)
+        if owner is None:
             continue
         if owner not in claimed:
             orphans.append(Orphan("azure", cred.name, where, owner[0], owner[1]))

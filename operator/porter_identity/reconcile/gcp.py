@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.iam.v1 import policy_pb2
 
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER
+from porter_identity.model import WORKLOAD_IDENTITY_USER
 
 SERVICE_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from porter_identity.providers.errors import (
+from porter_identity.errors import (
     AccessDenied,
     Busy,
     CloudError,
@@ -64,6 +64,24 @@ OUTSIDE_THE_SPEC = frozenset(
         Reason.BROAD_PERMISSIONS,
     }
 )
+
+
+# Stalls where the spec cannot be linked as written: whatever this connection linked before is removed, since no link
+# may outlive what the spec asks for. Not Conflict (the link belongs to another connection) and not failures of the
+# operator's own access or the cloud's limits (the spec still asks for the link).
+UNLINKED = frozenset(
+    {
+        Reason.NOT_ALLOWED,
+        Reason.BROAD_PERMISSIONS,
+        Reason.ROLE_NOT_FOUND,
+        Reason.TRUST_POLICY_INVALID,
+        Reason.IDENTITY_NOT_FOUND,
+        Reason.IDENTITY_OUTSIDE_PROJECT,
+    }
+)
+
+# Stalls in which a connection neither holds nor can make a link: it does not claim its ServiceAccount.
+NOT_CLAIMING = UNLINKED | {Reason.INVALID_SPEC, Reason.NOT_CONFIGURED}
 
 
 @dataclass(frozen=True)

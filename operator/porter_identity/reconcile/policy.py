@@ -8,8 +8,7 @@ from fnmatch import fnmatchcase
 
 from porter_identity.api.connection import ConnectionSpec, Provider
 from porter_identity.api.policy import AwsAllow, AzureAllow, GcpAllow, Policy, Rule
-from porter_identity.providers.aws import role_name
-from porter_identity.providers.gcp import project_of
+from porter_identity.model import project_of, role_name
 from porter_identity.reconcile.aws import foreign_account
 
 ANNOTATION = "identity.porter.run/allowed-identities"

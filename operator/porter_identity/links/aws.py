@@ -1,11 +1,12 @@
-"""Carry out the AWS plan for one connection: read cloud state, ask reconcile/ what to do, do it."""
+"""The AWS link: an EKS Pod Identity association, found by the namespace/ServiceAccount and owned by uid tag."""
 
 from __future__ import annotations
 
-from porter_identity.api.connection import AwsStatus, ServiceIdentityConnection
-from porter_identity.handlers.result import Change, Result
-from porter_identity.providers.aws import Association, AwsProvider, Role
-from porter_identity.providers.errors import AccessDenied, CloudError, NotFound
+from porter_identity.api.connection import AwsStatus, Provider, ServiceIdentityConnection
+from porter_identity.errors import AccessDenied, CloudError, NotFound
+from porter_identity.links.base import Change, Result
+from porter_identity.model import Association, Role, role_name
+from porter_identity.providers.aws import AwsProvider
 from porter_identity.reconcile import aws as decide
 from porter_identity.reconcile import outcome
 from porter_identity.reconcile import privilege as least
@@ -35,6 +36,7 @@ def _privilege(provider: AwsProvider, role: Role) -> Check:
 def apply(
     provider: AwsProvider, conn: ServiceIdentityConnection, account_id: str | None = None, block_broad: bool = False
 ) -> Result:
+    """The association for the spec's role, made, moved in place (UpdatePodIdentityAssociation), adopted or kept."""
     assert conn.spec.aws is not None
     ns, sa, uid = conn.metadata.namespace or "", conn.spec.service_account_name, conn.metadata.uid
     elsewhere = decide.foreign_account(conn.spec.aws.role, account_id)
@@ -81,7 +83,7 @@ def apply(
         privilege = _privilege(provider, role)
         refusal = least.blocked(privilege, block_broad)
         if refusal is not None:
-            return Result(refusal, conn.status.aws, privilege=privilege)
+            return Result(refusal, None, privilege=privilege)
         step = "reading the EKS Pod Identity association"
         observed = _observe(provider, conn)
         plan = decide.plan_apply(uid, role.arn, observed)
@@ -90,9 +92,22 @@ def apply(
             return Result(outcome.stalled(Reason.CONFLICT, plan.message), None, privilege=privilege)
         if plan.action is decide.Action.CREATE:
             step = "creating the EKS Pod Identity association"
-            tags = decide.ownership_tags(uid, ns, conn.metadata.name)
+            tags = decide.ownership_tags(uid, ns, conn.metadata.name, provider.cluster_name)
             current = provider.create_association(ns, sa, role.arn, tags)
             change = Change("Created", f"created EKS Pod Identity association {current.association_id}")
+        elif plan.action is decide.Action.ADOPT:
+            assert plan.association is not None
+            step = "adopting the retained EKS Pod Identity association"
+            current = plan.association
+            provider.tag_association(current, decide.ownership_tags(uid, ns, conn.metadata.name, provider.cluster_name))
+            provider.untag_association(current, [decide.RETAINED_TAG])
+            if current.role_arn != role.arn:
+                current = provider.update_association(current.association_id, role.arn)
+            change = Change(
+                "Adopted",
+                f"adopted EKS Pod Identity association {current.association_id}, retained by connection "
+                f"{plan.association.tags.get(decide.NAME_TAG, '?')}",
+            )
         elif plan.action is decide.Action.UPDATE:
             assert plan.association is not None
             step = "updating the EKS Pod Identity association"
@@ -122,7 +137,8 @@ def apply(
 
 
 def delete(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
-    """Remove our association; a missing one is success, someone else's is left alone."""
+    """Remove our association (found by uid tag, whatever status records); a missing one is success,
+    someone else's is left alone."""
     step = "reading the EKS Pod Identity association"
     try:
         observed = _observe(provider, conn)
@@ -136,7 +152,47 @@ def delete(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
             assert observed is not None
             change = Change("Skipped", f"left association {observed.association_id}: it is not this connection's")
         else:
-            change = Change("Deleted", "EKS Pod Identity association already gone")
+            return Result(outcome.ready("EKS Pod Identity association already gone"), None)
     except CloudError as err:
         return Result(outcome.from_error(err, what=step), conn.status.aws)
     return Result(outcome.ready(change.message), None, change)
+
+
+def retain(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
+    """Tag our association as retained: the orphan sweep skips it and the next connection adopts it."""
+    step = "reading the EKS Pod Identity association"
+    try:
+        observed = _observe(provider, conn)
+        if observed is None or not decide.owned_by(observed, conn.metadata.uid):
+            change = Change("Retained", "deletionPolicy is Retain: no EKS Pod Identity association of ours to keep")
+        else:
+            step = "tagging the EKS Pod Identity association as retained"
+            provider.tag_association(observed, {decide.RETAINED_TAG: "true"})
+            change = Change(
+                "Retained", f"deletionPolicy is Retain: EKS Pod Identity association {observed.association_id} kept"
+            )
+    except CloudError as err:
+        return Result(outcome.from_error(err, what=step), conn.status.aws)
+    return Result(outcome.ready(change.message), None, change)
+
+
+class AwsLink:
+    provider = Provider.AWS
+    moves_in_place = True  # UpdatePodIdentityAssociation: one association per ServiceAccount, whatever the role
+
+    def __init__(self, cloud: AwsProvider, account_id: str | None) -> None:
+        self.cloud = cloud
+        self.account_id = account_id
+
+    def same_identity(self, a: str, b: str) -> bool:
+        return role_name(a) == role_name(b)
+
+    def apply(self, conn: ServiceIdentityConnection, block_broad: bool) -> Result:
+        return apply(self.cloud, conn, self.account_id, block_broad)
+
+    def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
+        # One association per ServiceAccount, whatever role it grants: the identity does not narrow the search.
+        return delete(self.cloud, conn)
+
+    def retain(self, conn: ServiceIdentityConnection) -> Result:
+        return retain(self.cloud, conn)

@@ -1,12 +1,14 @@
-"""Carry out the GCP plan: a Workload Identity member on the service account's policy, and the SA annotation."""
+"""The GCP link: a Workload Identity member on the service account's policy, and the ServiceAccount annotation."""
 
 from __future__ import annotations
 
-from porter_identity.api.connection import GcpStatus, ServiceIdentityConnection
-from porter_identity.handlers.result import Change, Result
+from porter_identity.api.connection import GcpStatus, Provider, ServiceIdentityConnection
+from porter_identity.errors import AccessDenied, CloudError, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.providers.errors import AccessDenied, CloudError, NotFound
-from porter_identity.providers.gcp import WORKLOAD_IDENTITY_USER, GcpProvider, project_of
+from porter_identity.links.base import Change, Result, retained_annotation
+from porter_identity.links.base import kept_for_another as _kept_for_another
+from porter_identity.model import WORKLOAD_IDENTITY_USER, project_of
+from porter_identity.providers.gcp import GcpProvider
 from porter_identity.reconcile import gcp as decide
 from porter_identity.reconcile import outcome
 from porter_identity.reconcile import privilege as least
@@ -49,7 +51,7 @@ def apply(
         privilege = _privilege(provider, project, email)
         refusal = least.blocked(privilege, block_broad)
         if refusal is not None:
-            return Result(refusal, conn.status.gcp, privilege=privilege)
+            return Result(refusal, None, privilege=privilege)
         _, wrote = provider.update(email, lambda policy: decide.with_member(policy, who))
     except NotFound:
         return Result(
@@ -64,9 +66,12 @@ def apply(
         return Result(outcome.from_error(err, what=f"updating the IAM policy of {email}"), conn.status.gcp)
     if wrote:
         change = Change("Created", f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
+    elif conn.status.gcp is None:
+        change = Change("Adopted", f"adopted {who} in {WORKLOAD_IDENTITY_USER} on {email}")
     status = GcpStatus(member=who)
     try:
-        accounts.annotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email})
+        # A retained link taken over by this connection is no longer marked retained.
+        accounts.annotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email, retained_annotation(Provider.GCP): None})
     except ServiceAccountMissing as err:
         return Result(
             Outcome(
@@ -81,18 +86,50 @@ def apply(
     return Result(outcome.ready(f"service account {ns}/{sa} may act as {email} ({who})"), status, change, privilege)
 
 
-def delete(provider: GcpProvider, accounts: ServiceAccounts, pool: str, conn: ServiceIdentityConnection) -> Result:
-    spec = conn.spec.gcp
-    assert spec is not None
+def delete(
+    provider: GcpProvider, accounts: ServiceAccounts, pool: str, conn: ServiceIdentityConnection, email: str
+) -> Result:
+    """Remove the member from `email`'s policy (the spec's or one linked before), and the annotation naming it."""
     ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
-    email = spec.service_account_email
     who = decide.member(pool, ns, sa)
     try:
         _, wrote = provider.update(email, lambda policy: decide.without_member(policy, who))
     except NotFound:
         wrote = False  # the service account is gone, and its policy with it
     except CloudError as err:
-        return Result(outcome.from_error(err, what=f"updating the IAM policy of {email}"), None)
+        return Result(outcome.from_error(err, what=f"updating the IAM policy of {email}"), conn.status.gcp)
     accounts.unannotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email})
-    message = f"removed {who} from {email}" if wrote else f"{who} was already absent from {email}"
+    if not wrote:
+        return Result(outcome.ready(f"{who} was already absent from {email}"), None)
+    message = f"removed {who} from {email}"
     return Result(outcome.ready(message), None, Change("Deleted", message))
+
+
+class GcpLink:
+    provider = Provider.GCP
+    moves_in_place = False  # each service account has its own policy
+
+    def __init__(self, cloud: GcpProvider, accounts: ServiceAccounts, project: str, pool: str) -> None:
+        self.cloud = cloud
+        self.accounts = accounts
+        self.project = project
+        self.pool = pool
+
+    def same_identity(self, a: str, b: str) -> bool:
+        return a.lower() == b.lower()
+
+    def apply(self, conn: ServiceIdentityConnection, block_broad: bool) -> Result:
+        return apply(self.cloud, self.accounts, self.project, self.pool, conn, block_broad)
+
+    def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
+        if _kept_for_another(self.accounts, conn, self.provider, identity, self.same_identity):
+            return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
+        return delete(self.cloud, self.accounts, self.pool, conn, identity)
+
+    def retain(self, conn: ServiceIdentityConnection) -> Result:
+        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+        marked = self.accounts.annotate_if_present(ns, sa, {retained_annotation(self.provider): conn.spec.identity})
+        message = "deletionPolicy is Retain: Workload Identity member kept" + (
+            "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
+        )
+        return Result(outcome.ready(message), None, Change("Retained", message))

@@ -1,4 +1,4 @@
-"""Typed cloud errors: the only failure vocabulary that reconcile/ and handlers/ see."""
+"""Typed cloud errors: the failure vocabulary of providers/, reconcile/ and links/ (imports nothing of ours)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,200 @@
+"""The Azure link: a federated identity credential on the identity, named per cluster, and the client id annotation."""
+
+from __future__ import annotations
+
+from porter_identity.api.connection import AzureStatus, Provider, ServiceIdentityConnection
+from porter_identity.errors import AccessDenied, CloudError, Conflict, LimitExceeded, NotFound
+from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
+from porter_identity.links.base import Change, Result, kept_for_another, retained_annotation
+from porter_identity.model import Credential, Identity
+from porter_identity.providers.azure import AzureProvider
+from porter_identity.reconcile import azure as decide
+from porter_identity.reconcile import outcome
+from porter_identity.reconcile import privilege as least
+from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.privilege import Check
+
+
+def _annotations(status: AzureStatus) -> dict[str, str]:
+    return {
+        decide.CLIENT_ID_ANNOTATION: status.client_id or "",
+        decide.TENANT_ID_ANNOTATION: status.tenant_id or "",
+    }
+
+
+def _privilege(provider: AzureProvider, where: str, identity: Identity) -> Check:
+    try:
+        assignments = provider.role_assignments(identity.principal_id)
+    except AccessDenied as err:
+        return Check(where, unknown=err.message)
+    return Check(where, tuple(least.azure_findings(assignments, provider.subscription_id)))
+
+
+def split(identity: str) -> tuple[str, str]:
+    """`<resource group>/<identity name>`, the spec form status records, into its two parts."""
+    resource_group, _, name = identity.partition("/")
+    return resource_group, name
+
+
+def _where(resource_group: str, name: str) -> str:
+    return f"managed identity {name} (resource group {resource_group})"
+
+
+class AzureLink:
+    provider = Provider.AZURE
+    moves_in_place = False  # credentials live on the identity they federate
+
+    def __init__(self, cloud: AzureProvider, accounts: ServiceAccounts, issuer: str) -> None:
+        self.cloud = cloud
+        self.accounts = accounts
+        self.issuer = issuer
+
+    def _recorded_name(self, conn: ServiceIdentityConnection) -> str | None:
+        """The credential name status records for the spec's identity (a legacy name keeps being used)."""
+        status = conn.status.azure
+        if status is None or status.credential_name is None or conn.status.identity is None:
+            return None
+        return status.credential_name if _key_of(conn.status.identity) == _key_of(conn.spec.identity) else None
+
+    def _legacy(self, resource_group: str, name: str, wanted: Credential) -> Credential | None:
+        """The credential an earlier release made for this subject under the name without the cluster."""
+        legacy = decide.legacy_credential_name(*decide.service_account_of(wanted.subject) or ("", ""))
+        for found in self.cloud.list_credentials(resource_group, name):
+            if found.name.lower() == legacy.lower() and found.issuer == wanted.issuer:
+                return found
+        return None
+
+    def same_identity(self, a: str, b: str) -> bool:
+        return _key_of(a) == _key_of(b)
+
+    def apply(self, conn: ServiceIdentityConnection, block_broad: bool) -> Result:
+        spec = conn.spec.azure
+        assert spec is not None
+        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+        where = _where(spec.resource_group, spec.identity_name)
+        wanted = decide.desired(self.issuer, ns, sa, self._recorded_name(conn))
+        step = f"reading {where}"
+        change: Change | None = None
+        privilege: Check | None = None
+        try:
+            try:
+                identity = self.cloud.get_identity(spec.resource_group, spec.identity_name)
+            except NotFound:
+                return Result(
+                    outcome.stalled(
+                        Reason.IDENTITY_NOT_FOUND,
+                        f"{where} does not exist in the operator's subscription; create it or fix spec.azure",
+                    ),
+                    None,
+                )
+            step = f"reading the role assignments of {where}"
+            privilege = _privilege(self.cloud, where, identity)
+            refusal = least.blocked(privilege, block_broad)
+            if refusal is not None:
+                return Result(refusal, None, privilege=privilege)
+            step = f"reading federated identity credential {wanted.name} on {where}"
+            observed = self.cloud.get_credential(spec.resource_group, spec.identity_name, wanted.name)
+            action = decide.plan_apply(wanted, observed)
+            if action is not decide.Action.KEEP:
+                step = f"writing federated identity credential {wanted.name} on {where}"
+                try:
+                    self.cloud.put_credential(spec.resource_group, spec.identity_name, wanted)
+                except Conflict:
+                    legacy = self._legacy(spec.resource_group, spec.identity_name, wanted)
+                    if legacy is None:
+                        raise
+                    # Upgrade without a gap: Azure allows one credential per issuer and subject, so the one an
+                    # earlier release named is kept under its name instead of being replaced.
+                    wanted = decide.desired(self.issuer, ns, sa, legacy.name)
+                    action = decide.Action.KEEP
+                    change = Change("Adopted", f"adopted federated identity credential {legacy.name} on {where}")
+                if change is None:
+                    verb = "Created" if action is decide.Action.CREATE else "Updated"
+                    change = Change(verb, f"{verb.lower()} federated identity credential {wanted.name} on {where}")
+            elif conn.status.azure is None:
+                change = Change("Adopted", f"adopted federated identity credential {wanted.name} on {where}")
+        except LimitExceeded as err:
+            return Result(
+                outcome.stalled(
+                    Reason.LIMIT_EXCEEDED,
+                    f"{where} already has the 20 federated identity credentials Azure allows ({err.message}); "
+                    "delete unused credentials on it or give this workload its own identity",
+                ),
+                None,
+                privilege=privilege,
+            )
+        except Conflict as err:
+            return Result(
+                outcome.stalled(
+                    Reason.CONFLICT,
+                    f"another federated identity credential on {where} already trusts {wanted.subject} "
+                    f"({err.message}); delete it or let this connection own the link",
+                ),
+                None,
+            )
+        except CloudError as err:
+            return Result(outcome.from_error(err, what=step), conn.status.azure)
+        status = AzureStatus(
+            credential_name=wanted.name,
+            client_id=identity.client_id,
+            principal_id=identity.principal_id,
+            tenant_id=identity.tenant_id,
+        )
+        try:
+            # A retained link taken over by this connection is no longer marked retained.
+            self.accounts.annotate(ns, sa, {**_annotations(status), retained_annotation(self.provider): None})
+        except ServiceAccountMissing as err:
+            return Result(
+                Outcome(
+                    State.RECONCILING,
+                    Reason.SERVICE_ACCOUNT_NOT_FOUND,
+                    f"{err}: the federated credential exists; waiting to annotate it with the client id",
+                ),
+                status,
+                change,
+                privilege,
+            )
+        return Result(
+            outcome.ready(f"service account {ns}/{sa} is federated with {where} (client id {identity.client_id})"),
+            status,
+            change,
+            privilege,
+        )
+
+    def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
+        if kept_for_another(self.accounts, conn, self.provider, identity, self.same_identity):
+            return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
+        resource_group, name = split(identity)
+        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+        recorded = conn.status.azure.credential_name if conn.status.azure is not None else None
+        same = conn.status.identity is not None and _key_of(conn.status.identity) == _key_of(identity)
+        credential = recorded if recorded and same else decide.credential_name(self.issuer, ns, sa)
+        try:
+            existed = self.cloud.delete_credential(resource_group, name, credential)
+        except NotFound:
+            existed = False  # the identity itself is gone, and its credentials with it
+        except CloudError as err:
+            return Result(
+                outcome.from_error(err, what=f"deleting federated identity credential {credential}"), conn.status.azure
+            )
+        if same and conn.status.azure is not None:
+            self.accounts.unannotate(ns, sa, _annotations(conn.status.azure))
+        where = _where(resource_group, name)
+        if not existed:
+            return Result(outcome.ready(f"federated identity credential {credential} on {where} already gone"), None)
+        message = f"deleted federated identity credential {credential} on {where}"
+        return Result(outcome.ready(message), None, Change("Deleted", message))
+
+    def retain(self, conn: ServiceIdentityConnection) -> Result:
+        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+        marked = self.accounts.annotate_if_present(ns, sa, {retained_annotation(self.provider): conn.spec.identity})
+        message = "deletionPolicy is Retain: federated identity credential kept" + (
+            "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
+        )
+        return Result(outcome.ready(message), None, Change("Retained", message))
+
+
+def _key_of(identity: str) -> tuple[str, str]:
+    """ARM compares resource group and resource names case-insensitively."""
+    resource_group, name = split(identity)
+    return resource_group.lower(), name.lower()
