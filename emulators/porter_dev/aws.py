@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 from porter_dev import eks_auth, iam_rules
@@ -74,6 +74,7 @@ QUOTA_CHECKED = {
     "AttachRolePolicy",
 }
 POD_IDENTITY = re.compile(r"^/clusters/(?P<cluster>[^/]+)/pod-identity-associations(?:/(?P<id>[^/]+))?/?$")
+ASSOCIATION_TAGS = re.compile(r"^/tags/(?P<arn>arn(?::|%3A)[^/]*(?::|%3A).*podidentityassociation(?:/|%2F).+)$", re.I)
 
 StartResponse = Callable[..., Any]
 
@@ -220,6 +221,24 @@ class PodIdentityStore:
             assoc.modified_at = time.time()
             return assoc
 
+    def tag(self, account: str, region: str, arn: str, tags: dict[str, str] | None, remove: list[str]) -> None:
+        """TagResource / UntagResource on an association, by its ARN (EKS API reference: TagResource,
+        UntagResource: at most 50 tags, keys 1-128 and values up to 256 characters, no aws: prefix)."""
+        with self.lock:
+            found = [
+                a
+                for (acct, reg, _), byid in self.associations.items()
+                if (acct, reg) == (account, region)
+                for a in byid.values()
+                if a.association_arn == arn
+            ]
+            if not found:
+                raise EksError(404, "NotFoundException", f"Resource {arn} not found.")
+            merged = {k: v for k, v in found[0].tags.items() if k not in remove}
+            merged.update(tags or {})
+            _validate_tags(merged)
+            found[0].tags = merged
+
     def delete(self, account: str, region: str, cluster: str, association_id: str) -> Association:
         with self.lock:
             assoc = self._get(account, region, cluster, association_id)
@@ -362,9 +381,12 @@ class AwsEmulator:
         region = scope.group("region") if scope else "us-east-1"
         body = _read_body(environ)
         match = POD_IDENTITY.match(path) if service == "eks" else None
+        tags_match = ASSOCIATION_TAGS.match(path) if service == "eks" and method in ("POST", "DELETE") else None
         auth_match = eks_auth.PATH.match(path) if service == "eks-auth" and method == "POST" else None
-        params = _params(environ, body) if match is None and auth_match is None else {}
+        params = _params(environ, body) if match is None and auth_match is None and tags_match is None else {}
         operation = "AssumeRoleForPodIdentity" if auth_match else _operation(method, path, params, match)
+        if tags_match is not None:
+            operation = "TagResource" if method == "POST" else "UntagResource"
         fault = self.faults.on_call(service, operation)
         if fault:
             return _inject(start, service, fault)
@@ -378,12 +400,19 @@ class AwsEmulator:
             return _query_error(start, service, err.status, err.code, err.message)
         if auth_match is not None:
             return self._eks_auth(start, access_key, region, auth_match.group("cluster"), body)
-        if match is None:
+        if match is None and tags_match is None:
             return self.inner(environ, start)
         from moto.iam.models import get_account_id_from
 
         account = get_account_id_from(scope.group("key") if scope else "")
         try:
+            if tags_match is not None:
+                arn = unquote(tags_match.group("arn"))
+                query = parse_qs(environ.get("QUERY_STRING", ""))
+                tags = json.loads(body).get("tags") if method == "POST" and body else None
+                self.store.tag(account, region, arn, tags, query.get("tagKeys", []) if method == "DELETE" else [])
+                return _json(start, 200, {})
+            assert match is not None
             return self._pod_identity(start, account, region, match, method, body, environ)
         except EksError as err:
             return _json(start, err.status, {"message": err.message}, [("x-amzn-ErrorType", err.code)])

@@ -17,7 +17,7 @@ from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
 from porter_identity.config import Settings
 from porter_identity.handlers import admission, connection, drift, roleset  # noqa: F401 - registers the handlers
-from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the namespace index
+from porter_identity.handlers import namespaces as _namespaces
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
@@ -60,6 +60,7 @@ async def configure(
     memo.by_service_account = by_service_account
     memo.allowed_identities = allowed_identities
     memo.events = Events(kube)
+    memo.live_annotations = _namespaces.LiveAnnotations(kube)
     memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
     if config.health_port:
         memo.health = Health(config.health_stall_seconds, partial(_indexed, kube, memo.namespaces, by_service_account))

@@ -14,10 +14,13 @@ from porter_identity.handlers.admission import validate_connection, validate_rol
 POLICY = Policy.model_validate({"rules": [{"namespaces": ["shop"], "aws": {"roles": ["shop-*"]}}]})
 
 
-def memo(policy: Policy | None = POLICY) -> kopf.Memo:
+def memo(policy: Policy | None = POLICY, live: str | None = None) -> kopf.Memo:
+    """`live`: the annotation the API server has now (the webhook reads it before refusing; tests/e2e use a real
+    one, see test_security's one-apply test)."""
     out = kopf.Memo()
     out.settings = Settings(aws_account_id="123456789012")
     out.policy = policy
+    out.live_annotations = lambda namespace: live
     return out
 
 
@@ -95,5 +98,26 @@ def test_roleset_for_another_account_is_forbidden() -> None:
         operation="CREATE",
         old=None,
         new=kopf.Body({"metadata": {"name": "r"}, "spec": spec}),
-        memo=kopf.Memo(settings=Settings(), policy=None),
+        memo=kopf.Memo(settings=Settings(), policy=None, live_annotations=lambda namespace: None),
     )
+
+
+def test_a_namespace_the_index_has_not_seen_yet_is_read_before_refusing() -> None:
+    """One apply of a Namespace with its connection: the index lags, the API server does not."""
+    validate_connection(
+        operation="CREATE",
+        old=None,
+        new=sic(DENIED),
+        namespace="shop",
+        memo=memo(policy=None, live="aws:billing-*"),
+        allowed_identities={},
+    )
+    with pytest.raises(kopf.AdmissionError, match="not allowed by policy"):
+        validate_connection(
+            operation="CREATE",
+            old=None,
+            new=sic(DENIED),
+            namespace="shop",
+            memo=memo(policy=None, live="aws:shop-*"),
+            allowed_identities={},
+        )

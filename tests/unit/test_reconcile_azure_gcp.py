@@ -38,7 +38,9 @@ def test_credential_names_are_always_valid_for_azure(namespace: str, service_acc
 def test_credential_names_are_unique_where_the_readable_part_collides() -> None:
     assert azure.credential_name(ISSUER, "a-b", "c") != azure.credential_name(ISSUER, "a", "b-c")
     long_ns = "n" * 63
-    assert azure.credential_name(ISSUER, long_ns, "s" * 200 + "1") != azure.credential_name(ISSUER, long_ns, "s" * 200 + "2")
+    assert azure.credential_name(ISSUER, long_ns, "s" * 200 + "1") != azure.credential_name(
+        ISSUER, long_ns, "s" * 200 + "2"
+    )
 
 
 def test_desired_credential_trusts_the_issuer_for_exactly_this_service_account() -> None:

@@ -60,6 +60,9 @@ def validate_connection(
             )
     decision = namespaces.check(memo, allowed_identities, spec, namespace or "")
     if not decision.allowed:
+        # The index lags the API server: a Namespace applied with its connection may not be in it yet.
+        decision = namespaces.check_live(memo, spec, namespace or "")
+    if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=FORBIDDEN)
 
 

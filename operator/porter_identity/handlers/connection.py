@@ -342,3 +342,17 @@ def delete(
         kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
         logger.info(result.change.message, extra={"reason": result.change.reason})
     _wake(memo, by_service_account, _key(conn), conn.metadata.uid)
+
+
+@kopf.on.event("", "v1", "serviceaccounts")
+def service_account_seen(type: str | None, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A connection waiting for its ServiceAccount runs as soon as the watch shows it, not at its next backoff."""
+    if type not in (None, "ADDED"):
+        return
+    owners: kopf.Index[ClaimKey, claims.Claim] | None = memo.get("by_service_account")
+    if owners is None:
+        return  # not started yet: the connections' own handlers run after start-up anyway
+    for provider in ("aws", "azure", "gcp"):
+        for claim in list(owners.get((namespace or "", name, provider), [])):
+            if claim.reason == Reason.SERVICE_ACCOUNT_NOT_FOUND:
+                rerun(memo, namespace or "", claim.name, claim.uid, f"ServiceAccount {namespace}/{name} appeared")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.config import Settings
@@ -26,12 +28,38 @@ def annotation_of(index: kopf.Index[str, str] | None, namespace: str) -> str | N
 
 def check(memo: kopf.Memo, index: kopf.Index[str, str] | None, spec: ConnectionSpec, namespace: str) -> policy.Decision:
     """The policy decision for a connection, from the loaded policy file and the namespace's annotation."""
+    return _decide(memo, spec, namespace, annotation_of(index, namespace))
+
+
+class LiveAnnotations:
+    """The allow annotation read from the API server, for a refusal the index may be too late for."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+
+    def __call__(self, namespace: str) -> str | None:
+        try:
+            found: Any = self.core.read_namespace(namespace)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return (found.metadata.annotations or {}).get(ANNOTATION)
+
+
+def check_live(memo: kopf.Memo, spec: ConnectionSpec, namespace: str) -> policy.Decision:
+    """`check` with the annotation as the API server has it now (memo.live_annotations, a LiveAnnotations)."""
+    read: Callable[[str], str | None] = memo.live_annotations
+    return _decide(memo, spec, namespace, read(namespace))
+
+
+def _decide(memo: kopf.Memo, spec: ConnectionSpec, namespace: str, annotation: str | None) -> policy.Decision:
     settings: Settings = memo.settings
     return policy.decide(
         spec,
         namespace,
         memo.policy,
-        annotation_of(index, namespace),
+        annotation,
         account_id=settings.aws_account_id,
         gcp_project=settings.gcp_project_id,
     )
