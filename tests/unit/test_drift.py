@@ -101,9 +101,9 @@ def test_a_connection_without_status_is_not_settled() -> None:
 
 @pytest.mark.parametrize(
     ("reason", "rechecked"),
-    [("RoleNotFound", True), ("Conflict", True), ("CloudUnavailable", True), ("InvalidSpec", False), ("", False)],
+    [("RoleNotFound", False), ("Conflict", False), ("CloudUnavailable", True), ("InvalidSpec", False), ("", False)],
 )
-def test_only_cloud_side_failures_are_rechecked(reason: str, rechecked: bool) -> None:
+def test_only_retries_left_by_runs_outside_kopf_are_rechecked(reason: str, rechecked: bool) -> None:
     assert linked(ready=False, reason=reason).rechecked is rechecked
     assert not linked(ready=False, reason=reason, settled=False).rechecked
 
@@ -180,8 +180,11 @@ def test_connections_kopf_is_busy_with_are_not_drift() -> None:
 
 
 def test_sweep_degraded_connections_are_rechecked() -> None:
-    c = linked("x", ready=False, reason="RoleNotFound")
-    assert [d.message for d in drift.aws_findings("k", [c], [], {}).drifts] == ["rechecking after RoleNotFound"]
+    """Stalls have their own recheck timer; a retry a sweep's run left behind has nobody else to retry it."""
+    c = linked("x", ready=False, reason="CloudUnavailable")
+    assert [d.message for d in drift.aws_findings("k", [c], [], {}).drifts] == ["rechecking after CloudUnavailable"]
+    stalled = linked("y", ready=False, reason="RoleNotFound")
+    assert drift.aws_findings("k", [stalled], [], {}).drifts == ()
 
 
 def test_tagged_association_without_connection_is_an_orphan() -> None:

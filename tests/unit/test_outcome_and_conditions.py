@@ -104,7 +104,7 @@ def test_error_types_retryable_flags() -> None:
         (stalled(Reason.CLUSTER_NOT_FOUND, ""), False, True),
         (stalled(Reason.CONFLICT, ""), False, True),
         (stalled(Reason.ACCESS_DENIED, ""), False, True),
-        (stalled(Reason.CLOUD_REJECTED, ""), False, False),
+        (stalled(Reason.CLOUD_REJECTED, ""), False, True),  # an unknown refusal may end on the cloud's side
         (stalled(Reason.INVALID_SPEC, ""), False, False),
         (stalled(Reason.NOT_CONFIGURED, ""), False, False),
         # recheck is about Stalled only, even with a recheckable reason
@@ -125,7 +125,7 @@ def test_retryable_and_recheck(outcome: Outcome, retryable: bool, recheck: bool)
         (AccessDenied("x"), False, True),
         (NotFound("x"), False, True),
         (Conflict("x"), False, True),
-        (Invalid("x"), False, False),
+        (Invalid("x"), False, True),
     ],
 )
 def test_from_error_retry_semantics(err: CloudError, retryable: bool, recheck: bool) -> None:

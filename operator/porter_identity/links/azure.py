@@ -133,7 +133,7 @@ class AzureLink:
                 None,
             )
         except CloudError as err:
-            return Result(outcome.from_error(err, what=step), conn.status.azure)
+            return Result(_failed(err, step), conn.status.azure)
         status = AzureStatus(
             credential_name=wanted.name,
             client_id=identity.client_id,
@@ -175,7 +175,10 @@ class AzureLink:
             existed = False  # the identity itself is gone, and its credentials with it
         except CloudError as err:
             return Result(
-                outcome.from_error(err, what=f"deleting federated identity credential {credential}"), conn.status.azure
+                outcome.from_error(
+                    err, missing=Reason.IDENTITY_NOT_FOUND, what=f"deleting federated identity credential {credential}"
+                ),
+                conn.status.azure,
             )
         if same and conn.status.azure is not None:
             self.accounts.unannotate(ns, sa, _annotations(conn.status.azure))
@@ -198,3 +201,8 @@ def _key_of(identity: str) -> tuple[str, str]:
     """ARM compares resource group and resource names case-insensitively."""
     resource_group, name = split(identity)
     return resource_group.lower(), name.lower()
+
+
+def _failed(err: CloudError, step: str) -> Outcome:
+    """Every call here addresses the identity: a NotFound means it is gone."""
+    return outcome.from_error(err, what=step, missing=Reason.IDENTITY_NOT_FOUND)

@@ -63,7 +63,10 @@ def apply(
             None,
         )
     except CloudError as err:
-        return Result(outcome.from_error(err, what=f"updating the IAM policy of {email}"), conn.status.gcp)
+        return Result(
+            outcome.from_error(err, missing=Reason.IDENTITY_NOT_FOUND, what=f"updating the IAM policy of {email}"),
+            conn.status.gcp,
+        )
     if wrote:
         change = Change("Created", f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
     elif conn.status.gcp is None:
@@ -97,7 +100,10 @@ def delete(
     except NotFound:
         wrote = False  # the service account is gone, and its policy with it
     except CloudError as err:
-        return Result(outcome.from_error(err, what=f"updating the IAM policy of {email}"), conn.status.gcp)
+        return Result(
+            outcome.from_error(err, missing=Reason.IDENTITY_NOT_FOUND, what=f"updating the IAM policy of {email}"),
+            conn.status.gcp,
+        )
     accounts.unannotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email})
     if not wrote:
         return Result(outcome.ready(f"{who} was already absent from {email}"), None)
@@ -133,3 +139,8 @@ class GcpLink:
             "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
         )
         return Result(outcome.ready(message), None, Change("Retained", message))
+
+
+def _failed(err: CloudError, step: str) -> Outcome:
+    """Every call here addresses the identity: a NotFound means it is gone."""
+    return outcome.from_error(err, what=step, missing=Reason.IDENTITY_NOT_FOUND)

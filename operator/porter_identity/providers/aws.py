@@ -39,7 +39,18 @@ _NOT_FOUND = {"NoSuchEntity", "ResourceNotFoundException"}
 _CONFLICT = {"ResourceInUseException", "EntityAlreadyExists"}
 _INVALID = {"InvalidParameterException", "InvalidRequestException", "ValidationError", "MalformedPolicyDocument"}
 _LIMIT = {"LimitExceeded", "ResourceLimitExceededException"}
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "InvalidClientTokenId"}
+_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",  # clock skew: signed too long ago
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+}
 
 
 def translate(err: ClientError | BotoCoreError) -> CloudError:
@@ -60,7 +71,7 @@ def translate(err: ClientError | BotoCoreError) -> CloudError:
         return LimitExceeded(message, code=code)
     if code in _INVALID:
         return Invalid(message, code=code)
-    if code in _DENIED:
+    if code in _DENIED or status in (401, 403):
         return AccessDenied(message, code=code)
     if status >= 500 or status == 0:
         return Transient(message, code=code)

@@ -61,7 +61,10 @@ def translate(err: gexc.GoogleAPICallError | gexc.RetryError) -> CloudError:
         return Invalid(message, code=code)
     if isinstance(err, gexc.AlreadyExists | gexc.Conflict):
         return Conflict(message, code=code)
-    return Transient(message, code=code)
+    if isinstance(err, gexc.ServerError | gexc.DeadlineExceeded | gexc.ServiceUnavailable):
+        return Transient(message, code=code)
+    # Anything else (OutOfRange, Cancelled, unknown 4xx): refused as sent; rechecked, not hot-retried.
+    return Invalid(message, code=code)
 
 
 def translated() -> AbstractContextManager[None]:

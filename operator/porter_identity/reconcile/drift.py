@@ -16,17 +16,13 @@ from pydantic import ValidationError
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.model import WORKLOAD_IDENTITY_USER, Association, AssociationSummary, Credential
 from porter_identity.reconcile import aws, azure, gcp
-from porter_identity.reconcile.outcome import OUTSIDE_THE_SPEC, Reason
+from porter_identity.reconcile.outcome import Reason
 
-# A connection the sweep itself found broken (its repair ended in one of these) is rechecked by the sweep:
-# kopf has finished with it, and nothing else would look again until its spec changes.
-# The stalls kopf rechecks, plus the retried reasons; not the ones a connection's own reconcile cannot end in
-# after a repair (a PorterRoleSet's Secret) or that a repair never acts on (a revoked or blocked identity).
-RECHECKED = (OUTSIDE_THE_SPEC - {Reason.SECRET_NOT_FOUND, Reason.NOT_ALLOWED, Reason.BROAD_PERMISSIONS}) | {
-    Reason.THROTTLED,
-    Reason.CLOUD_UNAVAILABLE,
-    Reason.SERVICE_ACCOUNT_NOT_FOUND,
-}
+# A connection a run outside kopf's handlers (the sweep, a woken claimant) left retrying is rechecked by the sweep:
+# kopf did not run it, so kopf does not retry it. Stalls are rechecked by the connection's own recheck timer.
+RECHECKED = frozenset(
+    {Reason.THROTTLED, Reason.CLOUD_UNAVAILABLE, Reason.SERVICE_ACCOUNT_NOT_FOUND, Reason.PROGRESSING}
+)
 
 DRIFT_CORRECTED = "DriftCorrected"
 """The Event reason of a repair of something changed outside the operator (connections and PorterRoleSets)."""

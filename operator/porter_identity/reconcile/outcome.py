@@ -62,6 +62,7 @@ OUTSIDE_THE_SPEC = frozenset(
         Reason.SECRET_NOT_FOUND,
         Reason.NOT_ALLOWED,  # a namespace annotation may allow it later: no event wakes us for that
         Reason.BROAD_PERMISSIONS,
+        Reason.CLOUD_REJECTED,  # an unknown refusal: the cloud's side may change (a fixed clock, a new token)
     }
 )
 
@@ -108,8 +109,10 @@ def stalled(reason: Reason, message: str) -> Outcome:
     return Outcome(State.STALLED, reason, message)
 
 
-def from_error(err: CloudError, *, what: str) -> Outcome:
-    """Classify a cloud failure while doing `what` (e.g. "creating the association")."""
+def from_error(err: CloudError, *, what: str, missing: Reason = Reason.CLUSTER_NOT_FOUND) -> Outcome:
+    """The one error table of all three clouds (docs/operations.md): 401/403 AccessDenied, throttling Throttled,
+    5xx and timeouts CloudUnavailable, a missing object `missing` (what the step addresses: the cluster, or the
+    identity), anything else CloudRejected, which is rechecked. `what`: e.g. "creating the association"."""
     detail = f"{what}: {err.message}" if err.code == "" else f"{what}: {err.code}: {err.message}"
     if isinstance(err, Busy):
         return Outcome(State.RECONCILING, Reason.PROGRESSING, f"waiting while {detail}; retrying shortly")
@@ -120,7 +123,7 @@ def from_error(err: CloudError, *, what: str) -> Outcome:
     if isinstance(err, AccessDenied):
         return stalled(Reason.ACCESS_DENIED, f"the operator's credentials were refused while {detail}")
     if isinstance(err, NotFound):
-        return stalled(Reason.CLUSTER_NOT_FOUND, f"not found while {detail}")
+        return stalled(missing, f"not found while {detail}")
     if isinstance(err, LimitExceeded):
         return stalled(Reason.LIMIT_EXCEEDED, f"a cloud limit was reached while {detail}")
     if isinstance(err, Conflict):
