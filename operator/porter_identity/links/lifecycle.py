@@ -108,8 +108,8 @@ class Lifecycle:
         unless it is the very link the owner holds (same names on Azure and GCP)."""
         conflict = stalled(
             Reason.CONFLICT,
-            f"service account {conn.metadata.namespace}/{conn.spec.service_account_name} is already linked to "
-            f"{conn.spec.provider.value} by connection {owner.name}; one ServiceAccount gets one identity per cloud: "
+            f"service account {conn.metadata.namespace}/{conn.spec.service_account_name} is already linked by "
+            f"connection {owner.name} ({conn.spec.provider.value}); one ServiceAccount gets one identity per cloud: "
             "delete one of the two connections",
         )
         if before is None or (not link.moves_in_place and _same(link, before, owner.identity)):

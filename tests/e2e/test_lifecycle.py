@@ -1,0 +1,368 @@
+"""One link lifecycle, every transition on all three clouds, counted at the emulators (issue 15's matrix).
+
+The operator here sweeps every 3 s with PORTER_DELETE_ORPHANS=true (so a Retained link must survive the orphan
+sweep) and rechecks Stalled connections only every 300 s (so a claimant that becomes Ready quickly after its
+owner goes was woken, not rechecked).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from kubernetes import client
+
+from porter_dev.azure import AzureEmulator
+from porter_dev.controlplane import ControlPlane
+from porter_dev.gcp import GcpEmulator
+from porter_dev.processes import AwsEmulator, Operator
+from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, sa_annotations, wait_for
+from tests.e2e.helpers import Connections, instead_of_the_session_operator
+
+pytestmark = pytest.mark.e2e
+RG = "lifecycle-rg"
+WI_ROLE = "roles/iam.workloadIdentityUser"
+SWEEPS = 15  # several 3 s sweeps, with room for a busy machine
+ALLOW = "identity.porter.run/allowed-identities"
+MISSING = {"aws": "no-such-role", "azure": "no-such-identity", "gcp": f"nobody@{GCP_PROJECT}.iam.gserviceaccount.com"}
+MISSING_REASON = {"aws": "RoleNotFound", "azure": "IdentityNotFound", "gcp": "IdentityNotFound"}
+
+
+@pytest.fixture(scope="module")
+def operator(operator: Operator, control_plane: ControlPlane, workdir: Path) -> Iterator[Operator]:
+    settings = {
+        "PORTER_DRIFT_SWEEP_SECONDS": "3",
+        "PORTER_DELETE_ORPHANS": "true",
+        "PORTER_STALLED_RECHECK_SECONDS": "300",
+    }
+    with instead_of_the_session_operator(operator, control_plane, workdir, lifecycle=settings) as started:
+        yield started["lifecycle"]
+
+
+class Cloud(Protocol):
+    name: str
+
+    def identity(self) -> str: ...
+
+    def spec(self, identity: str) -> dict[str, Any]: ...
+
+    def links(self, namespace: str, sa: str) -> set[str]:
+        """Every link at the emulator for this namespace/ServiceAccount, as `<identity>` strings."""
+        ...
+
+    def break_link(self, namespace: str, sa: str) -> None: ...
+
+
+class Aws:
+    name = "aws"
+
+    def __init__(self, aws: AwsEmulator, make_role: Callable[..., str]) -> None:
+        self.eks = aws.client("eks")
+        self.make_role = make_role
+
+    def identity(self) -> str:
+        return self.make_role()
+
+    def spec(self, identity: str) -> dict[str, Any]:
+        return {"aws": {"role": identity}}
+
+    def associations(self, namespace: str, sa: str) -> list[dict[str, Any]]:
+        listed = self.eks.list_pod_identity_associations(
+            clusterName=EKS_CLUSTER, namespace=namespace, serviceAccount=sa
+        )
+        return [
+            self.eks.describe_pod_identity_association(clusterName=EKS_CLUSTER, associationId=a["associationId"])[
+                "association"
+            ]
+            for a in listed["associations"]
+        ]
+
+    def links(self, namespace: str, sa: str) -> set[str]:
+        return {a["roleArn"].rsplit("/", 1)[-1] for a in self.associations(namespace, sa)}
+
+    def break_link(self, namespace: str, sa: str) -> None:
+        for a in self.associations(namespace, sa):
+            self.eks.delete_pod_identity_association(clusterName=EKS_CLUSTER, associationId=a["associationId"])
+
+
+class Azure:
+    name = "azure"
+
+    def __init__(self, azure: AzureEmulator) -> None:
+        self.emulator = azure
+        self.arm = azure.client(AZURE_SUBSCRIPTION)
+        self.made: list[str] = []
+
+    def identity(self) -> str:
+        name = f"uami-{uuid.uuid4().hex[:8]}"
+        self.emulator.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+        self.made.append(name)
+        return name
+
+    def spec(self, identity: str) -> dict[str, Any]:
+        return {"azure": {"identityName": identity, "resourceGroup": RG}}
+
+    def credentials(self, namespace: str, sa: str) -> list[tuple[str, Any]]:
+        subject = f"system:serviceaccount:{namespace}:{sa}"
+        return [
+            (name, c)
+            for name in self.made
+            for c in self.arm.federated_identity_credentials.list(RG, name)
+            if c.subject == subject
+        ]
+
+    def links(self, namespace: str, sa: str) -> set[str]:
+        return {name for name, _ in self.credentials(namespace, sa)}
+
+    def break_link(self, namespace: str, sa: str) -> None:
+        for name, c in self.credentials(namespace, sa):
+            self.arm.federated_identity_credentials.delete(RG, name, c.name)
+
+
+class Gcp:
+    name = "gcp"
+
+    def __init__(self, gcp: GcpEmulator) -> None:
+        self.emulator = gcp
+        self.iam = gcp.client()
+        self.made: list[str] = []
+
+    def identity(self) -> str:
+        email = self.emulator.seed_service_account(GCP_PROJECT, f"svc-{uuid.uuid4().hex[:8]}")
+        self.made.append(email)
+        return email
+
+    def spec(self, identity: str) -> dict[str, Any]:
+        return {"gcp": {"serviceAccountEmail": identity}}
+
+    def policy(self, email: str) -> Any:
+        return self.iam.get_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}"})
+
+    def links(self, namespace: str, sa: str) -> set[str]:
+        member = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{namespace}/{sa}]"
+        return {
+            email
+            for email in self.made
+            if any(b.role == WI_ROLE and member in b.members for b in self.policy(email).bindings)
+        }
+
+    def break_link(self, namespace: str, sa: str) -> None:
+        member = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{namespace}/{sa}]"
+        for email in self.links(namespace, sa):
+            policy = self.policy(email)
+            for b in policy.bindings:
+                if member in b.members:
+                    b.members.remove(member)
+            self.iam.set_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}", "policy": policy})
+
+
+@pytest.fixture(params=["aws", "azure", "gcp"])
+def cloud(
+    request: pytest.FixtureRequest,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    make_role: Callable[..., str],
+) -> Cloud:
+    built: dict[str, Callable[[], Cloud]] = {
+        "aws": lambda: Aws(aws, make_role),
+        "azure": lambda: Azure(azure),
+        "gcp": lambda: Gcp(gcp),
+    }
+    return built[request.param]()
+
+
+@pytest.fixture
+def conns(api: client.ApiClient, namespace: str, operator: Operator) -> Connections:
+    return Connections(api, namespace)
+
+
+def reasons(conns: Connections, name: str) -> list[str]:
+    return [e.reason for e in conns.events(name)]
+
+
+def links_become(cloud: Cloud, conns: Connections, sa: str, expected: set[str], timeout: float = 30) -> None:
+    wait_for(lambda: cloud.links(conns.namespace, sa) == expected, timeout, what=f"{cloud.name} links == {expected}")
+
+
+def test_create_and_delete(cloud: Cloud, conns: Connections, service_account: Any) -> None:
+    one = cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", **cloud.spec(one))
+    obj = conns.wait_ready("app")
+    assert cloud.links(conns.namespace, "app") == {one}
+    assert obj["status"]["identity"] == one
+    conns.delete("app")
+    conns.wait_gone("app")
+    assert cloud.links(conns.namespace, "app") == set()
+
+
+def test_identity_change_moves_the_link(cloud: Cloud, conns: Connections, service_account: Any) -> None:
+    old, new = cloud.identity(), cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", **cloud.spec(old))
+    conns.wait_ready("app")
+    conns.patch_spec("app", cloud.spec(new))
+    obj = conns.wait_ready("app")
+    assert cloud.links(conns.namespace, "app") == {new}  # the old identity can no longer be used
+    assert obj["status"]["identity"] == new
+    assert ("Updated" if cloud.name == "aws" else "Moved") in reasons(conns, "app")
+    conns.delete("app")
+    conns.wait_gone("app")
+    assert cloud.links(conns.namespace, "app") == set()
+
+
+def test_a_refused_identity_removes_the_old_link(cloud: Cloud, conns: Connections, service_account: Any) -> None:
+    """Status stops recording the link: the operator still finds it in the cloud and removes it."""
+    old = cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", **cloud.spec(old))
+    conns.wait_ready("app")
+    conns.patch_spec("app", cloud.spec(MISSING[cloud.name]))
+    conns.wait_reason("app", MISSING_REASON[cloud.name])
+    links_become(cloud, conns, "app", set())
+    assert "Deleted" in reasons(conns, "app")
+    conns.delete("app")
+    conns.wait_gone("app")
+    assert cloud.links(conns.namespace, "app") == set()
+
+
+def test_retain_survives_the_orphan_sweep_and_is_adopted(
+    cloud: Cloud, conns: Connections, service_account: Any
+) -> None:
+    one = cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", deletionPolicy="Retain", **cloud.spec(one))
+    conns.wait_ready("app")
+    conns.delete("app")
+    conns.wait_gone("app")
+    assert cloud.links(conns.namespace, "app") == {one}
+    # Several sweeps with PORTER_DELETE_ORPHANS=true: a retained link is never ours to delete.
+    time.sleep(3 * 3 + 2)
+    assert cloud.links(conns.namespace, "app") == {one}
+    conns.create("again", "app", **cloud.spec(one))
+    conns.wait_ready("again")
+    assert "Adopted" in reasons(conns, "again")
+    assert cloud.links(conns.namespace, "app") == {one}
+    conns.delete("again")
+    conns.wait_gone("again")
+    assert cloud.links(conns.namespace, "app") == set()
+
+
+def test_link_deleted_outside_comes_back(cloud: Cloud, conns: Connections, service_account: Any) -> None:
+    one = cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", **cloud.spec(one))
+    conns.wait_ready("app")
+    cloud.break_link(conns.namespace, "app")
+    links_become(cloud, conns, "app", {one}, timeout=SWEEPS)
+    wait_for(lambda: "DriftCorrected" in reasons(conns, "app"), SWEEPS, what="a DriftCorrected Event")
+
+
+def test_withdrawn_annotation_removes_the_link_within_a_sweep(
+    cloud: Cloud, api: client.ApiClient, operator: Operator, service_account: Any
+) -> None:
+    core = client.CoreV1Api(api)
+    ns = f"r-{uuid.uuid4().hex[:8]}"  # no policy-file rule covers r-*: only the annotation allows
+    one = cloud.identity()
+    pattern = {"aws": one, "azure": f"{RG}/{one}", "gcp": one}[cloud.name]
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=ns, annotations={ALLOW: f"{cloud.name}:{pattern}"}))
+    )
+    try:
+        conns = Connections(api, ns)
+        service_account(ns, "app")
+        conns.create("app", "app", **cloud.spec(one))  # admitted at once: the webhook reads the Namespace
+        conns.wait_ready("app")
+        assert cloud.links(ns, "app") == {one}
+        core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: None}}})
+        conns.wait_reason("app", "NotAllowed", timeout=SWEEPS)
+        assert cloud.links(ns, "app") == set()
+        assert "NotAllowed" in reasons(conns, "app")
+    finally:
+        core.delete_namespace(ns)
+
+
+def test_owner_deleted_wakes_the_waiting_connection(cloud: Cloud, conns: Connections, service_account: Any) -> None:
+    first, second = cloud.identity(), cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("first", "app", **cloud.spec(first))
+    conns.wait_ready("first")
+    conns.create("second", "app", **cloud.spec(second))
+    conns.wait_reason("second", "Conflict")
+    assert cloud.links(conns.namespace, "app") == {first}
+    conns.delete("first")
+    conns.wait_gone("first")
+    conns.wait_ready("second", timeout=30)  # woken, not rechecked (the recheck interval here is 300 s)
+    assert cloud.links(conns.namespace, "app") == {second}
+
+
+def test_a_connection_that_links_nothing_owns_nothing(cloud: Cloud, conns: Connections, service_account: Any) -> None:
+    service_account(conns.namespace, "app")
+    conns.create("broken", "app", **cloud.spec(MISSING[cloud.name]))
+    conns.wait_reason("broken", MISSING_REASON[cloud.name])
+    one = cloud.identity()
+    conns.create("valid", "app", **cloud.spec(one))
+    conns.wait_ready("valid")
+    assert cloud.links(conns.namespace, "app") == {one}
+
+
+def test_three_clouds_on_one_service_account(
+    conns: Connections,
+    service_account: Any,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    make_role: Callable[..., str],
+) -> None:
+    """porter.yaml allows one connection of each type per service: they do not clash."""
+    service_account(conns.namespace, "app")
+    clouds: list[Cloud] = [Aws(aws, make_role), Azure(azure), Gcp(gcp)]
+    made = {c.name: c.identity() for c in clouds}
+    for c in clouds:
+        conns.create(c.name, "app", **c.spec(made[c.name]))
+    for c in clouds:
+        conns.wait_ready(c.name)
+        assert c.links(conns.namespace, "app") == {made[c.name]}
+
+
+def test_longest_valid_names_link(cloud: Cloud, api: client.ApiClient, operator: Operator) -> None:
+    core = client.CoreV1Api(api)
+    ns = "t-" + uuid.uuid4().hex[:8] + "x" * 53  # 63 characters, covered by the e2e policy's t-*
+    name = ("c" * 61 + ".") * 4 + "c" * 5  # 253 characters
+    sa = ("s" * 61 + ".") * 4 + "s" * 5
+    assert len(ns) == 63 and len(name) == 253 and len(sa) == 253
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    try:
+        conns = Connections(api, ns)
+        core.create_namespaced_service_account(ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=sa)))
+        one = cloud.identity()
+        conns.create(name, sa, **cloud.spec(one))
+        conns.wait_ready(name)
+        assert cloud.links(ns, sa) == {one}
+        conns.delete(name)
+        conns.wait_gone(name)
+        assert cloud.links(ns, sa) == set()
+    finally:
+        core.delete_namespace(ns)
+
+
+def test_retained_service_account_annotation_marks_the_link(
+    conns: Connections, api: client.ApiClient, azure: AzureEmulator, service_account: Any
+) -> None:
+    """Azure credentials carry no tags: the Retain mark lives on the ServiceAccount, and adoption clears it."""
+    cloud = Azure(azure)
+    one = cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", deletionPolicy="Retain", **cloud.spec(one))
+    conns.wait_ready("app")
+    conns.delete("app")
+    conns.wait_gone("app")
+    assert sa_annotations(api, conns.namespace, "app")["identity.porter.run/retained-azure"] == f"{RG}/{one}"
+    conns.create("again", "app", **cloud.spec(one))
+    conns.wait_ready("again")
+    assert "identity.porter.run/retained-azure" not in sa_annotations(api, conns.namespace, "app")
