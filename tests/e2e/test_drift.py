@@ -32,7 +32,11 @@ SWEEP_WAIT = 20  # several sweeps at 3 s, with room for a busy machine
 
 @pytest.fixture(scope="module")
 def operator(operator: Operator, control_plane: ControlPlane, workdir: Path) -> Iterator[Operator]:
-    sweeping = {"PORTER_DRIFT_SWEEP_SECONDS": "3", "PORTER_METRICS_PORT": str(free_port())}
+    sweeping = {
+        "PORTER_DRIFT_SWEEP_SECONDS": "3",
+        "PORTER_STALLED_RECHECK_SECONDS": "3",
+        "PORTER_METRICS_PORT": str(free_port()),
+    }
     with instead_of_the_session_operator(operator, control_plane, workdir, sweeping=sweeping) as started:
         yield started["sweeping"]
 
@@ -91,7 +95,7 @@ def test_aws_role_changed_outside_is_restored(conns: Connections, aws: AwsEmulat
     assert after is not None and after["status"]["aws"] == obj["status"]["aws"]
 
 
-def test_drift_that_cannot_be_repaired_is_stalled_and_rechecked_by_the_sweep(
+def test_drift_that_cannot_be_repaired_is_stalled_and_rechecked(
     conns: Connections, aws: AwsEmulator, make_role: Any
 ) -> None:
     role = make_role()
@@ -191,7 +195,7 @@ def test_orphans_are_reported_once_and_left_in_place(
     conns.create("live", "live", azure={"identityName": uami, "resourceGroup": RG})
     conns.wait_ready("live")
     fics = azure.client(AZURE_SUBSCRIPTION).federated_identity_credentials
-    stale = credential_name(conns.namespace, "old")
+    stale = credential_name(control_plane.server, conns.namespace, "old")
     fics.create_or_update(
         RG, uami, stale,
         FederatedIdentityCredential(

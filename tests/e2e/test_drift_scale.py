@@ -1,4 +1,5 @@
-"""1,000 Ready connections (mixed providers), a full resync and a drift sweep: reads only, in bulk, and no writes.
+"""1,000 Ready connections (mixed providers) and 50 Stalled ones, a full resync, a drift sweep and several recheck
+intervals: reads only, in bulk, no writes, no Events and no ERROR line.
 
 Its own API server and emulators (counts must not include other tests' work) and its own operator processes:
 one creates the connections, a restarted one must find nothing to do on resume and in its sweep, and a
@@ -7,6 +8,7 @@ operator's metrics; Kubernetes writes are the watch's MODIFIED events and the Ev
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import threading
@@ -40,6 +42,8 @@ from tests.e2e.test_metrics import scrape, value
 
 pytestmark = pytest.mark.e2e
 N = 1000
+STALLED = 50  # AWS connections naming a role that does not exist (RoleNotFound), rechecked every 5 s while idle
+RECHECK_SECONDS = 5
 PROVIDERS = ("aws", "azure", "gcp")
 NAMESPACES = 10
 PER_IDENTITY = 5  # connections per Azure identity and per GCP service account
@@ -60,6 +64,8 @@ READS = {
     "eks:DescribePodIdentityAssociation",
     "managedidentity:FederatedIdentityCredentials_List",
     "iam:GetIamPolicy",
+    "iam:GetRole",  # the Stalled connections' rechecks
+    "iam:ListRoles",
 }
 
 
@@ -74,6 +80,7 @@ class Scale:
     names: list[tuple[str, str]]
     providers: list[str]
     workdir: Path
+    stalled: list[tuple[str, str]]
 
     def operator(self, log: str, **env: str) -> Operator:
         settings = {**self.env, "PORTER_METRICS_PORT": str(free_port()), **env}
@@ -81,6 +88,18 @@ class Scale:
 
     def calls(self) -> Counter[str]:
         return Counter({**self.aws.calls(), **self.azure.calls(), **self.gcp.calls()})
+
+    def stalled_count(self) -> int:
+        custom = client.CustomObjectsApi(self.api)
+        listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return sum(
+            1
+            for o in listed["items"]
+            if any(
+                c["type"] == "Ready" and c["reason"] == "RoleNotFound"
+                for c in (o.get("status") or {}).get("conditions", [])
+            )
+        )
 
     def ready(self) -> int:
         custom = client.CustomObjectsApi(self.api)
@@ -156,25 +175,30 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
             "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", SCALE_POLICY)),
             "PORTER_WEBHOOK_PORT": "0",
         }
-        scale = Scale(cp, api, aws, azure, gcp, env, names, providers, workdir)
+        stalled = [(f"drift-{i % NAMESPACES}", f"stalled-{i}") for i in range(STALLED)]
+        scale = Scale(cp, api, aws, azure, gcp, env, names, providers, workdir, stalled)
         creator = scale.operator("creator", PORTER_DRIFT_SWEEP_SECONDS="3600")
 
         def create(i: int) -> None:
-            ns, name = names[i]
+            ns, name = names[i] if i < N else stalled[i - N]
             core.create_namespaced_service_account(ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "ServiceIdentityConnection",
                 "metadata": {"name": name},
-                "spec": {"serviceAccountName": name, **specs[i]},
+                "spec": {
+                    "serviceAccountName": name,
+                    **(specs[i] if i < N else {"aws": {"role": f"drift-role-gone-{i}"}}),
+                },
             }
             custom.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, body, _preload_content=False
             ).release_conn()
 
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, range(N)))
+            list(pool.map(create, range(N + STALLED)))
         wait_for(lambda: scale.ready() == N, 300, interval=2, what=f"{N} connections Ready")
+        wait_for(lambda: scale.stalled_count() == STALLED, 60, interval=1, what=f"{STALLED} connections Stalled")
         creator.stop()
         creator = None
         yield scale
@@ -191,6 +215,7 @@ def idle(scale: Scale) -> Iterator[dict[str, Any]]:
     """Restart the operator (a full resync) and let it finish exactly one sweep; record what it did."""
     custom, core = client.CustomObjectsApi(scale.api), client.CoreV1Api(scale.api)
     tracks = {key: Track(p, ready=0.0) for key, p in zip(scale.names, scale.providers, strict=True)}
+    tracks |= {key: Track("aws", ready=0.0) for key in scale.stalled}
     listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
     watcher = Watcher(custom, tracks, str(listed["metadata"]["resourceVersion"]))
     threading.Thread(target=watcher.run, daemon=True).start()
@@ -200,7 +225,7 @@ def idle(scale: Scale) -> Iterator[dict[str, Any]]:
     calls_before = scale.calls()
     # The first sweep comes one interval after start; 20 s leaves the resync time to finish first and the
     # counters time to be read before a second sweep.
-    op = scale.operator("idle", PORTER_DRIFT_SWEEP_SECONDS="20")
+    op = scale.operator("idle", PORTER_DRIFT_SWEEP_SECONDS="20", PORTER_STALLED_RECHECK_SECONDS=str(RECHECK_SECONDS))
     try:
         wait_for(
             lambda: value(scrape(op), "porter_identity_drift_sweeps_total", outcome="completed") >= 1,
@@ -213,7 +238,15 @@ def idle(scale: Scale) -> Iterator[dict[str, Any]]:
         writes = watcher.writes_after()
         sa_writes = sum(t.sa_writes for t in tracks.values())
         events = len(core.list_event_for_all_namespaces().items) - events_before
-        yield {"metrics": metrics, "calls": calls, "writes": writes, "sa_writes": sa_writes, "events": events, "op": op}
+        yield {
+            "metrics": metrics,
+            "calls": calls,
+            "writes": writes,
+            "sa_writes": sa_writes,
+            "events": events,
+            "op": op,
+            "log": op.log(),
+        }
     finally:
         watcher.stop.set()
         op.stop()
@@ -252,9 +285,20 @@ def test_resync_and_sweep_make_no_cloud_write(idle: dict[str, Any]) -> None:
 
 
 def test_resync_and_sweep_make_no_kubernetes_write(idle: dict[str, Any]) -> None:
-    assert idle["writes"] == 0  # no status patch, no finalizer, nothing on any connection
+    assert idle["writes"] == 0  # no status patch, no finalizer, nothing on any connection, Stalled ones included
     assert idle["sa_writes"] == 0
     assert idle["events"] == 0
+
+
+def test_stalled_rechecks_are_quiet(idle: dict[str, Any]) -> None:
+    """Three recheck intervals of 50 Stalled connections: rechecked (the counter), yet nothing written or posted
+    (above) and no ERROR line: a user's mistake is not an operator error."""
+    kind = {"kind": "serviceidentityconnection", "provider": "aws"}
+    runs = value(idle["metrics"], "porter_identity_reconcile_total", result="RoleNotFound", **kind)
+    assert runs >= STALLED * 3  # the resume, then at least two rechecks each
+    lines = [json.loads(line) for line in idle["log"].splitlines() if line.startswith("{")]
+    assert lines, "the operator logs JSON here"
+    assert [r for r in lines if r.get("severity") in ("error", "critical")] == []
 
 
 def test_sweep_cost_is_pages_not_connections(idle: dict[str, Any], scale: Scale) -> None:
@@ -279,7 +323,7 @@ def test_orphans_are_deleted_only_with_delete_orphans(scale: Scale, idle: dict[s
         tags={"porter.run/managed": "true", "porter.run/connection-uid": str(uuid.uuid4())},
     )["association"]["associationId"]
     fics = scale.azure.client(SUBSCRIPTION).federated_identity_credentials
-    stale = credential_name(ns, "departed")
+    stale = credential_name(scale.cp.server, ns, "departed")
     fics.create_or_update(
         RG, "drift-id-0", stale,
         FederatedIdentityCredential(

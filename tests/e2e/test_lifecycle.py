@@ -7,6 +7,7 @@ owner goes was woken, not rechecked).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,6 +51,10 @@ class Cloud(Protocol):
 
     def spec(self, identity: str) -> dict[str, Any]: ...
 
+    def shown(self, identity: str) -> str:
+        """The identity as status records it (the spec form)."""
+        ...
+
     def links(self, namespace: str, sa: str) -> set[str]:
         """Every link at the emulator for this namespace/ServiceAccount, as `<identity>` strings."""
         ...
@@ -70,6 +75,9 @@ class Aws:
     def spec(self, identity: str) -> dict[str, Any]:
         return {"aws": {"role": identity}}
 
+    def shown(self, identity: str) -> str:
+        return identity
+
     def associations(self, namespace: str, sa: str) -> list[dict[str, Any]]:
         listed = self.eks.list_pod_identity_associations(
             clusterName=EKS_CLUSTER, namespace=namespace, serviceAccount=sa
@@ -82,7 +90,7 @@ class Aws:
         ]
 
     def links(self, namespace: str, sa: str) -> set[str]:
-        return {a["roleArn"].rsplit("/", 1)[-1] for a in self.associations(namespace, sa)}
+        return {a["roleArn"] for a in self.associations(namespace, sa)}
 
     def break_link(self, namespace: str, sa: str) -> None:
         for a in self.associations(namespace, sa):
@@ -105,6 +113,9 @@ class Azure:
 
     def spec(self, identity: str) -> dict[str, Any]:
         return {"azure": {"identityName": identity, "resourceGroup": RG}}
+
+    def shown(self, identity: str) -> str:
+        return f"{RG}/{identity}"
 
     def credentials(self, namespace: str, sa: str) -> list[tuple[str, Any]]:
         subject = f"system:serviceaccount:{namespace}:{sa}"
@@ -139,6 +150,9 @@ class Gcp:
     def spec(self, identity: str) -> dict[str, Any]:
         return {"gcp": {"serviceAccountEmail": identity}}
 
+    def shown(self, identity: str) -> str:
+        return identity
+
     def policy(self, email: str) -> Any:
         return self.iam.get_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}"})
 
@@ -154,9 +168,11 @@ class Gcp:
         member = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{namespace}/{sa}]"
         for email in self.links(namespace, sa):
             policy = self.policy(email)
-            for b in policy.bindings:
+            for b in list(policy.bindings):
                 if member in b.members:
                     b.members.remove(member)
+                    if not b.members:
+                        policy.bindings.remove(b)
             self.iam.set_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}", "policy": policy})
 
 
@@ -195,7 +211,7 @@ def test_create_and_delete(cloud: Cloud, conns: Connections, service_account: An
     conns.create("app", "app", **cloud.spec(one))
     obj = conns.wait_ready("app")
     assert cloud.links(conns.namespace, "app") == {one}
-    assert obj["status"]["identity"] == one
+    assert obj["status"]["identity"] == cloud.shown(one)
     conns.delete("app")
     conns.wait_gone("app")
     assert cloud.links(conns.namespace, "app") == set()
@@ -209,7 +225,7 @@ def test_identity_change_moves_the_link(cloud: Cloud, conns: Connections, servic
     conns.patch_spec("app", cloud.spec(new))
     obj = conns.wait_ready("app")
     assert cloud.links(conns.namespace, "app") == {new}  # the old identity can no longer be used
-    assert obj["status"]["identity"] == new
+    assert obj["status"]["identity"] == cloud.shown(new)
     assert ("Updated" if cloud.name == "aws" else "Moved") in reasons(conns, "app")
     conns.delete("app")
     conns.wait_gone("app")
@@ -269,7 +285,7 @@ def test_withdrawn_annotation_removes_the_link_within_a_sweep(
     core = client.CoreV1Api(api)
     ns = f"r-{uuid.uuid4().hex[:8]}"  # no policy-file rule covers r-*: only the annotation allows
     one = cloud.identity()
-    pattern = {"aws": one, "azure": f"{RG}/{one}", "gcp": one}[cloud.name]
+    pattern = {"aws": one.rsplit("/", 1)[-1], "azure": f"{RG}/{one}", "gcp": one}[cloud.name]
     core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=ns, annotations={ALLOW: f"{cloud.name}:{pattern}"}))
     )
@@ -366,3 +382,67 @@ def test_retained_service_account_annotation_marks_the_link(
     conns.create("again", "app", **cloud.spec(one))
     conns.wait_ready("again")
     assert "identity.porter.run/retained-azure" not in sa_annotations(api, conns.namespace, "app")
+
+
+def test_one_apply_of_namespaces_with_their_connections_is_never_refused(
+    api: client.ApiClient, kubectl: Callable[..., Any], make_role: Callable[..., str], operator: Operator
+) -> None:
+    """GitOps and single-file applies: the webhook must not refuse a connection because its Namespace, applied
+    in the same request stream, is not in the operator's index yet."""
+    role = make_role()
+    run = uuid.uuid4().hex[:6]
+    docs: list[dict[str, Any]] = []
+    spaces = [f"a{run}-{i}" for i in range(50)]
+    for ns in spaces:
+        docs.append(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "annotations": {ALLOW: f"aws:{role}"}}}
+        )
+        docs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": ns}})
+        docs.append(
+            {
+                "apiVersion": "identity.porter.run/v1alpha1",
+                "kind": "ServiceIdentityConnection",
+                "metadata": {"name": "app", "namespace": ns},
+                "spec": {"serviceAccountName": "app", "aws": {"role": role}},
+            }
+        )
+    try:
+        applied = kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+        assert applied.stdout.count("serviceidentityconnection.identity.porter.run/app created") == 50
+        for ns in spaces:
+            Connections(api, ns).wait_ready("app", timeout=60)
+    finally:
+        kubectl("delete", "namespace", *spaces, "--wait=false", check=False)
+
+
+def test_namespace_deletion_leaves_nothing(
+    api: client.ApiClient, aws: AwsEmulator, make_role: Callable[..., str], operator: Operator
+) -> None:
+    """50 connections in a namespace that is deleted, five times: each time every link goes and the namespace
+    with it (the ServiceAccounts disappear concurrently with the connections' deletes)."""
+    core = client.CoreV1Api(api)
+    cloud = Aws(aws, make_role)
+    role = cloud.identity()
+    for _ in range(5):
+        ns = f"t-{uuid.uuid4().hex[:8]}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        conns = Connections(api, ns)
+        for i in range(50):
+            core.create_namespaced_service_account(
+                ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=f"s{i}"))
+            )
+            conns.create(f"c{i}", f"s{i}", aws={"role": role})
+        for i in range(50):
+            conns.wait_ready(f"c{i}", timeout=60)
+        core.delete_namespace(ns)
+        wait_for(lambda ns=ns: _namespace_gone(core, ns), 30, what=f"namespace {ns} gone")  # a 60 s stall fails
+        listed = cloud.eks.list_pod_identity_associations(clusterName=EKS_CLUSTER, namespace=ns)["associations"]
+        assert listed == []
+
+
+def _namespace_gone(core: client.CoreV1Api, ns: str) -> bool:
+    try:
+        core.read_namespace(ns)
+    except client.ApiException as err:
+        return err.status == 404
+    return False

@@ -178,3 +178,14 @@ def test_an_unconfigured_cloud_keeps_the_finalizer_with_the_way_out() -> None:
 def test_a_failed_removal_on_delete_keeps_the_finalizer() -> None:
     link = Recording(remove_answer=Outcome(State.RECONCILING, Reason.THROTTLED, "slow"))
     assert lifecycle(link).delete(conn("new", linked="new"), None).outcome.state is State.RECONCILING
+
+
+def test_two_holders_of_one_service_account_the_newer_yields() -> None:
+    from porter_identity.reconcile import claims
+
+    older = Claim(claims.HOLDS, "2026-01-01T00:00:00Z", "u1", "first")
+    newer = Claim(claims.HOLDS, "2026-01-01T00:00:01Z", "u2", "second")
+    waiting = Claim(claims.CAN_LINK, "2026-01-01T00:00:02Z", "u3", "third")
+    key = ("ns", "sa", "azure")
+    assert claims.double_bound({key: [newer, older, waiting]}) == [(key, newer)]
+    assert claims.double_bound({key: [older, waiting]}) == []

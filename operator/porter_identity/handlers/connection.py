@@ -111,9 +111,20 @@ def run(
     """One lifecycle run under the connection's lock: policy, ownership, then the link."""
     lifecycle: Lifecycle = memo.lifecycle
     decision = namespaces.check(memo, allowed, conn.spec, conn.metadata.namespace or "")
+    refusal = None if decision.allowed else decision.message
     with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, conn.spec.provider.value):
-        owner = _owner(owners, conn, ignoring)
-        return lifecycle.apply(conn, None if decision.allowed else decision.message, owner)
+        step = lifecycle.apply(conn, refusal, _owner(owners, conn, ignoring))
+        if step.result.outcome.state is State.READY:
+            # Check after acting: a connection applied at the same moment may have reached the index meanwhile.
+            late = _owner(owners, conn, ignoring)
+            if late is not None:
+                linked = conn.model_copy(
+                    update={
+                        "status": kstatus.next_status(conn, step.result.outcome, None, step.linked, step.result.status)
+                    }
+                )
+                return lifecycle.apply(linked, refusal, late)
+        return step
 
 
 def _report(

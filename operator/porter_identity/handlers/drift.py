@@ -26,12 +26,14 @@ from porter_identity.api.connection import PLURAL, Provider
 from porter_identity.config import Settings
 from porter_identity.errors import CloudError, NotFound
 from porter_identity.handlers import connection, namespaces
+from porter_identity.handlers.connection import ClaimKey
 from porter_identity.kube.events import Events
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.links.base import retained_annotation
 from porter_identity.model import Association
 from porter_identity.providers.clients import Clouds
-from porter_identity.reconcile import drift
+from porter_identity.reconcile import claims, drift
+from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
 
 ORPHANED_LINK = "OrphanedLink"
@@ -66,8 +68,13 @@ class Sweeper:
         clouds: Clouds = self.memo.clouds
         return clouds
 
-    def sweep(self, view: dict[Group, list[Linked]]) -> None:
+    def sweep(self, view: dict[Group, list[Linked]], owners: dict[ClaimKey, list[Claim]] | None = None) -> None:
         began = time.monotonic()
+        for key, claim in claims.double_bound(owners or {}):
+            try:  # two connections applied together both linked before either saw the other: the newer yields
+                connection.rerun(self.memo, key[0], claim.name, claim.uid, f"{key[0]}/{key[1]} is linked twice")
+            except (client.ApiException, CloudError) as err:
+                log.warning(f"resolving two owners of {key[0]}/{key[1]}: {err}", extra={"provider": key[2]})
         found: list[tuple[Group, Findings]] = []
         for group, linked in sorted(view.items()):
             if self.stop.is_set():
@@ -241,11 +248,13 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
     while True:
         await asyncio.sleep(interval)
         view = _snapshot(index)
+        owners_index: kopf.Index[ClaimKey, Claim] | None = memo.get("by_service_account")
+        owners = {key: list(owners_index[key]) for key in owners_index} if owners_index is not None else {}
         clouds: Clouds = memo.clouds
         if clouds.aws is not None:
             view.setdefault(("aws",), [])  # orphans are found even when no AWS connection is left
         try:
-            await asyncio.to_thread(sweeper.sweep, view)
+            await asyncio.to_thread(sweeper.sweep, view, owners)
         except Exception:  # the next sweep tries again; the operator itself must keep running
             log.exception("drift sweep failed")
             metrics.DRIFT_SWEEPS.labels("failed").inc()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple, TypeVar
+
+K = TypeVar("K")
 
 
 class Claim(NamedTuple):
@@ -41,3 +43,13 @@ def waiting(claims: Iterable[Claim], gone: str) -> list[Claim]:
     """Claimants other than `gone` (a connection deleted or no longer linking): the next owner among them
     must be woken at once instead of at its next recheck."""
     return sorted(c for c in claims if c.uid != gone and c.rank == CAN_LINK)
+
+
+def double_bound(by_key: Mapping[K, Iterable[Claim]]) -> list[tuple[K, Claim]]:
+    """Connections holding a link that another connection owns (both linked before either saw the other)."""
+    out: list[tuple[K, Claim]] = []
+    for key, found in by_key.items():
+        holding = [c for c in found if c.rank == HOLDS]
+        winner = owner(found)
+        out += [(key, c) for c in holding if winner is not None and c.uid != winner.uid]
+    return out
