@@ -11,6 +11,7 @@ import yaml
 
 from porter_identity import cli
 from porter_identity.api.connection import ServiceIdentityConnection
+from porter_identity.porteryaml.command import dump
 from porter_identity.porteryaml.convert import (
     APP_LABEL,
     MANAGED_BY_LABEL,
@@ -279,3 +280,23 @@ def test_export_lists_connections_not_imported_under_their_service_account() -> 
     assert [d.get("name") for d in documents] == ["legacy", "shop", None]
     assert documents[2]["services"] == [{"name": "billing", "connections": [{"type": "awsRole", "role": "billing"}]}]
     assert to_porter_yaml([handmade, *other_app], "shop") == []
+
+
+# -- the worked example in docs/porter-yaml.md is what the code does ------------------------------------------------
+
+
+def test_the_docs_worked_example_is_the_real_output() -> None:
+    import re
+
+    from porter_dev import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "porter-yaml.md").read_text()
+    example = text[text.index("## Worked example") :]
+    source, imported_text, exported_text = re.findall(r"```yaml\n(.*?)```", example, flags=re.DOTALL)
+    result = to_connections(parse(source, "porter.yaml"), Options(namespace="shop"))
+    assert [p.render("porter.yaml") for p in result.skipped] == [
+        "porter.yaml:17: service api: connection type disk skipped: not served here"
+    ]
+    assert f"`{result.skipped[0].render('porter.yaml')}`" in example
+    assert imported_text == dump(result.connections)
+    assert exported_text == dump(to_porter_yaml(result.connections, "shop"))

@@ -40,7 +40,7 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
-def _dump(documents: list[dict[str, Any]]) -> str:
+def dump(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, explicit_start=True)
 
 
@@ -63,7 +63,7 @@ def _import(args: argparse.Namespace) -> int:
     for skipped in imported.skipped:
         print(skipped.render(source), file=sys.stderr)
     if not args.apply:
-        print(_dump(imported.connections), end="")
+        print(dump(imported.connections), end="")
         return 0
     from kubernetes import config
 
@@ -93,7 +93,7 @@ def _export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(_dump(documents), end="")
+    print(dump(documents), end="")
     return 0
 
 
