@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -105,7 +106,11 @@ def register(sub: Any) -> None:
     )
     imp.add_argument("file", type=Path, help="a porter.yaml (version: v2)")
     imp.add_argument("--namespace", "-n", required=True, help="namespace of the connections and their ServiceAccounts")
-    imp.add_argument("--app", default=None, help="the app's name when the file has no name: (must match it otherwise)")
+    imp.add_argument(
+        "--app",
+        default=os.environ.get("PORTER_APP_NAME"),
+        help="the app's name when the file has none; must match it otherwise (default: $PORTER_APP_NAME, as Porter)",
+    )
     imp.add_argument(
         "--service-account-template",
         default=DEFAULT_SERVICE_ACCOUNT_TEMPLATE,
