@@ -300,3 +300,15 @@ def test_the_docs_worked_example_is_the_real_output() -> None:
     assert f"`{result.skipped[0].render('porter.yaml')}`" in example
     assert imported_text == dump(result.connections)
     assert exported_text == dump(to_porter_yaml(result.connections, "shop"))
+
+
+def test_a_map_shaped_service_that_is_not_a_mapping_is_an_error_at_its_line() -> None:
+    with pytest.raises(PorterYamlError, match=r"^m.yaml:4: services\[1\] must be a mapping$"):
+        parse("version: v2\nservices:\n  web: {}\n  api: [awsRole]\n", "m.yaml")
+
+
+def test_a_file_that_is_not_a_mapping_is_an_error() -> None:
+    with pytest.raises(PorterYamlError, match=r"^l.yaml:1: the file must be a mapping$"):
+        parse("- version: v2\n", "l.yaml")
+    with pytest.raises(PorterYamlError, match=r"^e.yaml:1: the file is empty"):
+        parse("# nothing\n", "e.yaml")

@@ -105,23 +105,27 @@ def _services_as_list(root: yaml.Node) -> None:
         return
     for i, (key, value) in enumerate(root.value):
         if key.value == "services" and isinstance(value, yaml.MappingNode):
-            items = []
+            items: list[yaml.Node] = []
             for name, body in value.value:
-                pairs = body.value if isinstance(body, yaml.MappingNode) else []
+                if not isinstance(body, yaml.MappingNode):
+                    items.append(body)  # not a service: validation says so at its line
+                    continue
                 name_key = yaml.ScalarNode(STR, "name", name.start_mark, name.end_mark)
-                items.append(yaml.MappingNode(MAP, [(name_key, name), *pairs], name.start_mark, body.end_mark))
+                items.append(yaml.MappingNode(MAP, [(name_key, name), *body.value], name.start_mark, body.end_mark))
             root.value[i] = (key, yaml.SequenceNode(SEQ, items, value.start_mark, value.end_mark))
 
 
 def _message(error: Any) -> str:
     loc = [p for p in error["loc"] if p not in (*OURS, "other")]
-    if len(loc) >= 2 and loc[0] == "services":
-        loc = loc[2:]
+    if len(loc) > 2 and loc[0] == "services":
+        loc = loc[2:]  # the message names the service
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     if error["type"] == "extra_forbidden":
         return f"unknown field {where}"
     if error["type"] == "missing":
         return f"missing required field {where}"
+    if error["type"] in ("model_type", "dict_type"):
+        return f"{where or 'the file'} must be a mapping"
     text = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {text}" if where else text
 
