@@ -221,3 +221,21 @@ def test_export_after_import_is_a_round_trip(cli: Cli, conns: Connections, app: 
     reimported = cli("import", str(back), "-n", ns, "--apply", "--prune", "--source", str(app.path))
     assert reimported.returncode == 0, reimported.stderr
     assert reimported.stdout.splitlines() == [f"serviceidentityconnection/{n} unchanged" for n in NAMES]
+
+
+def test_apply_refuses_to_take_over_or_to_change_what_the_api_server_keeps(
+    cli: Cli, conns: Connections, app: App
+) -> None:
+    ns = conns.namespace
+    conns.create("shop-api-aws", "api", aws={"role": app.role})  # written by hand, under the name import would use
+    refused = cli("import", str(app.write()), "-n", ns, "--apply")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert "serviceidentityconnection/shop-api-aws exists and is not app shop's service api" in refused.stderr
+    assert conns.get("shop-report-gcp") is None  # refused before anything was applied
+    conns.delete("shop-api-aws")
+    conns.wait_gone("shop-api-aws")
+
+    assert cli("import", str(app.path), "-n", ns, "--apply").returncode == 0
+    moved = cli("import", str(app.path), "-n", ns, "--apply", "--dry-run", "--service-account", "api=api-v2")
+    assert (moved.returncode, moved.stdout) == (1, "")
+    assert "serviceidentityconnection/shop-api-aws:" in moved.stderr and "immutable" in moved.stderr

@@ -52,25 +52,47 @@ def list_connections(api: client.ApiClient, namespace: str, selector: str | None
     return items
 
 
-def apply(api: client.ApiClient, namespace: str, imported: Imported, prune: bool, dry_run: bool) -> list[Change]:
-    """Apply every connection with field manager MANAGER, then (with `prune`) delete this app's others."""
-    custom = client.CustomObjectsApi(api)
-    live = {obj["metadata"]["name"]: obj for obj in list_connections(api, namespace)}
+def _refuse_takeover(live: Mapping[str, Mapping[str, Any]], imported: Imported) -> None:
+    # Names join app and service with '-', so app a-b's service c and app a's service b-c meet: never take over.
     for desired in imported.connections:
         name, labels = desired["metadata"]["name"], desired["metadata"]["labels"]
-        current = live.get(name)
-        theirs = ((current or {}).get("metadata") or {}).get("labels") or {}
-        # Names join app and service with '-', so app a-b's service c and app a's service b-c meet; never take over.
-        if current is not None and (theirs.get(APP_LABEL), theirs.get(SERVICE_LABEL)) != (
-            labels[APP_LABEL],
-            labels[SERVICE_LABEL],
-        ):
+        if name not in live:
+            continue
+        theirs = (live[name].get("metadata") or {}).get("labels") or {}
+        if (theirs.get(APP_LABEL), theirs.get(SERVICE_LABEL)) != (labels[APP_LABEL], labels[SERVICE_LABEL]):
             owner = theirs.get(APP_LABEL)
             raise ApplyRefused(
                 f"{SINGULAR}/{name} exists and is not app {imported.app}'s service {labels[SERVICE_LABEL]}"
                 + (f" (it is app {owner}'s)" if owner else " (it was not imported)")
                 + "; delete or rename it first"
             )
+
+
+def _prune(api: client.ApiClient, namespace: str, imported: Imported, dry_run: bool) -> list[Change]:
+    custom = client.CustomObjectsApi(api)
+    wanted = {c["metadata"]["name"] for c in imported.connections}
+    selector = f"{MANAGED_BY_LABEL}={MANAGER},{APP_LABEL}={imported.app}"
+    pruned = []
+    for obj in sorted(list_connections(api, namespace, selector), key=lambda o: str(o["metadata"]["name"])):
+        name = obj["metadata"]["name"]
+        if name in wanted:
+            continue
+        try:
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, dry_run="All" if dry_run else None
+            )
+        except client.ApiException as err:
+            if err.status != 404:
+                raise _refusal(err, name) from err
+        pruned.append(Change(name, "pruned"))
+    return pruned
+
+
+def apply(api: client.ApiClient, namespace: str, imported: Imported, prune: bool, dry_run: bool) -> list[Change]:
+    """Apply every connection with field manager MANAGER, then (with `prune`) delete this app's others."""
+    custom = client.CustomObjectsApi(api)
+    live = {obj["metadata"]["name"]: obj for obj in list_connections(api, namespace)}
+    _refuse_takeover(live, imported)
     changes = []
     for desired in imported.connections:
         name = desired["metadata"]["name"]
@@ -89,23 +111,6 @@ def apply(api: client.ApiClient, namespace: str, imported: Imported, prune: bool
         except client.ApiException as err:
             raise _refusal(err, name) from err
         before = live.get(name)
-        action = (
-            "created" if before is None else "unchanged" if _owned_part(before) == _owned_part(result) else "configured"
-        )
-        changes.append(Change(name, action))
-    if prune:
-        wanted = {c["metadata"]["name"] for c in imported.connections}
-        selector = f"{MANAGED_BY_LABEL}={MANAGER},{APP_LABEL}={imported.app}"
-        for obj in sorted(list_connections(api, namespace, selector), key=lambda o: str(o["metadata"]["name"])):
-            name = obj["metadata"]["name"]
-            if name in wanted:
-                continue
-            try:
-                custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, dry_run="All" if dry_run else None
-                )
-            except client.ApiException as err:
-                if err.status != 404:
-                    raise _refusal(err, name) from err
-            changes.append(Change(name, "pruned"))
-    return changes
+        same = before is not None and _owned_part(before) == _owned_part(result)
+        changes.append(Change(name, "created" if before is None else "unchanged" if same else "configured"))
+    return changes + (_prune(api, namespace, imported, dry_run) if prune else [])
