@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +16,8 @@ from porter_identity.porteryaml.convert import APP_LABEL, MANAGED_BY_LABEL, MANA
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
-class ApplyRefused(Exception):
-    """The API server refused a change, or applying would take over a connection that is not this app's."""
+class ClusterRefused(Exception):
+    """The API server refused a read or a change, or applying would take over a connection not this app's."""
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,21 @@ def _owned_part(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     return meta.get("labels"), meta.get("annotations"), obj.get("spec")
 
 
-def _refusal(err: client.ApiException, name: str) -> ApplyRefused:
+def _refusal(err: client.ApiException, name: str) -> ClusterRefused:
     try:
         message = json.loads(err.body or "")["message"]
     except (TypeError, ValueError, KeyError):
         message = err.reason
-    return ApplyRefused(f"{SINGULAR}/{name}: {message}")
+    return ClusterRefused(f"{SINGULAR}/{name}: {message}")
 
 
 def list_connections(api: client.ApiClient, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
-    found: Any = client.CustomObjectsApi(api).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, label_selector=selector
-    )
+    try:
+        found: Any = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector
+        )
+    except client.ApiException as err:
+        raise _refusal(err, "*") from err
     items: list[dict[str, Any]] = found["items"]
     return items
 
@@ -61,18 +64,17 @@ def _refuse_takeover(live: Mapping[str, Mapping[str, Any]], imported: Imported) 
         theirs = (live[name].get("metadata") or {}).get("labels") or {}
         if (theirs.get(APP_LABEL), theirs.get(SERVICE_LABEL)) != (labels[APP_LABEL], labels[SERVICE_LABEL]):
             owner = theirs.get(APP_LABEL)
-            raise ApplyRefused(
+            raise ClusterRefused(
                 f"{SINGULAR}/{name} exists and is not app {imported.app}'s service {labels[SERVICE_LABEL]}"
                 + (f" (it is app {owner}'s)" if owner else " (it was not imported)")
                 + "; delete or rename it first"
             )
 
 
-def _prune(api: client.ApiClient, namespace: str, imported: Imported, dry_run: bool) -> list[Change]:
+def _prune(api: client.ApiClient, namespace: str, imported: Imported, dry_run: bool) -> Iterator[Change]:
     custom = client.CustomObjectsApi(api)
     wanted = {c["metadata"]["name"] for c in imported.connections}
     selector = f"{MANAGED_BY_LABEL}={MANAGER},{APP_LABEL}={imported.app}"
-    pruned = []
     for obj in sorted(list_connections(api, namespace, selector), key=lambda o: str(o["metadata"]["name"])):
         name = obj["metadata"]["name"]
         if name in wanted:
@@ -84,16 +86,15 @@ def _prune(api: client.ApiClient, namespace: str, imported: Imported, dry_run: b
         except client.ApiException as err:
             if err.status != 404:
                 raise _refusal(err, name) from err
-        pruned.append(Change(name, "pruned"))
-    return pruned
+        yield Change(name, "pruned")
 
 
-def apply(api: client.ApiClient, namespace: str, imported: Imported, prune: bool, dry_run: bool) -> list[Change]:
-    """Apply every connection with field manager MANAGER, then (with `prune`) delete this app's others."""
+def apply(api: client.ApiClient, namespace: str, imported: Imported, prune: bool, dry_run: bool) -> Iterator[Change]:
+    """Apply every connection with field manager MANAGER, then (with `prune`) delete this app's others; each change
+    is reported as it is made, so a refusal part way still shows what was done before it."""
     custom = client.CustomObjectsApi(api)
     live = {obj["metadata"]["name"]: obj for obj in list_connections(api, namespace)}
     _refuse_takeover(live, imported)
-    changes = []
     for desired in imported.connections:
         name = desired["metadata"]["name"]
         try:
@@ -112,5 +113,6 @@ def apply(api: client.ApiClient, namespace: str, imported: Imported, prune: bool
             raise _refusal(err, name) from err
         before = live.get(name)
         same = before is not None and _owned_part(before) == _owned_part(result)
-        changes.append(Change(name, "created" if before is None else "unchanged" if same else "configured"))
-    return changes + (_prune(api, namespace, imported, dry_run) if prune else [])
+        yield Change(name, "created" if before is None else "unchanged" if same else "configured")
+    if prune:
+        yield from _prune(api, namespace, imported, dry_run)

@@ -68,26 +68,29 @@ def _import(args: argparse.Namespace) -> int:
         return 0
     from kubernetes import config
 
-    from porter_identity.porteryaml.apply import ApplyRefused, apply
+    from porter_identity.porteryaml.apply import ClusterRefused, apply
 
     api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
     try:
-        changes = apply(api, args.namespace, imported, prune=args.prune, dry_run=args.dry_run)
-    except ApplyRefused as err:
+        for change in apply(api, args.namespace, imported, prune=args.prune, dry_run=args.dry_run):
+            print(change.render(args.dry_run), flush=True)
+    except ClusterRefused as err:
         print(err, file=sys.stderr)
         return 1
-    for change in changes:
-        print(change.render(args.dry_run))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from kubernetes import config
 
-    from porter_identity.porteryaml.apply import list_connections
+    from porter_identity.porteryaml.apply import ClusterRefused, list_connections
 
     api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    documents = to_porter_yaml(list_connections(api, args.namespace), args.app)
+    try:
+        documents = to_porter_yaml(list_connections(api, args.namespace), args.app)
+    except ClusterRefused as err:
+        print(err, file=sys.stderr)
+        return 1
     if not documents:
         print(
             f"no connections in namespace {args.namespace}" + (f" for app {args.app}" if args.app else ""),
