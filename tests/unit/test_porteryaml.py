@@ -3,14 +3,17 @@ output that is the same bytes on every run."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from porter_identity import cli
-from porter_identity.api.connection import ServiceIdentityConnection
+from porter_identity.api.connection import Provider, ServiceIdentityConnection
 from porter_identity.porteryaml.command import dump
 from porter_identity.porteryaml.convert import (
     APP_LABEL,
@@ -20,6 +23,7 @@ from porter_identity.porteryaml.convert import (
     SOURCE_ANNOTATION,
     SOURCE_LABEL,
     Options,
+    connection_name,
     source_label,
     to_connections,
     to_porter_yaml,
@@ -286,8 +290,6 @@ def test_export_lists_connections_not_imported_under_their_service_account() -> 
 
 
 def test_the_docs_worked_example_is_the_real_output() -> None:
-    import re
-
     from porter_dev import REPO_ROOT
 
     text = (REPO_ROOT / "docs" / "porter-yaml.md").read_text()
@@ -313,3 +315,22 @@ def test_a_file_that_is_not_a_mapping_is_an_error() -> None:
         parse("- version: v2\n", "l.yaml")
     with pytest.raises(PorterYamlError, match=r"^e.yaml:1: the file is empty"):
         parse("# nothing\n", "e.yaml")
+
+
+# -- generated names and labels are always valid ---------------------------------------------------------------------
+
+PORTER_NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,29}[a-z0-9])?\Z")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@given(PORTER_NAMES, PORTER_NAMES, st.sampled_from(list(Provider)))
+def test_connection_names_are_always_dns_1123_names(app: str, service: str, provider: Provider) -> None:
+    name = connection_name(app, service, provider)
+    assert DNS1123_SUBDOMAIN.fullmatch(name) and len(name) <= 253
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_source_labels_are_always_label_values(source: str) -> None:
+    label = source_label(source)
+    assert LABEL_VALUE.fullmatch(label) and len(label) <= 63
