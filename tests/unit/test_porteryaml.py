@@ -97,18 +97,22 @@ def test_a_source_path_that_is_no_label_value_is_hashed_to_one() -> None:
 
 
 def test_types_that_are_not_ours_are_skipped_on_stderr_with_their_service(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, str(FIXTURES / "shop.yaml"), "-n", "shop", "--source", "shop.yaml")
+    code, out, err = run(capsys, str(FIXTURES / "shop.yaml"), "-n", "shop", "--source", "apps/shop/porter.yaml")
     assert code == 0
     assert err.splitlines() == [
-        "shop.yaml:24: service api: connection type disk skipped: not served here",
-        "shop.yaml:47: service report: connection type cloudSql skipped: not served here",
+        f"{FIXTURES}/shop.yaml:24: service api: connection type disk skipped: not served here",
+        f"{FIXTURES}/shop.yaml:47: service report: connection type cloudSql skipped: not served here",
     ]
-    assert [d["metadata"]["name"] for d in yaml.safe_load_all(out)] == [
+    documents = list(yaml.safe_load_all(out))
+    assert [d["metadata"]["name"] for d in documents] == [
         "shop-api-aws",
         "shop-report-gcp",
         "shop-worker-aws",
         "shop-worker-azure",
     ]
+    # Messages name the file as read; labels record --source.
+    assert {d["metadata"]["annotations"][SOURCE_ANNOTATION] for d in documents} == {"apps/shop/porter.yaml"}
+    assert {d["metadata"]["labels"][SOURCE_LABEL] for d in documents} == {source_label("apps/shop/porter.yaml")}
 
 
 def test_service_account_template_and_per_service_override() -> None:
@@ -204,7 +208,7 @@ def test_input_errors_name_file_line_and_service(
 ) -> None:
     assert problems(fixture) == expected
     code, out, err = run(capsys, str(FIXTURES / fixture), "-n", "shop", "--source", fixture)
-    assert (code, out, err.splitlines()) == (1, "", expected)
+    assert (code, out, err.splitlines()) == (1, "", [f"{FIXTURES}/{line}" for line in expected])
 
 
 def test_a_wrong_version_is_named() -> None:

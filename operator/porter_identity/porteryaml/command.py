@@ -38,6 +38,7 @@ def _options(args: argparse.Namespace) -> Options:
         service_account_template=args.service_account_template,
         service_accounts=_service_accounts(args.service_account),
         deletion_policy=DeletionPolicy(args.deletion_policy) if args.deletion_policy else None,
+        source=args.source,
     )
 
 
@@ -52,9 +53,9 @@ def _import(args: argparse.Namespace) -> int:
     if args.dry_run and not args.apply:
         print("--dry-run is a server dry run of --apply: give --apply too", file=sys.stderr)
         return 2
-    source = args.source or str(PurePosixPath(args.file))
+    shown = str(PurePosixPath(args.file))
     try:
-        imported = to_connections(parse(args.file.read_text(), source), _options(args))
+        imported = to_connections(parse(args.file.read_text(), shown), _options(args))
     except (PorterYamlError, ValueError) as err:
         print(err, file=sys.stderr)
         return 1
@@ -62,7 +63,7 @@ def _import(args: argparse.Namespace) -> int:
         print(f"cannot read {args.file}: {err.strerror}", file=sys.stderr)
         return 1
     for skipped in imported.skipped:
-        print(skipped.render(source), file=sys.stderr)
+        print(skipped.render(shown), file=sys.stderr)
     if not args.apply:
         print(dump(imported.connections), end="")
         return 0
@@ -127,7 +128,9 @@ def register(sub: Any) -> None:
         help="this service's ServiceAccount instead of the template's (repeatable)",
     )
     imp.add_argument("--deletion-policy", choices=[p.value for p in DeletionPolicy], default=None)
-    imp.add_argument("--source", default=None, help="the file as recorded in labels; default: FILE as given")
+    imp.add_argument(
+        "--source", default=None, help="the file as labels record it (e.g. its path in Git); default: FILE as given"
+    )
     imp.add_argument("--apply", action="store_true", help="server-side apply them instead of printing them")
     imp.add_argument("--prune", action="store_true", help="with --apply: delete this app's connections not in FILE")
     imp.add_argument("--dry-run", action="store_true", help="with --apply: a server dry run, nothing changes")

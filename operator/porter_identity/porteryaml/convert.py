@@ -47,6 +47,7 @@ class Options:
     service_account_template: str = DEFAULT_SERVICE_ACCOUNT_TEMPLATE
     service_accounts: Mapping[str, str] = field(default_factory=dict)
     deletion_policy: DeletionPolicy | None = None
+    source: str | None = None  # the file as labels record it, when not as read (e.g. its path in Git)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def _connection(
     line: int,
 ) -> dict[str, Any]:
     provider = PROVIDER_OF[conn.type]
+    source = options.source or parsed.source
     spec: dict[str, Any] = {"serviceAccountName": account, provider.value: _spec_block(conn)}
     if options.deletion_policy is not None:
         spec["deletionPolicy"] = options.deletion_policy.value
@@ -159,9 +161,9 @@ def _connection(
                 MANAGED_BY_LABEL: MANAGER,
                 APP_LABEL: app,
                 SERVICE_LABEL: service,
-                SOURCE_LABEL: source_label(parsed.source),
+                SOURCE_LABEL: source_label(source),
             },
-            "annotations": {SOURCE_ANNOTATION: parsed.source},
+            "annotations": {SOURCE_ANNOTATION: source},
         },
         "spec": spec,
     }
