@@ -1,4 +1,5 @@
-"""The `porter-identity` command: run the operator, write CRDs, render the inventory, diff, check, the sandbox."""
+"""The `porter-identity` command: run the operator, write CRDs, render the inventory, diff, check, import and
+export porter.yaml connections, the sandbox."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from porter_identity.porteryaml import command as porteryaml
 
 # The same generated CRDs at the top level (kubectl apply -f crds/) and in the Helm chart, which installs them.
 CRD_DIRS = [Path("crds"), Path("charts/porter-identity/crds")]
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "--aws-endpoint-url", default=None, help="EKS Auth and STS endpoint; defaults to the SDK's (AWS_ENDPOINT_URL)"
     )
     chk.set_defaults(func=_check)
+
+    porteryaml.register(sub)
 
     dev = sub.add_parser("dev", help="start a local control plane, cloud emulators and the operator")
     dev.add_argument("--workdir", type=Path, default=None)
