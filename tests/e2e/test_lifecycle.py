@@ -226,7 +226,8 @@ def test_identity_change_moves_the_link(cloud: Cloud, conns: Connections, servic
     obj = conns.wait_ready("app")
     assert cloud.links(conns.namespace, "app") == {new}  # the old identity can no longer be used
     assert obj["status"]["identity"] == cloud.shown(new)
-    assert ("Updated" if cloud.name == "aws" else "Moved") in reasons(conns, "app")
+    moved = "Updated" if cloud.name == "aws" else "Moved"
+    wait_for(lambda: moved in reasons(conns, "app"), 10, what=f"a {moved} Event")
     conns.delete("app")
     conns.wait_gone("app")
     assert cloud.links(conns.namespace, "app") == set()
@@ -241,7 +242,7 @@ def test_a_refused_identity_removes_the_old_link(cloud: Cloud, conns: Connection
     conns.patch_spec("app", cloud.spec(MISSING[cloud.name]))
     conns.wait_reason("app", MISSING_REASON[cloud.name])
     links_become(cloud, conns, "app", set())
-    assert "Deleted" in reasons(conns, "app")
+    wait_for(lambda: "Deleted" in reasons(conns, "app"), 10, what="a Deleted Event")
     conns.delete("app")
     conns.wait_gone("app")
     assert cloud.links(conns.namespace, "app") == set()
@@ -262,7 +263,7 @@ def test_retain_survives_the_orphan_sweep_and_is_adopted(
     assert cloud.links(conns.namespace, "app") == {one}
     conns.create("again", "app", **cloud.spec(one))
     conns.wait_ready("again")
-    assert "Adopted" in reasons(conns, "again")
+    wait_for(lambda: "Adopted" in reasons(conns, "again"), 10, what="an Adopted Event")
     assert cloud.links(conns.namespace, "app") == {one}
     conns.delete("again")
     conns.wait_gone("again")
@@ -298,7 +299,7 @@ def test_withdrawn_annotation_removes_the_link_within_a_sweep(
         core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: None}}})
         conns.wait_reason("app", "NotAllowed", timeout=SWEEPS)
         assert cloud.links(ns, "app") == set()
-        assert "NotAllowed" in reasons(conns, "app")
+        wait_for(lambda: "NotAllowed" in reasons(conns, "app"), 10, what="a NotAllowed Warning")
     finally:
         core.delete_namespace(ns)
 
