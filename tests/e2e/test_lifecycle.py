@@ -450,3 +450,20 @@ def _namespace_gone(core: client.CoreV1Api, ns: str) -> bool:
     except client.ApiException as err:
         return err.status == 404
     return False
+
+
+def test_operator_killed_mid_move_converges_to_the_new_link(
+    cloud: Cloud, conns: Connections, service_account: Any, operator: Operator
+) -> None:
+    """kill -9 right after an identity change: the restarted operator finishes the move (status still names the
+    old identity until the new link is Ready), leaving exactly the new link."""
+    old, new = cloud.identity(), cloud.identity()
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", **cloud.spec(old))
+    conns.wait_ready("app")
+    conns.patch_spec("app", cloud.spec(new))
+    operator.kill()
+    operator.start().wait_ready()
+    obj = conns.wait_ready("app", timeout=60)
+    assert obj["status"]["identity"] == cloud.shown(new)
+    links_become(cloud, conns, "app", {new})
