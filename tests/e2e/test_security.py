@@ -236,3 +236,32 @@ def test_broad_permissions_block_when_configured_and_nothing_is_linked(
         operator.stop()
         del operator.env["PORTER_BLOCK_BROAD_PERMISSIONS"]
         operator.start()
+
+
+def test_blocked_broad_permissions_remove_an_existing_link_on_resume(
+    api: client.ApiClient, operator: Operator, aws: AwsEmulator, make_role: Any, namespace: str
+) -> None:
+    """A linked role made admin while the operator was down: with PORTER_BLOCK_BROAD_PERMISSIONS the resume reads
+    its permissions (the up-to-date shortcut does not skip it) and removes the live association."""
+    conns = Connections(api, namespace)
+    role = make_role()
+    conns.create("later", "later", aws={"role": role})
+    conns.wait_ready("later")
+    assert len(associations(aws, namespace)) == 1
+    operator.stop()
+    aws.client("iam").put_role_policy(
+        RoleName=role.rsplit("/", 1)[-1],
+        PolicyName="everything",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*:*", "Resource": "*"}]}
+        ),
+    )
+    operator.env["PORTER_BLOCK_BROAD_PERMISSIONS"] = "true"
+    try:
+        operator.start()
+        conns.wait_reason("later", "BroadPermissions")
+        wait_for(lambda: associations(aws, namespace) == [], 20, what="the association removed")
+    finally:
+        operator.stop()
+        del operator.env["PORTER_BLOCK_BROAD_PERMISSIONS"]
+        operator.start()

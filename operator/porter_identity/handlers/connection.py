@@ -227,7 +227,10 @@ def reconcile(
     conn = parsed
     # Before the up-to-date shortcut: a rule withdrawn while the operator was down is enforced on resume.
     decision = namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "")
-    if decision.allowed and _is_current(conn):
+    # With PORTER_BLOCK_BROAD_PERMISSIONS the identity's permissions are read on resume too (cached per identity):
+    # a role made admin while the operator was down must lose its link.
+    settings: Settings = memo.settings
+    if decision.allowed and _is_current(conn) and not settings.block_broad_permissions:
         metrics.reconciled(KIND, conn.spec.provider.value, "UpToDate")
         return
     _settle(body, patch, retry, memo, logger, by_service_account, allowed_identities, conn)
