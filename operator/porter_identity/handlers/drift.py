@@ -24,14 +24,12 @@ from kubernetes import client
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, Provider
 from porter_identity.config import Settings
-from porter_identity.errors import CloudError, NotFound
+from porter_identity.errors import CloudError
 from porter_identity.handlers import connection, namespaces
 from porter_identity.handlers.connection import ClaimKey
 from porter_identity.kube.events import Events
-from porter_identity.kube.serviceaccounts import ServiceAccounts
-from porter_identity.links.base import retained_annotation
-from porter_identity.model import Association
-from porter_identity.providers.clients import Clouds
+from porter_identity.links.base import Link
+from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
@@ -50,23 +48,16 @@ async def drift_view(body: kopf.Body, **_: Any) -> dict[Group, Linked]:
 
 @dataclass
 class Sweeper:
-    """State kept between sweeps: the AWS role-check cursor, owners of unrecorded associations, orphans seen."""
+    """State kept between sweeps: orphans already reported (each cloud's Link keeps its own read state)."""
 
     memo: kopf.Memo
     stop: threading.Event
-    cursor: int = 0
-    known: dict[str, Association] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)
 
     @property
     def settings(self) -> Settings:
         settings: Settings = self.memo.settings
         return settings
-
-    @property
-    def clouds(self) -> Clouds:
-        clouds: Clouds = self.memo.clouds
-        return clouds
 
     def sweep(self, view: dict[Group, list[Linked]], owners: dict[ClaimKey, list[Claim]] | None = None) -> None:
         began = time.monotonic()
@@ -124,39 +115,12 @@ class Sweeper:
 
     def _read(self, group: Group, linked: list[Linked]) -> Findings | None:
         """One bulk read of the cloud for `group`, and what it shows; None when the provider is not configured."""
-        settings, clouds = self.settings, self.clouds
-        if group[0] == "aws":
-            if clouds.aws is None:
-                return None
-            listed = clouds.aws.list_associations()
-            self.known = drift.aws_prune(self.known, listed, linked)
-            window, self.cursor = drift.rotation(
-                drift.aws_window_ids(linked), self.cursor, settings.drift_role_checks_per_sweep
-            )
-            described = dict(self.known)
-            for association_id in drift.aws_to_describe(linked, listed, self.known, window):
-                association = clouds.aws.describe_association(association_id)
-                if association is not None:
-                    described[association_id] = association
-            recorded = {c.recorded for c in linked}
-            self.known = {i: a for i, a in described.items() if i not in recorded}
-            return drift.aws_findings(clouds.aws.cluster_name, linked, listed, described)
-        if group[0] == "azure":
-            if clouds.azure is None or settings.oidc_issuer is None:
-                return None
-            _, resource_group, identity = group
-            try:
-                credentials = clouds.azure.list_credentials(resource_group, identity)
-            except NotFound:
-                credentials = None
-            return drift.azure_findings(f"{resource_group}/{identity}", settings.oidc_issuer, linked, credentials)
-        if clouds.gcp is None or settings.workload_pool is None:
-            return None
-        try:
-            members = drift.bound_members(clouds.gcp.policy(group[1]))
-        except NotFound:
-            members = None
-        return drift.gcp_findings(group[1], settings.workload_pool, linked, members)
+        link = self._link(group[0])
+        return None if link is None else link.survey(group, linked)
+
+    def _link(self, provider: str) -> Link | None:
+        lifecycle: Lifecycle = self.memo.lifecycle
+        return lifecycle.registry.get(Provider(provider))
 
     def _repair(self, group: Group, item: Drift) -> None:
         """Run the connection's lifecycle again (a repair that changes something is a DriftCorrected Warning)."""
@@ -194,12 +158,9 @@ class Sweeper:
         extra = {"provider": orphan.provider}
         if self._retained(orphan):
             return  # a Retain delete left it: never ours to delete, nor an orphan to report
-        if self.settings.delete_orphans:
-            if orphan.provider == "aws" and self.clouds.aws is not None:
-                self.clouds.aws.delete_association(orphan.link)
-            elif orphan.provider == "azure" and self.clouds.azure is not None:
-                resource_group, identity = orphan.where.split("/", 1)
-                self.clouds.azure.delete_credential(resource_group, identity, orphan.link)
+        link = self._link(orphan.provider)
+        if self.settings.delete_orphans and link is not None:
+            link.delete_orphan(orphan)
             metrics.ORPHANS_DELETED.labels(orphan.provider).inc()
             message = f"deleted {subject}: no connection claims it (PORTER_DELETE_ORPHANS=true)"
             log.info(message, extra={**extra, "reason": ORPHAN_DELETED})
@@ -213,14 +174,8 @@ class Sweeper:
         self._post_on_service_account(orphan, "Warning", ORPHANED_LINK, message)
 
     def _retained(self, orphan: Orphan) -> bool:
-        """Azure credentials carry no tags: a Retain delete marks their ServiceAccount instead (AWS tags the
-        association, and reconcile/drift.py never reports those)."""
-        if orphan.provider != "azure":
-            return False
-        accounts: ServiceAccounts = self.memo.service_accounts
-        found = accounts.annotations(orphan.namespace, orphan.service_account) or {}
-        marked = found.get(retained_annotation(Provider.AZURE))
-        return marked is not None and marked.lower() == orphan.where.lower()
+        link = self._link(orphan.provider)
+        return link is not None and link.retained_orphan(orphan)
 
     def _post_on_service_account(self, orphan: Orphan, type: str, reason: str, message: str) -> None:
         """The ServiceAccount the link serves is the object an admin looks at; none when it is gone too."""
@@ -250,8 +205,8 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
         view = _snapshot(index)
         owners_index: kopf.Index[ClaimKey, Claim] | None = memo.get("by_service_account")
         owners = {key: list(owners_index[key]) for key in owners_index} if owners_index is not None else {}
-        clouds: Clouds = memo.clouds
-        if clouds.aws is not None:
+        lifecycle: Lifecycle = memo.lifecycle
+        if lifecycle.registry.get(Provider.AWS) is not None:
             view.setdefault(("aws",), [])  # orphans are found even when no AWS connection is left
         try:
             await asyncio.to_thread(sweeper.sweep, view, owners)

@@ -8,8 +8,9 @@ from porter_identity.links.base import Change, Result
 from porter_identity.model import Association, Role, role_name
 from porter_identity.providers.aws import AwsProvider
 from porter_identity.reconcile import aws as decide
-from porter_identity.reconcile import outcome
+from porter_identity.reconcile import drift, outcome
 from porter_identity.reconcile import privilege as least
+from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Reason
 from porter_identity.reconcile.privilege import Check
 
@@ -180,9 +181,13 @@ class AwsLink:
     provider = Provider.AWS
     moves_in_place = True  # UpdatePodIdentityAssociation: one association per ServiceAccount, whatever the role
 
-    def __init__(self, cloud: AwsProvider, account_id: str | None) -> None:
+    def __init__(self, cloud: AwsProvider, account_id: str | None, role_checks_per_sweep: int = 100) -> None:
         self.cloud = cloud
         self.account_id = account_id
+        self.role_checks_per_sweep = role_checks_per_sweep
+        # Between sweeps: the role-check cursor, and the owners of associations no connection records.
+        self.cursor = 0
+        self.known: dict[str, Association] = {}
 
     def same_identity(self, a: str, b: str) -> bool:
         return role_name(a) == role_name(b)
@@ -196,3 +201,22 @@ class AwsLink:
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
         return retain(self.cloud, conn)
+
+    def survey(self, group: Group, linked: list[Linked]) -> Findings:
+        listed = self.cloud.list_associations()
+        self.known = drift.aws_prune(self.known, listed, linked)
+        window, self.cursor = drift.rotation(drift.aws_window_ids(linked), self.cursor, self.role_checks_per_sweep)
+        described = dict(self.known)
+        for association_id in drift.aws_to_describe(linked, listed, self.known, window):
+            association = self.cloud.describe_association(association_id)
+            if association is not None:
+                described[association_id] = association
+        recorded = {c.recorded for c in linked}
+        self.known = {i: a for i, a in described.items() if i not in recorded}
+        return drift.aws_findings(self.cloud.cluster_name, linked, listed, described)
+
+    def retained_orphan(self, orphan: Orphan) -> bool:
+        return False  # reconcile/drift.py never reports an association tagged retained
+
+    def delete_orphan(self, orphan: Orphan) -> None:
+        self.cloud.delete_association(orphan.link)

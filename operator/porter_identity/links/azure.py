@@ -9,8 +9,9 @@ from porter_identity.links.base import Change, Result, kept_for_another, retaine
 from porter_identity.model import Credential, Identity
 from porter_identity.providers.azure import AzureProvider
 from porter_identity.reconcile import azure as decide
-from porter_identity.reconcile import outcome
+from porter_identity.reconcile import drift, outcome
 from porter_identity.reconcile import privilege as least
+from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Outcome, Reason, State
 from porter_identity.reconcile.privilege import Check
 
@@ -195,6 +196,24 @@ class AzureLink:
             "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
         )
         return Result(outcome.ready(message), None, Change("Retained", message))
+
+    def survey(self, group: Group, linked: list[Linked]) -> Findings:
+        _, resource_group, identity = group
+        try:
+            credentials: list[Credential] | None = self.cloud.list_credentials(resource_group, identity)
+        except NotFound:
+            credentials = None  # the identity is gone, and every link on it
+        return drift.azure_findings(f"{resource_group}/{identity}", self.issuer, linked, credentials)
+
+    def retained_orphan(self, orphan: Orphan) -> bool:
+        # Credentials carry no tags: a Retain delete marks their ServiceAccount instead.
+        found = self.accounts.annotations(orphan.namespace, orphan.service_account) or {}
+        marked = found.get(retained_annotation(self.provider))
+        return marked is not None and self.same_identity(marked, orphan.where)
+
+    def delete_orphan(self, orphan: Orphan) -> None:
+        resource_group, identity = split(orphan.where)
+        self.cloud.delete_credential(resource_group, identity, orphan.link)
 
 
 def _key_of(identity: str) -> tuple[str, str]:

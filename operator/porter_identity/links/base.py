@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from porter_identity.api.connection import Provider, ServiceIdentityConnection
 from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Outcome
 from porter_identity.reconcile.privilege import Check
 
@@ -74,3 +75,14 @@ class Link(Protocol):
     def retain(self, conn: ServiceIdentityConnection) -> Result:
         """Leave the link in place for good, marked so that nothing of ours deletes it, a later connection adopts it."""
         ...
+
+    def survey(self, group: Group, linked: list[Linked]) -> Findings:
+        """One bulk read for the drift sweep (a paged list per cluster or identity, a policy per service account),
+        and what reconcile/drift.py finds in it."""
+        ...
+
+    def retained_orphan(self, orphan: Orphan) -> bool:
+        """An orphan a Retain delete left: never ours to delete, nor to report."""
+        ...
+
+    def delete_orphan(self, orphan: Orphan) -> None: ...

@@ -9,9 +9,10 @@ from porter_identity.links.base import Change, Result, retained_annotation
 from porter_identity.links.base import kept_for_another as _kept_for_another
 from porter_identity.model import WORKLOAD_IDENTITY_USER, project_of
 from porter_identity.providers.gcp import GcpProvider
+from porter_identity.reconcile import drift, outcome
 from porter_identity.reconcile import gcp as decide
-from porter_identity.reconcile import outcome
 from porter_identity.reconcile import privilege as least
+from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Outcome, Reason, State
 from porter_identity.reconcile.privilege import Check
 
@@ -139,6 +140,19 @@ class GcpLink:
             "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
         )
         return Result(outcome.ready(message), None, Change("Retained", message))
+
+    def survey(self, group: Group, linked: list[Linked]) -> Findings:
+        try:
+            members: set[str] | None = drift.bound_members(self.cloud.policy(group[1]))
+        except NotFound:
+            members = None  # the service account is gone, and its policy with it
+        return drift.gcp_findings(group[1], self.pool, linked, members)
+
+    def retained_orphan(self, orphan: Orphan) -> bool:
+        return False  # GCP members are never reported as orphans (reconcile/drift.py)
+
+    def delete_orphan(self, orphan: Orphan) -> None:
+        raise NotImplementedError("GCP members are never orphans")
 
 
 def _failed(err: CloudError, step: str) -> Outcome:

@@ -31,7 +31,7 @@ class Registry:
 def build(settings: Settings, clouds: Clouds, accounts: ServiceAccounts) -> Registry:
     links: dict[Provider, Link] = {}
     if clouds.aws is not None:
-        links[Provider.AWS] = AwsLink(clouds.aws, settings.aws_account_id)
+        links[Provider.AWS] = AwsLink(clouds.aws, settings.aws_account_id, settings.drift_role_checks_per_sweep)
     if clouds.azure is not None and settings.oidc_issuer is not None:
         links[Provider.AZURE] = AzureLink(clouds.azure, accounts, settings.oidc_issuer)
     if clouds.gcp is not None and settings.workload_pool is not None and settings.gcp_project_id is not None:
