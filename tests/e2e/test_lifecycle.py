@@ -467,3 +467,39 @@ def test_operator_killed_mid_move_converges_to_the_new_link(
     obj = conns.wait_ready("app", timeout=60)
     assert obj["status"]["identity"] == cloud.shown(new)
     links_become(cloud, conns, "app", {new})
+
+
+@pytest.mark.parametrize("pairs", [10])
+def test_two_connections_applied_together_never_both_link(
+    cloud: Cloud, conns: Connections, api: client.ApiClient, pairs: int
+) -> None:
+    """Pairs of connections for one ServiceAccount, created back to back (the index lags): once settled, exactly
+    one of each pair is Ready and exactly its link exists; deleting both leaves nothing."""
+    core = client.CoreV1Api(api)
+    made: dict[int, tuple[str, str]] = {}
+    for i in range(pairs):
+        core.create_namespaced_service_account(
+            conns.namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=f"p{i}"))
+        )
+        made[i] = (cloud.identity(), cloud.identity())
+    for i, (a, b) in made.items():
+        conns.create(f"p{i}-a", f"p{i}", **cloud.spec(a))
+        conns.create(f"p{i}-b", f"p{i}", **cloud.spec(b))
+
+    def settled(i: int) -> bool:
+        ready = [s for s in ("a", "b") if (conns.condition(f"p{i}-{s}") or {}).get("status") == "True"]
+        waiting = [s for s in ("a", "b") if (conns.condition(f"p{i}-{s}") or {}).get("reason") == "Conflict"]
+        if len(ready) != 1 or len(waiting) != 1:
+            return False
+        winner = made[i][0] if ready == ["a"] else made[i][1]
+        return cloud.links(conns.namespace, f"p{i}") == {winner}
+
+    for i in range(pairs):
+        wait_for(lambda i=i: settled(i), SWEEPS * 2, what=f"pair {i}: one Ready with exactly its link")
+    for i in range(pairs):
+        conns.delete(f"p{i}-a")
+        conns.delete(f"p{i}-b")
+    for i in range(pairs):
+        conns.wait_gone(f"p{i}-a")
+        conns.wait_gone(f"p{i}-b")
+        assert cloud.links(conns.namespace, f"p{i}") == set()
