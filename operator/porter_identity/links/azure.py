@@ -5,7 +5,7 @@ from __future__ import annotations
 from porter_identity.api.connection import AzureStatus, Provider, ServiceIdentityConnection
 from porter_identity.errors import AccessDenied, CloudError, Conflict, LimitExceeded, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.links.base import Change, Result, kept_for_another, retained_annotation
+from porter_identity.links.base import Change, Result, kept_for_another, mark_retained, retained_annotation
 from porter_identity.model import Credential, Identity
 from porter_identity.providers.azure import AzureProvider
 from porter_identity.reconcile import azure as decide
@@ -190,12 +190,7 @@ class AzureLink:
         return Result(outcome.ready(message), None, Change("Deleted", message))
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
-        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
-        marked = self.accounts.annotate_if_present(ns, sa, {retained_annotation(self.provider): conn.spec.identity})
-        message = "deletionPolicy is Retain: federated identity credential kept" + (
-            "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
-        )
-        return Result(outcome.ready(message), None, Change("Retained", message))
+        return mark_retained(self.accounts, conn, "federated identity credential")
 
     def survey(self, group: Group, linked: list[Linked]) -> Findings:
         _, resource_group, identity = group

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from porter_identity.api.connection import Provider, ServiceIdentityConnection
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
-from porter_identity.reconcile.outcome import Outcome
+from porter_identity.reconcile.outcome import Outcome, ready
 from porter_identity.reconcile.privilege import Check
 
 
@@ -34,6 +34,16 @@ def kept_for_another(
     found = accounts.annotations(conn.metadata.namespace or "", conn.spec.service_account_name) or {}
     marked = found.get(retained_annotation(provider))
     return marked is not None and same(marked, identity)
+
+
+def mark_retained(accounts: ServiceAccounts, conn: ServiceIdentityConnection, what: str) -> Result:
+    """Retain for links without tags of their own (Azure, GCP): the mark goes on the ServiceAccount."""
+    ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+    marked = accounts.annotate_if_present(ns, sa, {retained_annotation(conn.spec.provider): conn.spec.identity})
+    message = f"deletionPolicy is Retain: {what} kept" + (
+        "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
+    )
+    return Result(ready(message), None, Change("Retained", message))
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from porter_identity.api.connection import GcpStatus, Provider, ServiceIdentityConnection
 from porter_identity.errors import AccessDenied, CloudError, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.links.base import Change, Result, retained_annotation
-from porter_identity.links.base import kept_for_another as _kept_for_another
+from porter_identity.links.base import Change, Result, kept_for_another, mark_retained, retained_annotation
 from porter_identity.model import WORKLOAD_IDENTITY_USER, project_of
 from porter_identity.providers.gcp import GcpProvider
 from porter_identity.reconcile import drift, outcome
@@ -129,17 +128,12 @@ class GcpLink:
         return apply(self.cloud, self.accounts, self.project, self.pool, conn, block_broad)
 
     def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
-        if _kept_for_another(self.accounts, conn, self.provider, identity, self.same_identity):
+        if kept_for_another(self.accounts, conn, self.provider, identity, self.same_identity):
             return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
         return delete(self.cloud, self.accounts, self.pool, conn, identity)
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
-        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
-        marked = self.accounts.annotate_if_present(ns, sa, {retained_annotation(self.provider): conn.spec.identity})
-        message = "deletionPolicy is Retain: Workload Identity member kept" + (
-            "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
-        )
-        return Result(outcome.ready(message), None, Change("Retained", message))
+        return mark_retained(self.accounts, conn, "Workload Identity member")
 
     def survey(self, group: Group, linked: list[Linked]) -> Findings:
         try:
