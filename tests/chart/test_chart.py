@@ -219,13 +219,12 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
     }
     kinds = ("serviceidentityconnections", "porterrolesets")
     assert granted == {
-        *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("list", "watch", "patch")),
+        *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("get", "list", "watch", "patch")),
         *(("identity.porter.run", f"{kind}/status", "patch") for kind in kinds),
-        ("", "serviceaccounts", "get"),
-        ("", "serviceaccounts", "patch"),
+        *(("", "serviceaccounts", verb) for verb in ("get", "list", "watch", "patch")),
         ("", "events", "create"),
-        ("", "namespaces", "list"),
-        ("", "namespaces", "watch"),
+        ("", "events", "patch"),
+        *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
     }
 
 

@@ -503,3 +503,14 @@ def test_two_connections_applied_together_never_both_link(
         conns.wait_gone(f"p{i}-a")
         conns.wait_gone(f"p{i}-b")
         assert cloud.links(conns.namespace, f"p{i}") == set()
+
+
+def test_a_repeated_event_is_counted_up_not_posted_again(api: client.ApiClient, conns: Connections) -> None:
+    from porter_identity.kube.events import Events
+
+    made = conns.create("counted", "counted", aws={"role": "no-such-role"})
+    events = Events(api)
+    for _ in range(3):
+        events.post(made, "Warning", "Throttled", "slow down, said the cloud")
+    found = [e for e in conns.events("counted") if e.reason == "Throttled"]
+    assert [(e.count, e.message) for e in found] == [(3, "slow down, said the cloud")]

@@ -165,10 +165,6 @@ def _report(
     return changed
 
 
-def _kopf_event(body: Any, type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type, reason=reason, message=message)
-
-
 def _wake(memo: kopf.Memo, owners: kopf.Index[ClaimKey, claims.Claim] | None, key: ClaimKey, gone: str) -> None:
     """The owner of a ServiceAccount went away or stopped linking: the next claimant is run at once."""
     assert owners is not None
@@ -190,7 +186,8 @@ def _settle(
     step = run(memo, conn, owners, allowed)
     new = kstatus.next_status(conn, step.result.outcome, step.result.privilege, step.linked, step.result.status)
     kstatus.write(patch, conn.status, new)
-    _report(body, conn, step, _kopf_event, logger)
+    events: Events = memo.events
+    _report(body, conn, step, events.post, logger)
     if step.result.outcome.reason in NOT_CLAIMING and _claimed(conn):
         _wake(memo, owners, _key(conn), conn.metadata.uid)
     if step.result.outcome.retryable:
@@ -221,7 +218,7 @@ def reconcile(
     """Stalled ends the handler (rechecked by `recheck`); only Reconciling is retried by kopf."""
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
-        kopf.event(body, type="Warning", reason=parsed.reason.value, message=parsed.message)
+        memo.events.post(body, "Warning", parsed.reason.value, parsed.message)
         logger.warning(parsed.message, extra={"reason": parsed.reason.value})
         return
     conn = parsed
@@ -335,7 +332,7 @@ def delete(
         if any((body.get("status") or {}).get(p) for p in ("aws", "azure", "gcp")):
             # Something was linked, but the spec no longer says what: keep the finalizer, say how to get out.
             message = f"cannot tell which link to remove ({parsed.message}); fix the spec, or remove the finalizer"
-            kopf.event(body, type="Warning", reason=parsed.reason.value, message=message)
+            memo.events.post(body, "Warning", parsed.reason.value, message)
             raise kopf.TemporaryError(message, delay=settings.stalled_recheck_seconds)
         return  # never linked: an unparseable spec is never applied
     conn = parsed
@@ -344,7 +341,7 @@ def delete(
         result: Result = lifecycle.delete(conn, _owner(by_service_account, conn))
     if result.outcome.state is not State.READY:
         if result.outcome.reason is not Reason.PROGRESSING:
-            kopf.event(body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
+            memo.events.post(body, "Warning", result.outcome.reason.value, result.outcome.message)
         # The finalizer stays until the link is gone, whatever the failure.
         delay = (
             settings.stalled_recheck_seconds
@@ -353,7 +350,7 @@ def delete(
         )
         raise kopf.TemporaryError(result.outcome.message, delay=delay)
     if result.change is not None:
-        kopf.event(body, type="Normal", reason=result.change.reason, message=result.change.message)
+        memo.events.post(body, "Normal", result.change.reason, result.change.message)
         logger.info(result.change.message, extra={"reason": result.change.reason})
     _wake(memo, by_service_account, _key(conn), conn.metadata.uid)
 
