@@ -51,7 +51,9 @@ async def configure(
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
     memo.events = Events(kube)
-    memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
+    memo.roleset_service = RoleSetService(
+        AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube), config.aws_account_id
+    )
     if config.health_port:
         memo.health = Health(config.health_stall_seconds, partial(_indexed, kube, memo.namespaces, by_service_account))
         memo.health.start_heartbeat()

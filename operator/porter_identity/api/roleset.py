@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, cast
 
 from pydantic import ConfigDict, Field, model_validator
@@ -88,6 +89,21 @@ PresetName = Literal[
     "porter-agent-compliance-manager",
     "porter-eso-secrets-manager",
 ]
+
+
+class Adopt(StrEnum):
+    """What to do with an existing role that no PorterRoleSet made (no porter.run/managed=true tag)."""
+
+    NEVER = "Never"  # leave it untouched: the role is Stalled (Conflict) until adoption is asked for
+    KEEP_POLICIES = "KeepPolicies"  # take it over; policies the operator did not write stay attached
+    REPLACE_POLICIES = "ReplacePolicies"  # take it over and make it hold exactly the declared policies
+
+
+ADOPT_DESCRIPTION = (
+    "An existing role no PorterRoleSet made: Never (default) leaves it untouched and the role Stalled (Conflict); "
+    "KeepPolicies takes it over and keeps every policy the operator did not write; ReplacePolicies takes it over "
+    "and removes them."
+)
 
 
 class SecretKeyRef(CamelModel):
@@ -178,6 +194,7 @@ class RoleSpec(CamelModel):
         default=None, min_length=1, max_length=200, description="Permissions of a custom role."
     )
     trust: CustomTrust | None = None
+    adopt: Adopt | None = Field(default=None, description=f"{ADOPT_DESCRIPTION} Unset: the set's adopt.")
 
     @model_validator(mode="after")
     def _preset_or_custom(self) -> RoleSpec:
@@ -230,10 +247,17 @@ class RoleSetSpec(CamelModel):
     buckets: list[Bucket] = Field(
         default_factory=list, max_length=100, description="Buckets that each get a porter-s3-<hash> role."
     )
+    adopt: Adopt = Field(default=Adopt.NEVER, description=f"{ADOPT_DESCRIPTION} Roles may say otherwise.")
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
-        description="Retain (default) leaves the roles in place; Delete removes the roles this resource created.",
+        description="Retain (default) leaves the roles in place; Delete removes the roles this resource created. "
+        "It applies to the whole set and to a role that leaves spec.roles or spec.buckets.",
     )
+
+    @property
+    def role_names(self) -> list[str]:
+        """Every role the spec declares, as IAM names it, in spec order."""
+        return [r.role_name for r in self.roles] + [s3_role_name(b.name) for b in self.buckets]
 
     @model_validator(mode="after")
     def _access_in_account_and_unique(self) -> RoleSetSpec:

@@ -38,6 +38,7 @@ def desired_roles(spec: RoleSetSpec, external_id: str) -> list[DesiredRole]:
                     statements=tuple(s.to_iam() for s in statements_for(preset, spec.account_id)),
                     description=preset.purpose,
                     pod_identity=_pod(role),
+                    adopt=role.adopt or spec.adopt,
                 )
             )
             continue
@@ -54,6 +55,7 @@ def desired_roles(spec: RoleSetSpec, external_id: str) -> list[DesiredRole]:
                 statements=tuple(_custom_statement(s) for s in role.statements),
                 description=f"custom role of PorterRoleSet for account {spec.account_id}",
                 pod_identity=_pod(role),
+                adopt=role.adopt or spec.adopt,
             )
         )
     s3 = PRESETS[S3_PRESET]
@@ -66,6 +68,7 @@ def desired_roles(spec: RoleSetSpec, external_id: str) -> list[DesiredRole]:
                 statements=tuple(s.to_iam() for s in s3_statements(bucket.name)),
                 description=f"objects of S3 bucket {bucket.name}",
                 pod_identity=pod,
+                adopt=spec.adopt,
             )
         )
     return out
