@@ -186,7 +186,9 @@ def emulator_settings(
         "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
     }
     if account is not None:
+        # PorterRoleSets are served for the configured account only, and only when asked for.
         env["PORTER_AWS_ACCOUNT_ID"] = account
+        env["PORTER_ROLESETS"] = "true"
     return env
 
 

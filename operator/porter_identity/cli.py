@@ -113,7 +113,7 @@ def _inventory(args: argparse.Namespace) -> int:
     found = _preview(args.live, None)
     if found is None:
         return 2
-    print(inventory.render(inventory.from_previews(found[1])), end="")
+    print(inventory.render_live(inventory.from_previews(found[1])), end="")
     return 0
 
 

@@ -87,6 +87,11 @@ def test_lint_strict_is_clean(files: list[Path]) -> None:
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
         ({"config": {"rolesets": "yes"}}, "/config/rolesets"),
+        # PorterRoleSets serve one configured account, and read only named Secrets.
+        ({"config": {"rolesets": True}}, "/config"),
+        ({"config": {"rolesets": True, "awsAccountId": ""}}, "/config/awsAccountId"),
+        ({"rbac": {"externalIdSecretNames": []}}, "/rbac/externalIdSecretNames"),
+        ({"rbac": {"externalIdSecretNames": ["Helm.Release"]}}, "/rbac/externalIdSecretNames/0"),
         ({"rateLimits": {"azure_write": {"per_second": 0, "burst": 5}}}, "/rateLimits/azure_write/per_second"),
         ({"rateLimits": {"azure_write": {"per_second": 5}}}, "/rateLimits/azure_write"),
         ({"rateLimits": {"oracle_write": {"per_second": 5, "burst": 5}}}, "additional properties 'oracle_write'"),

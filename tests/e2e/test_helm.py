@@ -237,9 +237,10 @@ def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
 
         condition = wait_for(stalled, 30, what=f"PorterRoleSet {name} Stalled")
         assert condition["reason"] == "AccessDenied"
-        assert condition["message"] == (
-            "cannot read Secret kube-system/porter-external-id: the operator may not read Secrets in namespace "
-            "kube-system: add it to the Helm value rbac.externalIdSecretNamespaces"
+        assert condition["message"].startswith(
+            "cannot read Secret kube-system/porter-external-id: the operator may not read it: the Helm chart grants "
+            "reading only the Secret names of rbac.externalIdSecretNames (default porter-external-id) in the "
+            "namespaces of rbac.externalIdSecretNamespaces"
         )
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)
