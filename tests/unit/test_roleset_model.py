@@ -361,20 +361,18 @@ STATUS = {
     "roles": [
         {
             "name": "porter-manager",
-            "arn": f"arn:aws:iam::{ACCOUNT}:role/porter-manager",
-            "digest": "sha256:0123456789abcdef",
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/porter-manager",
+            "policyDigest": "sha256:0123456789abcdef",
             "policies": ["porter-permissions"],
             "podIdentityAssociationId": "a-123",
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "observedGeneration": 3,
-                    "lastTransitionTime": "2024-05-01T10:00:00Z",
-                    "reason": "Synced",
-                    "message": "",
-                }
-            ],
+            "ready": {
+                "type": "Ready",
+                "status": "True",
+                "observedGeneration": 3,
+                "lastTransitionTime": "2024-05-01T10:00:00Z",
+                "reason": "Synced",
+                "message": "",
+            },
         }
     ],
 }
@@ -392,10 +390,10 @@ def test_from_body_reads_metadata_spec_and_status() -> None:
     assert obj.status.conditions[0].status is ConditionStatus.FALSE
     assert obj.status.conditions[0].reason == "Conflict"
     (role,) = obj.status.roles
-    assert role.digest == "sha256:0123456789abcdef"
+    assert role.policy_digest == "sha256:0123456789abcdef"
     assert role.policies == ["porter-permissions"]
     assert role.pod_identity_association_id == "a-123"
-    assert role.conditions[0].last_transition_time == "2024-05-01T10:00:00Z"
+    assert role.ready is not None and role.ready.last_transition_time == "2024-05-01T10:00:00Z"
 
 
 def test_from_body_status_round_trips() -> None:

@@ -274,16 +274,21 @@ class RoleSetSpec(CamelModel):
 
 
 class RoleStatus(CamelModel):
-    """What the operator applied to one role."""
+    """What the operator applied to one role.
+
+    Every other field name sorts after `name`: `kubectl describe` prints fields alphabetically with nothing
+    between list entries, so each entry must start with the role it describes."""
 
     name: str = Field(description="The role's name.")
-    arn: str | None = Field(default=None, description="The role's ARN.")
-    digest: str | None = Field(default=None, description="sha256 of the applied documents (ExternalId redacted).")
+    role_arn: str | None = Field(default=None, description="The role's ARN.")
+    policy_digest: str | None = Field(
+        default=None, description="sha256 of the applied documents (ExternalId redacted)."
+    )
     policies: list[str] = Field(default_factory=list, description="Inline and managed policies holding statements.")
     pod_identity_association_id: str | None = Field(
         default=None, description="Id of the role's EKS Pod Identity association, if it has one."
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, for this role.")
+    ready: Condition | None = Field(default=None, description="The Ready condition of this role.")
 
 
 class RoleSetStatus(CamelModel):

@@ -41,9 +41,7 @@ def _write(patch: kopf.Patch, rs: PorterRoleSet, result: SyncResult) -> None:
     """Patch status only when it changed, so an idle sync makes no Kubernetes write."""
     declared = rs.spec.role_names
     roles = result.roles or rs.status.roles
-    ready = sum(
-        1 for r in roles if r.name in declared and any(c.type == "Ready" and c.status == "True" for c in r.conditions)
-    )
+    ready = sum(1 for r in roles if r.name in declared and r.ready is not None and r.ready.status == "True")
     new = RoleSetStatus(
         observed_generation=rs.metadata.generation,
         conditions=conditions.build(

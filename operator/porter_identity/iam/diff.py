@@ -46,6 +46,8 @@ def describe(previews: list[RolePreview]) -> list[str]:
         lines: list[str] = []
         if p.plan.conflict is not None:
             lines.append(f"  ! {p.plan.conflict}")
+        if p.plan.needs_adoption and p.plan.steps:
+            lines.append("  adopting it would do:")
         for step in p.plan.steps:
             lines.append(f"  {step.describe(p.role.name)}")
             if step.kind in (Kind.PUT_INLINE, Kind.PUT_MANAGED) and step.document is not None:

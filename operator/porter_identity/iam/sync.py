@@ -87,8 +87,8 @@ def _scrubbed(result: SyncResult, secrets: list[str]) -> SyncResult:
     o = result.outcome
     result.outcome = Outcome(o.state, o.reason, scrub(o.message, secrets))
     for role in result.roles:
-        for c in role.conditions:
-            c.message = scrub(c.message, secrets)
+        if role.ready is not None:
+            role.ready.message = scrub(role.ready.message, secrets)
     result.changes = [Change(c.reason, scrub(c.message, secrets)) for c in result.changes]
     result.warnings = [Change(w.reason, scrub(w.message, secrets)) for w in result.warnings]
     return result
@@ -298,7 +298,7 @@ class RoleSetService:
             done = ", ".join(s.describe(name) for s in p.plan.steps)
             if p.observed is None:
                 result.changes.append(Change("Created", f"created role {name}: {done}"))
-            elif before is not None and before.digest == want:
+            elif before is not None and before.policy_digest == want:
                 result.warnings.append(Change(DRIFT_CORRECTED, f"role {name} was changed outside; restored: {done}"))
             else:
                 result.changes.append(Change("Updated", f"updated role {name}: {done}"))
@@ -353,18 +353,15 @@ class RoleSetService:
         role_outcome: Outcome,
         before: RoleStatus | None,
     ) -> RoleStatus:
-        previous = before.conditions if before else []
+        previous = [before.ready] if before and before.ready else []
+        built = conditions.build(role_outcome, rs.metadata.generation, previous, conditions.now_rfc3339())
         return RoleStatus(
             name=name,
-            arn=arn,
-            digest=want if want else (before.digest if before else None),
+            role_arn=arn,
+            policy_digest=want if want else (before.policy_digest if before else None),
             policies=p.placed.names,
             pod_identity_association_id=assoc_id,
-            conditions=[
-                c
-                for c in conditions.build(role_outcome, rs.metadata.generation, previous, conditions.now_rfc3339())
-                if c.type == "Ready"
-            ],
+            ready=next(c for c in built if c.type == "Ready"),
         )
 
     def delete(self, rs: PorterRoleSet) -> SyncResult:
