@@ -41,6 +41,7 @@ E2E_EXTERNAL_ID_SECRETS = [
     "leak",
     "invalid-id",
     "foreign",
+    "live",
 ]
 OPERATOR_RELEASE = "e2e"
 # Allow rules of the session operator: the namespaces the suites create may use any identity (porter-* and

@@ -126,6 +126,11 @@ class AwsEmulator:
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["calls"]
         return calls
 
+    def assume_role_calls(self) -> dict[str, int]:
+        """sts:AssumeRole calls that reached the trust check, by role ARN (the ExternalId is never recorded)."""
+        calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/assume-role")
+        return calls
+
     def injected(self) -> dict[str, int]:
         """Faults served so far, by `service:Operation:fault`."""
         injected: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["injected"]

@@ -134,14 +134,15 @@ class RoleSetService:
                 f"Secret {ref.namespace}/{ref.name} does not exist or has no key {ref.key!r}; it must hold the "
                 "ExternalId the access role's trust policy requires",
             )
-        secrets.append(external_id)
         problem = external_id_problem(external_id)
         if problem is not None:
+            # Never sent anywhere, so no message can echo it (and a 1-character value could not be scrubbed).
             return outcome.stalled(
                 Reason.INVALID_SECRET,
                 f"key {ref.key!r} of Secret {ref.namespace}/{ref.name} is not a valid ExternalId: {problem}; "
                 "nothing was sent to AWS",
             )
+        secrets.append(external_id)
         try:
             roles = desired_roles(spec, external_id)
             layouts = {r.name: layout(r) for r in roles}
