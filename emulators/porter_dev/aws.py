@@ -396,11 +396,11 @@ class AwsEmulator:
     def _assume_role(
         self, environ: dict[str, Any], start: StartResponse, params: dict[str, list[str]], access_key: str, region: str
     ) -> Iterable[bytes]:
-        external_id = _one(params, "ExternalId")
-        iam_rules.check_external_id(external_id)
         role_arn = _one(params, "RoleArn") or ""
         with self.counter_lock:
             self.assume_role_calls[role_arn] += 1
+        external_id = _one(params, "ExternalId")
+        iam_rules.check_external_id(external_id)
         caller = _moto_caller(access_key, region)
         policy = _trust_policy(role_arn)
         if policy is None or not iam_rules.trust_allows(policy, caller, external_id):

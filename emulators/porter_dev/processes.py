@@ -127,7 +127,7 @@ class AwsEmulator:
         return calls
 
     def assume_role_calls(self) -> dict[str, int]:
-        """sts:AssumeRole calls that reached the trust check, by role ARN (the ExternalId is never recorded)."""
+        """sts:AssumeRole calls by role ARN, refused ones included (the ExternalId is never recorded)."""
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/assume-role")
         return calls
 
