@@ -184,7 +184,7 @@ ALLOWED = [
     ("patch", "serviceaccounts", "shop"),
     ("create", "events", "shop"),
     ("create", "events", "default"),
-    ("get", "secrets", OPERATOR_NAMESPACE),
+    ("get", "secrets/porter-external-id", OPERATOR_NAMESPACE),
     ("list", "namespaces", None),
     ("watch", "namespaces", None),
 ]
@@ -198,6 +198,9 @@ DENIED = [
     ("create", "serviceaccounts", "shop"),
     ("create", "serviceaccounts/token", "shop"),
     ("get", "secrets", "kube-system"),
+    # only the named ExternalId Secrets: never a Helm release Secret or the webhook's CA key
+    ("get", "secrets", OPERATOR_NAMESPACE),
+    ("get", "secrets/sh.helm.release.v1.porter-identity.v1", OPERATOR_NAMESPACE),
     ("get", "secrets", "shop"),
     ("list", "secrets", OPERATOR_NAMESPACE),
     ("watch", "secrets", OPERATOR_NAMESPACE),
