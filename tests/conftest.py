@@ -42,6 +42,7 @@ E2E_EXTERNAL_ID_SECRETS = [
     "invalid-id",
     "foreign",
     "live",
+    "kubectl-external-id",
 ]
 OPERATOR_RELEASE = "e2e"
 # Allow rules of the session operator: the namespaces the suites create may use any identity (porter-* and
