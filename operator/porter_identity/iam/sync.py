@@ -80,7 +80,7 @@ class Chain:
     eks: AwsProvider
 
 
-def _scrubbed(result: SyncResult, secrets: list[str]) -> SyncResult:
+def scrubbed(result: SyncResult, secrets: list[str]) -> SyncResult:
     """Every text of the result with the Secret's value removed: AWS echoes some values in its errors."""
     if not secrets:
         return result
@@ -167,7 +167,7 @@ class RoleSetService:
         secrets: list[str] = []
         previewed = self._guarded(secrets, lambda: self._preview(rs, secrets))
         if isinstance(previewed, Outcome):
-            return _scrubbed(SyncResult(previewed), secrets).outcome
+            return scrubbed(SyncResult(previewed), secrets).outcome
         return previewed
 
     @staticmethod
@@ -201,7 +201,7 @@ class RoleSetService:
     def sync(self, rs: PorterRoleSet) -> SyncResult:
         """Make the account hold exactly the declared roles; one role's failure does not stop the others."""
         secrets: list[str] = []
-        return _scrubbed(self._guarded(secrets, lambda: self._sync(rs, secrets)), secrets)
+        return scrubbed(self._guarded(secrets, lambda: self._sync(rs, secrets)), secrets)
 
     def _sync(self, rs: PorterRoleSet, secrets: list[str]) -> SyncResult:
         previewed = self._preview(rs, secrets)
@@ -368,7 +368,7 @@ class RoleSetService:
     def delete(self, rs: PorterRoleSet) -> SyncResult:
         """Delete removes the roles (and associations) this PorterRoleSet created; every other role is released."""
         secrets: list[str] = []
-        return _scrubbed(self._guarded(secrets, lambda: self._delete(rs, secrets)), secrets)
+        return scrubbed(self._guarded(secrets, lambda: self._delete(rs, secrets)), secrets)
 
     def _delete(self, rs: PorterRoleSet, secrets: list[str]) -> SyncResult:
         retain = rs.spec.deletion_policy is DeletionPolicy.RETAIN
