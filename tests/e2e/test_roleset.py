@@ -249,7 +249,7 @@ def test_delete_policy_removes_only_roles_it_created(
     rolesets.create(
         "owned",
         "owned",
-        roles=[{"preset": ACCESS_ROLE, "adopt": "KeepPolicies"}, custom],
+        roles=[{"preset": ACCESS_ROLE, "takeOver": "KeepPolicies"}, custom],
         buckets=[{"name": "porter-e2e-owned"}],
         deletionPolicy="Delete",
     )
@@ -340,14 +340,14 @@ def test_all_presets_exactly_as_the_seed_drift_rotation_and_retain(
     access_role(first)
     rolesets.secret("porter-external-id", first)
     roles: list[dict[str, Any]] = [{"preset": name} for name in ALL_PRESETS]
-    roles[ALL_PRESETS.index(ACCESS_ROLE)]["adopt"] = "KeepPolicies"  # the customer's bootstrap made it
+    roles[ALL_PRESETS.index(ACCESS_ROLE)]["takeOver"] = "KeepPolicies"  # the customer's bootstrap made it
     karpenter = next(r for r in roles if r["preset"] == "porter-karpenter")
-    karpenter["podIdentity"] = {"namespace": "karpenter", "serviceAccount": "karpenter"}
+    karpenter["serviceAccount"] = {"namespace": "karpenter", "name": "karpenter"}
     rolesets.create(
         "prod",
         "porter-external-id",
         roles=roles,
-        buckets=[{"name": "porter-logs-e2e", "podIdentity": {"namespace": "monitoring", "serviceAccount": "loki"}}],
+        buckets=[{"name": "porter-logs-e2e", "serviceAccount": {"namespace": "monitoring", "name": "loki"}}],
     )
     obj = rolesets.wait_ready("prod", timeout=90)
     assert obj["status"]["rolesReady"] == f"{len(ALL_PRESETS) + 1}/{len(ALL_PRESETS) + 1}"
@@ -457,7 +457,7 @@ def _custom(name: str, pod: tuple[str, str] | None = None) -> dict[str, Any]:
         "statements": [{"sid": "Read", "actions": ["s3:GetObject"], "resources": [f"arn:aws:s3:::{name}/*"]}],
     }
     if pod is not None:
-        role["podIdentity"] = {"namespace": pod[0], "serviceAccount": pod[1]}
+        role["serviceAccount"] = {"namespace": pod[0], "name": pod[1]}
     return role
 
 
@@ -566,7 +566,7 @@ def test_an_existing_role_is_adopted_only_when_asked_and_keeps_the_policies_we_d
     rolesets.create("adoption", "adoption", roles=[_custom(name)])
     stalled = rolesets.wait_reason("adoption", "Conflict", kind="Stalled")
     assert f"role {name} already exists and no PorterRoleSet made it" in stalled["message"]
-    assert "adopt: KeepPolicies" in stalled["message"]
+    assert "takeOver: KeepPolicies" in stalled["message"]
     assert _snapshot(iam, name) == before, "a role no set made is left untouched"
 
     # diff says what adopting it would change, before anything does
@@ -579,7 +579,7 @@ def test_an_existing_role_is_adopted_only_when_asked_and_keeps_the_policies_we_d
     assert "team-extra" not in block and managed not in block, "what we did not write is not removed"
     assert _snapshot(iam, name) == before
 
-    rolesets.patch_spec("adoption", {"roles": [_custom(name) | {"adopt": "KeepPolicies"}]})
+    rolesets.patch_spec("adoption", {"roles": [_custom(name) | {"takeOver": "KeepPolicies"}]})
     rolesets.wait_ready("adoption")
     after = _snapshot(iam, name)
     assert set(after["inline"]) == {"team-extra", INLINE_POLICY}

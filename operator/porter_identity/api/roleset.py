@@ -91,7 +91,7 @@ PresetName = Literal[
 ]
 
 
-class Adopt(StrEnum):
+class TakeOver(StrEnum):
     """What to do with an existing role that no PorterRoleSet made (no porter.run/managed=true tag)."""
 
     NEVER = "Never"  # leave it untouched: the role is Stalled (Conflict) until adoption is asked for
@@ -99,10 +99,10 @@ class Adopt(StrEnum):
     REPLACE_POLICIES = "ReplacePolicies"  # take it over and make it hold exactly the declared policies
 
 
-ADOPT_DESCRIPTION = (
-    "An existing role no PorterRoleSet made: Never (default) leaves it untouched and the role Stalled (Conflict); "
-    "KeepPolicies takes it over and keeps every policy the operator did not write; ReplacePolicies takes it over "
-    "and removes them."
+TAKE_OVER_DESCRIPTION = (
+    "Adoption of an existing role no PorterRoleSet made: Never (default) leaves it untouched and the role Stalled "
+    "(Conflict); KeepPolicies adopts it and keeps every policy the operator did not write; ReplacePolicies adopts "
+    "it and removes them."
 )
 
 
@@ -121,11 +121,17 @@ class Access(CamelModel):
     external_id_secret_ref: SecretKeyRef = Field(description="Secret holding the ExternalId.")
 
 
-class PodIdentity(CamelModel):
-    """The in-cluster ServiceAccount that receives this role through an EKS Pod Identity association."""
+class ServiceAccountRef(CamelModel):
+    """The in-cluster ServiceAccount that receives a role through an EKS Pod Identity association."""
 
     namespace: DnsLabel = Field(description="Namespace of the ServiceAccount.")
-    service_account: DnsSubdomain = Field(description="Name of the ServiceAccount.")
+    name: DnsSubdomain = Field(description="Name of the ServiceAccount.")
+
+
+SERVICE_ACCOUNT_DESCRIPTION = (
+    "The ServiceAccount that gets this role through an EKS Pod Identity association. (Every field of a role but "
+    "preset and name sorts after them, so `kubectl describe` shows each role's name first.)"
+)
 
 
 class PolicyStatement(CamelModel):
@@ -189,12 +195,12 @@ class RoleSpec(CamelModel):
 
     preset: PresetName | None = Field(default=None, description="A role of the seed's inventory.")
     name: RoleName | None = Field(default=None, description="Name of a custom role.")
-    pod_identity: PodIdentity | None = None
+    service_account: ServiceAccountRef | None = Field(default=None, description=SERVICE_ACCOUNT_DESCRIPTION)
     statements: list[PolicyStatement] | None = Field(
         default=None, min_length=1, max_length=200, description="Permissions of a custom role."
     )
     trust: CustomTrust | None = None
-    adopt: Adopt | None = Field(default=None, description=f"{ADOPT_DESCRIPTION} Unset: the set's adopt.")
+    take_over: TakeOver | None = Field(default=None, description=f"{TAKE_OVER_DESCRIPTION} Unset: the set's.")
 
     @model_validator(mode="after")
     def _preset_or_custom(self) -> RoleSpec:
@@ -217,7 +223,7 @@ class Bucket(CamelModel):
     """A Porter-provisioned S3 bucket: one porter-s3-<hash> role scoped to its objects."""
 
     name: BucketName = Field(description="The bucket's name.")
-    pod_identity: PodIdentity | None = None
+    service_account: ServiceAccountRef | None = Field(default=None, description=SERVICE_ACCOUNT_DESCRIPTION)
 
 
 ACCESS_IN_ACCOUNT = {
@@ -247,7 +253,7 @@ class RoleSetSpec(CamelModel):
     buckets: list[Bucket] = Field(
         default_factory=list, max_length=100, description="Buckets that each get a porter-s3-<hash> role."
     )
-    adopt: Adopt = Field(default=Adopt.NEVER, description=f"{ADOPT_DESCRIPTION} Roles may say otherwise.")
+    take_over: TakeOver = Field(default=TakeOver.NEVER, description=f"{TAKE_OVER_DESCRIPTION} Roles may say otherwise.")
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
         description="Retain (default) leaves the roles in place; Delete removes the roles this resource created. "

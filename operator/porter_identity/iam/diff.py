@@ -57,7 +57,7 @@ def describe(previews: list[RolePreview]) -> list[str]:
                 changed = statement_changes(before, redact(step.document))
                 lines += [f"      {line}" for line in changed or ["~ ExternalId (value not shown)"]]
         if p.association is not None and p.association.action is not associations.Action.KEEP:
-            ns, sa = p.role.pod_identity or ("", "")
+            ns, sa = p.role.service_account or ("", "")
             lines.append(f"  {p.association.action.value} EKS Pod Identity association {ns}/{sa}")
         if lines:
             out += [f"{p.role.name}:", *lines]

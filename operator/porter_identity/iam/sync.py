@@ -189,9 +189,9 @@ class RoleSetService:
                 observed = chain.iam.read(role.name)
                 plan = plan_role(role, layouts[role.name], observed, rs.metadata.name, rs.metadata.uid)
                 assoc = None
-                if role.pod_identity is not None and plan.conflict is None:
+                if role.service_account is not None and plan.conflict is None:
                     arn = observed.arn if observed else f"arn:aws:iam::{rs.spec.account_id}:role/{role.name}"
-                    found = chain.eks.find_association(*role.pod_identity)
+                    found = chain.eks.find_association(*role.service_account)
                     assoc = associations.plan_apply(rs.metadata.uid, arn, found, ROLESET_UID_TAG)
                 previews.append(RolePreview(role, layouts[role.name], observed, plan, assoc))
         except CloudError as err:
@@ -286,7 +286,7 @@ class RoleSetService:
                 arn = self._do(chain, rs, name, p.role, s) or arn
             assoc_id = None
             if p.association is not None:
-                step = f"EKS Pod Identity association for {p.role.pod_identity}"
+                step = f"EKS Pod Identity association for {p.role.service_account}"
                 assoc_id = self._associate(rs, chain, p, arn or "", result)
             stale = before.pod_identity_association_id if before else None
             if stale and stale != assoc_id:
@@ -331,11 +331,11 @@ class RoleSetService:
 
     def _associate(self, rs: PorterRoleSet, chain: Chain, p: RolePreview, arn: str, result: SyncResult) -> str | None:
         plan = p.association
-        assert plan is not None and p.role.pod_identity is not None
+        assert plan is not None and p.role.service_account is not None
         if plan.action is associations.Action.CONFLICT:
             raise AssociationTaken(plan.message)
         if plan.action is associations.Action.CREATE:
-            made = chain.eks.create_association(*p.role.pod_identity, arn, self._association_tags(rs))
+            made = chain.eks.create_association(*p.role.service_account, arn, self._association_tags(rs))
             result.changes.append(Change("Created", f"created EKS Pod Identity association {made.association_id}"))
             return made.association_id
         assert plan.association is not None

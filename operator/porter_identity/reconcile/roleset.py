@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from porter_identity.api.roleset import Adopt
+from porter_identity.api.roleset import TakeOver
 from porter_identity.iam.policy import compact, document, listed, size
 from porter_identity.reconcile.outcome import Outcome, Reason, stalled
 from porter_identity.redact import REDACTED
@@ -38,8 +38,8 @@ class DesiredRole:
     trust: dict[str, Any]
     statements: tuple[dict[str, Any], ...]
     description: str = ""
-    pod_identity: tuple[str, str] | None = None
-    adopt: Adopt = Adopt.NEVER
+    service_account: tuple[str, str] | None = None  # (namespace, name) given the role by a Pod Identity association
+    take_over: TakeOver = TakeOver.NEVER
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def plan_role(role: DesiredRole, placed: Layout, observed: ObservedRole | None, 
 
     Only a role this set created (or one adopted with ReplacePolicies) is made to hold exactly `placed`; an
     adopted role keeps every policy the operator did not write. A role no PorterRoleSet made is not taken
-    without `adopt`."""
+    without `takeOver`."""
     tags = wanted_tags(owner)
     if observed is None:
         steps = [Step(Kind.CREATE_ROLE, document=role.trust, tags={**tags, CREATED_TAG: uid})]
@@ -200,7 +200,7 @@ def plan_role(role: DesiredRole, placed: Layout, observed: ObservedRole | None, 
     porter_made = observed.tags.get(MANAGED_TAG) == "true"
     if porter_made and holder not in (None, owner):
         return RolePlan([], f"role {role.name} is managed by PorterRoleSet {holder}; it is left untouched")
-    exact = created_by(observed, uid) or role.adopt is Adopt.REPLACE_POLICIES
+    exact = created_by(observed, uid) or role.take_over is TakeOver.REPLACE_POLICIES
     steps = []
     if not same(observed.trust, role.trust):
         steps.append(Step(Kind.UPDATE_TRUST, document=role.trust))
@@ -222,12 +222,12 @@ def plan_role(role: DesiredRole, placed: Layout, observed: ObservedRole | None, 
         for name, policy in observed.managed.items()
         if name not in placed.managed and (exact or written_by_us(role.name, name, policy.arn))
     ]
-    if not porter_made and role.adopt is Adopt.NEVER:
+    if not porter_made and role.take_over is TakeOver.NEVER:
         return RolePlan(
             steps,
             f"role {role.name} already exists and no PorterRoleSet made it (no tag {MANAGED_TAG}=true); it is left "
-            "untouched. To adopt it set adopt: KeepPolicies on this role or on the set (its other policies are "
-            "kept), or adopt: ReplacePolicies (it then holds exactly the declared policies)",
+            "untouched. To adopt it set takeOver: KeepPolicies on this role or on the set (its other policies are "
+            "kept), or takeOver: ReplacePolicies (it then holds exactly the declared policies)",
             needs_adoption=True,
         )
     return RolePlan(steps)
