@@ -412,6 +412,11 @@ def test_all_presets_exactly_as_the_seed_drift_rotation_and_retain(
     events = described.split("Events:", 1)[1]
     assert "DriftCorrected" in events and "porter-telemetry-manager" in events, described[-2000:]
     assert re.search(r"^  Roles Ready:\s+10/10$", described, re.MULTILINE), described
+    # each spec entry starts with its preset: the karpenter binding prints under porter-karpenter, not before it
+    spec = _role_fields(described, "Spec")
+    assert spec[0].startswith("Preset: ")
+    assert spec[spec.index("Preset: porter-karpenter") + 1] == "Service Account:"
+    assert spec[spec.index("Preset: porter-karpenter") - 1] == "Preset: porter-node-manager"
 
     # idle: a sweep of an account in sync writes nothing
     writes = _writes(aws)
@@ -472,10 +477,9 @@ def _tags(iam: Any, name: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name)["Tags"]}
 
 
-def _status_role_entries(described: str) -> list[list[str]]:
-    """The status.roles entries of `kubectl describe prs`, as kubectl prints them (fields at one indentation)."""
-    status = described.split("\nStatus:\n", 1)[1].split("\nEvents:", 1)[0]
-    block = status.split("\n  Roles:\n", 1)[1].splitlines()
+def _role_fields(described: str, part: str = "Status") -> list[str]:
+    """The fields of `kubectl describe prs` at the level of the spec's or status's role entries, in print order."""
+    block = described.split(f"\n{part}:\n", 1)[1].split("\n  Roles:\n", 1)[1].splitlines()
     depth = len(block[0]) - len(block[0].lstrip())
     fields = []
     for line in block:
@@ -484,8 +488,13 @@ def _status_role_entries(described: str) -> list[list[str]]:
             break
         if indent == depth:
             fields.append(re.sub(r":\s+", ": ", line.strip()))  # kubectl aligns values with spaces
+    return fields
+
+
+def _status_role_entries(described: str) -> list[list[str]]:
+    """The status.roles entries, split where a `Name:` field starts one."""
     entries: list[list[str]] = []
-    for field in fields:
+    for field in _role_fields(described):
         if field.startswith("Name:") or not entries:
             entries.append([])
         entries[-1].append(field)
