@@ -27,6 +27,23 @@ AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
 GCP_PROJECT = "porter-e2e"
 # The e2e operator's ServiceAccount and RBAC come from the Helm chart, rendered as this release in this namespace.
 OPERATOR_NAMESPACE = "porter-system"
+# The ExternalId Secrets e2e PorterRoleSets name (rbac.externalIdSecretNames of the operator under test).
+E2E_EXTERNAL_ID_SECRETS = [
+    "porter-external-id",
+    "absent-external-id",
+    "sec-external-id",
+    "wrong-id",
+    "owned",
+    "diff",
+    "removal",
+    "adoption",
+    "dead-end",
+    "leak",
+    "invalid-id",
+    "foreign",
+    "live",
+    "kubectl-external-id",
+]
 OPERATOR_RELEASE = "e2e"
 # Allow rules of the session operator: the namespaces the suites create may use any identity (porter-* and
 # foreign accounts stay refused whatever the rules say); h-* namespaces (test_hostile_input) only ok-*.
@@ -144,7 +161,13 @@ def operator_kubeconfig(
         OPERATOR_RELEASE,
         OPERATOR_NAMESPACE,
         # The e2e PorterRoleSets keep their ExternalId in porter-system; one health test names a Secret in default.
-        values={"rbac": {"externalIdSecretNamespaces": [OPERATOR_NAMESPACE, "default"]}},
+        # The chart grants named Secrets only: each test's Secret is listed, any other is refused.
+        values={
+            "rbac": {
+                "externalIdSecretNamespaces": [OPERATOR_NAMESPACE, "default"],
+                "externalIdSecretNames": E2E_EXTERNAL_ID_SECRETS,
+            }
+        },
         show_only=["templates/serviceaccount.yaml", "templates/rbac.yaml"],
     )
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rendered))

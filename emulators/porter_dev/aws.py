@@ -22,10 +22,12 @@ what AWS does, with the rules in `porter_dev.iam_rules` (which cites the pages):
   Principal and Condition, and "How to use an external ID": the role's trust policy must allow the caller
   (an assumed-role session, an IAM user's key, or for keys moto does not know its default identity
   arn:aws:sts::123456789012:user/moto), else AccessDenied (403), also for a role that does not exist.
-  ExternalId must be 2-1224 characters of [\\w+=,.@:/-] (ValidationError, 400); its value is never recorded
-  or echoed. Conditions: StringEquals and StringLike on sts:ExternalId (absent = no match), aws:SourceAccount
-  and aws:PrincipalAccount (both taken as the caller's account) are evaluated; other keys and operators are
-  treated as met, as we have no request context for them. An explicit Deny wins. The caller's own
+  ExternalId must be 2-1224 characters of [\\w+=,.@:/-] (ValidationError, 400, echoing the value in its
+  message as STS does, so a client that copies AWS's text on is caught); the value is never recorded. The
+  `invalid` fault answers AssumeRole with that same error for any value. Conditions: StringEquals and
+  StringLike on sts:ExternalId (absent = no match), aws:SourceAccount and aws:PrincipalAccount (both taken
+  as the caller's account) are evaluated; other keys and operators are treated as met, as we have no
+  request context for them. An explicit Deny wins. The caller's own
   identity-based policies are not evaluated.
 - IAM quotas (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html), counted without
   white space: role trust policy 2,048 characters (CreateRole, UpdateAssumeRolePolicy), all inline policies of
@@ -388,6 +390,9 @@ class AwsEmulator:
         if tags_match is not None:
             operation = "TagResource" if method == "POST" else "UntagResource"
         fault = self.faults.on_call(service, operation)
+        if fault == "invalid" and service == "sts" and operation == "AssumeRole":
+            err = iam_rules.refuse_external_id(_one(params, "ExternalId") or "")
+            return _query_error(start, service, err.status, err.code, err.message)
         if fault:
             return _inject(start, service, fault)
         access_key = scope.group("key") if scope else ""
@@ -420,11 +425,11 @@ class AwsEmulator:
     def _assume_role(
         self, environ: dict[str, Any], start: StartResponse, params: dict[str, list[str]], access_key: str, region: str
     ) -> Iterable[bytes]:
-        external_id = _one(params, "ExternalId")
-        iam_rules.check_external_id(external_id)
         role_arn = _one(params, "RoleArn") or ""
         with self.counter_lock:
             self.assume_role_calls[role_arn] += 1
+        external_id = _one(params, "ExternalId")
+        iam_rules.check_external_id(external_id)
         caller = _moto_caller(access_key, region)
         policy = _trust_policy(role_arn)
         if policy is None or not iam_rules.trust_allows(policy, caller, external_id):

@@ -21,7 +21,7 @@ from werkzeug.serving import WSGIRequestHandler
 class Rule:
     """Fail calls matching service/operation ('*' matches all): the next `count` of them, or at `rate`."""
 
-    fault: str  # "throttle" | "unavailable"
+    fault: str  # "throttle" | "unavailable" | "invalid" (sts:AssumeRole: STS's refusal of the ExternalId)
     service: str = "*"
     operation: str = "*"
     count: int | None = None

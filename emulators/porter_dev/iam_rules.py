@@ -71,16 +71,29 @@ def check_attach(attached: Iterable[str], policy_arn: str) -> None:
         raise IamRuleError(409, "LimitExceeded", f"Cannot exceed quota for PoliciesPerRole: {ATTACHED_PER_ROLE_MAX}")
 
 
+def _refused(external_id: str) -> str:
+    return f"1 validation error detected: Value '{external_id}' at 'externalId' failed to satisfy constraint"
+
+
+def refuse_external_id(external_id: str) -> IamRuleError:
+    """STS's answer to a value it refuses, whatever the reason (the `invalid` fault: STS tightening its check)."""
+    return IamRuleError(
+        400,
+        "ValidationError",
+        rf"{_refused(external_id)}: Member must satisfy regular expression pattern: [\w+=,.@:\/-]*",
+    )
+
+
 def check_external_id(external_id: str | None) -> None:
-    """The value itself is a secret, so unlike STS the message does not echo it."""
+    """As STS answers (aws/aws-cli#4745, aws-toolkit-azure-devops#42): the value is echoed, never copy it on."""
     if external_id is None:
         return
-    prefix = "1 validation error detected: Value at 'externalId' failed to satisfy constraint: Member must"
+    prefix = f"{_refused(external_id)}: Member must"
     if not 2 <= len(external_id) <= 1224:
         bound = "greater than or equal to 2" if len(external_id) < 2 else "less than or equal to 1224"
         raise IamRuleError(400, "ValidationError", f"{prefix} have length {bound}")
     if not EXTERNAL_ID.fullmatch(external_id):
-        raise IamRuleError(400, "ValidationError", rf"{prefix} satisfy regular expression pattern: [\w+=,.@:\/-]*")
+        raise refuse_external_id(external_id)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,11 @@ class AwsEmulator:
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["calls"]
         return calls
 
+    def assume_role_calls(self) -> dict[str, int]:
+        """sts:AssumeRole calls by role ARN, refused ones included (the ExternalId is never recorded)."""
+        calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/assume-role")
+        return calls
+
     def injected(self) -> dict[str, int]:
         """Faults served so far, by `service:Operation:fault`."""
         injected: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["injected"]
@@ -186,7 +191,9 @@ def emulator_settings(
         "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
     }
     if account is not None:
+        # PorterRoleSets are served for the configured account only, and only when asked for.
         env["PORTER_AWS_ACCOUNT_ID"] = account
+        env["PORTER_ROLESETS"] = "true"
     return env
 
 

@@ -20,7 +20,7 @@ from porter_dev.admission import webhook_configuration, write_webhook_certificat
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
-from porter_dev.processes import AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
+from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
 
 EXAMPLES = REPO_ROOT / "examples"
 POLICY = EXAMPLES / "policy" / "dev.yaml"
@@ -134,7 +134,16 @@ def up(workdir: Path, with_operator: bool = True) -> int:
         "gcp-emulator": gcp.proc.pid if gcp.proc else 0,
     }
     env = {
-        **emulator_settings(cp.server, aws, azure, gcp, cluster=cluster, subscription=subscription, project=project),
+        **emulator_settings(
+            cp.server,
+            aws,
+            azure,
+            gcp,
+            cluster=cluster,
+            subscription=subscription,
+            project=project,
+            account=AWS_ACCOUNT_ID,
+        ),
         "PORTER_METRICS_PORT": str(free_port()),
         # token services for `porter-identity check` (the operator does not use them)
         "PORTER_AZURE_AUTHORITY": azure.endpoint,

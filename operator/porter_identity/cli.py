@@ -36,11 +36,13 @@ def _run(args: argparse.Namespace) -> int:
 def _roleset_service(api: Any) -> Any:
     from functools import partial
 
+    from porter_identity.config import Settings
     from porter_identity.iam.sync import RoleSetService
     from porter_identity.kube import secrets
     from porter_identity.providers.iam import AssumedRoles
 
-    return RoleSetService(AssumedRoles(), partial(secrets.read_key, api))
+    # The same account check as the operator's (PORTER_AWS_ACCOUNT_ID): diff and inventory read no other account.
+    return RoleSetService(AssumedRoles(), partial(secrets.read_key, api), Settings().aws_account_id)
 
 
 def _load_roleset(api: Any, name: str | None, manifest: Path | None) -> Any:
@@ -114,7 +116,7 @@ def _inventory(args: argparse.Namespace) -> int:
     found = _preview(args.live, None)
     if found is None:
         return 2
-    print(inventory.render(inventory.from_previews(found[1])), end="")
+    print(inventory.render_live(inventory.from_previews(found[1])), end="")
     return 0
 
 

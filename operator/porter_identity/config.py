@@ -145,7 +145,8 @@ class Settings(BaseSettings):
         "namespaces. Empty serves all. Instances must have disjoint selectors.",
     )
     rolesets: bool = Field(
-        default=True, description="Reconcile PorterRoleSets. With shards, true on exactly one instance."
+        default=False,
+        description="Reconcile PorterRoleSets (of aws_account_id only). With shards, true on exactly one instance.",
     )
 
     @field_validator("shard_selector")

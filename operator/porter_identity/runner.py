@@ -61,7 +61,9 @@ async def configure(
     memo.allowed_identities = allowed_identities
     memo.events = Events(kube)
     memo.live_annotations = _namespaces.LiveAnnotations(kube)
-    memo.roleset_service = RoleSetService(AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube))
+    memo.roleset_service = RoleSetService(
+        AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube), config.aws_account_id
+    )
     if config.health_port:
         memo.health = Health(config.health_stall_seconds, partial(_indexed, kube, memo.namespaces, by_service_account))
         memo.health.start_heartbeat()

@@ -87,6 +87,11 @@ def test_lint_strict_is_clean(files: list[Path]) -> None:
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
         ({"config": {"rolesets": "yes"}}, "/config/rolesets"),
+        # PorterRoleSets serve one configured account, and read only named Secrets.
+        ({"config": {"rolesets": True}}, "/config"),
+        ({"config": {"rolesets": True, "awsAccountId": ""}}, "/config/awsAccountId"),
+        ({"rbac": {"externalIdSecretNames": []}}, "/rbac/externalIdSecretNames"),
+        ({"rbac": {"externalIdSecretNames": ["Helm.Release"]}}, "/rbac/externalIdSecretNames/0"),
         ({"rateLimits": {"azure_write": {"per_second": 0, "burst": 5}}}, "/rateLimits/azure_write/per_second"),
         ({"rateLimits": {"azure_write": {"per_second": 5}}}, "/rateLimits/azure_write"),
         ({"rateLimits": {"oracle_write": {"per_second": 5, "burst": 5}}}, "additional properties 'oracle_write'"),
@@ -228,6 +233,12 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
     }
 
 
+def test_role_sets_are_served_only_when_enabled_with_an_account() -> None:
+    assert env_of(render())["PORTER_ROLESETS"] == "false"
+    enabled = env_of(render({"config": {"rolesets": True, "awsAccountId": "123456789012"}}))
+    assert (enabled["PORTER_ROLESETS"], enabled["PORTER_AWS_ACCOUNT_ID"]) == ("true", "123456789012")
+
+
 def test_rate_limits_reach_the_operator_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     env = env_of(render({"rateLimits": {"azure_write": {"per_second": 5, "burst": 50}}}))
     monkeypatch.setenv("PORTER_RATE_LIMITS", env["PORTER_RATE_LIMITS"])
@@ -243,6 +254,9 @@ def test_secrets_are_readable_only_in_the_listed_namespaces_and_names() -> None:
         ("Role", "porter-system"),
         ("RoleBinding", "porter-system"),
     ]
+    # By default one fixed name: never any Secret (Helm release Secrets, the webhook's CA key) of the namespace.
+    [role] = [o for o in default if o["kind"] == "Role"]
+    assert role["rules"][0]["resourceNames"] == ["porter-external-id"]
     full = render(None, FULL_VALUES)
     roles = [o for o in full if o["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["porter-roles", "porter-system"]

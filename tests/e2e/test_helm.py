@@ -189,7 +189,7 @@ ALLOWED = [
     ("list", "serviceaccounts", None),
     ("watch", "serviceaccounts", None),
     ("get", "namespaces", None),
-    ("get", "secrets", OPERATOR_NAMESPACE),
+    ("get", "secrets/porter-external-id", OPERATOR_NAMESPACE),
     ("list", "namespaces", None),
     ("watch", "namespaces", None),
 ]
@@ -201,6 +201,9 @@ DENIED = [
     ("create", "serviceaccounts", "shop"),
     ("create", "serviceaccounts/token", "shop"),
     ("get", "secrets", "kube-system"),
+    # only the named ExternalId Secrets: never a Helm release Secret or the webhook's CA key
+    ("get", "secrets", OPERATOR_NAMESPACE),
+    ("get", "secrets/sh.helm.release.v1.porter-identity.v1", OPERATOR_NAMESPACE),
     ("get", "secrets", "shop"),
     ("list", "secrets", OPERATOR_NAMESPACE),
     ("watch", "secrets", OPERATOR_NAMESPACE),
@@ -240,9 +243,10 @@ def test_a_secret_outside_the_granted_namespaces_is_refused_and_explained(
 
         condition = wait_for(stalled, 30, what=f"PorterRoleSet {name} Stalled")
         assert condition["reason"] == "AccessDenied"
-        assert condition["message"] == (
-            "cannot read Secret kube-system/porter-external-id: the operator may not read Secrets in namespace "
-            "kube-system: add it to the Helm value rbac.externalIdSecretNamespaces"
+        assert condition["message"].startswith(
+            "cannot read Secret kube-system/porter-external-id: the operator may not read it: the Helm chart grants "
+            "reading only the Secret names of rbac.externalIdSecretNames (default porter-external-id) in the "
+            "namespaces of rbac.externalIdSecretNamespaces"
         )
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "porterrolesets", name)

@@ -127,10 +127,10 @@ def test_get_prs_shows_real_values_and_describe_shows_roles_conditions_and_event
     rolesets = RoleSets(api)
     name = f"kubectl-{uuid.uuid4().hex[:6]}"
     role = f"porter-e2e-{name}"
-    rolesets.secret(name, external_id)
+    rolesets.secret("kubectl-external-id", external_id)  # a name the chart's RBAC lists (tests/conftest.py)
     rolesets.create(
         name,
-        name,
+        "kubectl-external-id",
         roles=[
             {
                 "name": role,
@@ -158,4 +158,4 @@ def test_get_prs_shows_real_values_and_describe_shows_roles_conditions_and_event
     finally:
         rolesets.delete(name)
         rolesets.wait_gone(name)
-        core.delete_namespaced_secret(name, SECRET_NS)
+        core.delete_namespaced_secret("kubectl-external-id", SECRET_NS)

@@ -104,13 +104,13 @@ def test_no_secret_appears_in_logs_events_status_or_metrics(
     core.create_namespaced_secret(
         OPERATOR_NAMESPACE,  # the chart lets the operator read Secrets here only
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name=f"external-id-{suffix}"),
+            metadata=client.V1ObjectMeta(name="sec-external-id"),
             data={"externalId": base64.b64encode(external_id.encode()).decode()},
         ),
     )
     roleset = f"sec-{suffix}"
     body = helpers.roleset(
-        roleset, (OPERATOR_NAMESPACE, f"external-id-{suffix}"), access, roles=[{"preset": "porter-manager"}]
+        roleset, (OPERATOR_NAMESPACE, "sec-external-id"), access, roles=[{"preset": "porter-manager"}]
     )
     custom.create_cluster_custom_object("identity.porter.run", "v1alpha1", "porterrolesets", body)
 

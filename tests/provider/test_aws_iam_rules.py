@@ -135,7 +135,21 @@ def test_malformed_external_id_is_a_validation_error(
         unchecked.assume_role(RoleArn=role, RoleSessionName=SESSION, ExternalId=external_id)
     code, status, message = _error(err)
     assert (code, status) == ("ValidationError", 400)
-    assert constraint in message and external_id not in message
+    # STS echoes the value (aws/aws-cli#4745), so a client copying AWS's text on would leak it: tests catch that.
+    assert constraint in message and f"Value '{external_id}' at 'externalId'" in message
+
+
+def test_invalid_fault_refuses_any_external_id_as_sts_does(aws: AwsEmulator, iam: Any, sts: Any) -> None:
+    role = _role(iam, _trust(_allow({"AWS": ROOT})))
+    aws.faults(rules=[{"fault": "invalid", "service": "sts", "operation": "AssumeRole", "count": 1}])
+    try:
+        with pytest.raises(ClientError) as err:
+            sts.assume_role(RoleArn=role, RoleSessionName=SESSION, ExternalId="well-formed-value")
+    finally:
+        aws.faults()
+    code, status, message = _error(err)
+    assert (code, status) == ("ValidationError", 400)
+    assert message.startswith("1 validation error detected: Value 'well-formed-value' at 'externalId' failed")
 
 
 def test_role_trusting_another_account_refuses(iam: Any, sts: Any) -> None:

@@ -94,12 +94,15 @@ def test_roleset_for_another_account_is_forbidden() -> None:
             operation="CREATE", old=None, new=kopf.Body({"metadata": {"name": "r"}, "spec": spec}), memo=memo()
         )
     assert err.value.code == 403 and "is not the configured account 123456789012" in str(err.value)
-    validate_roleset(
-        operation="CREATE",
-        old=None,
-        new=kopf.Body({"metadata": {"name": "r"}, "spec": spec}),
-        memo=kopf.Memo(settings=Settings(), policy=None, live_annotations=lambda namespace: None),
-    )
+    # No configured account: no PorterRoleSet at all (the chart's schema asks for config.awsAccountId).
+    with pytest.raises(kopf.AdmissionError) as err:
+        validate_roleset(
+            operation="CREATE",
+            old=None,
+            new=kopf.Body({"metadata": {"name": "r"}, "spec": spec}),
+            memo=kopf.Memo(settings=Settings(), policy=None, live_annotations=lambda namespace: None),
+        )
+    assert err.value.code == 403 and "no AWS account configured (Helm value config.awsAccountId" in str(err.value)
 
 
 def test_a_namespace_the_index_has_not_seen_yet_is_read_before_refusing() -> None:

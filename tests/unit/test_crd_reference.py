@@ -40,7 +40,7 @@ def test_rows_carry_type_required_default_enum_limits_and_rules() -> None:
     assert by_field["`spec.deletionPolicy`"][2] == "one of `Delete`, `Retain`; default `Delete`"
     assert by_field["`spec.roles[].trust.podIdentity`"][2] == "default `false`"
     assert by_field["`spec.roles[].statements[].condition`"][0] == "`map[string]map[string][]string`"
-    assert by_field["`status.roles[].conditions[].reason` (required)"][0] == "`string`"
+    assert by_field["`status.roles[].ready.reason` (required)"][0] == "`string`"
 
 
 def test_kopf_bookkeeping_is_listed_but_not_expanded() -> None:

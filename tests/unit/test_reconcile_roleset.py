@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 import pytest
 
-from porter_identity.api.roleset import PresetName, RoleSetSpec
+from porter_identity.api.roleset import PresetName, RoleSetSpec, TakeOver
 from porter_identity.iam.desired import desired_roles
 from porter_identity.iam.policy import VERSION, compact, document, size
 from porter_identity.iam.presets import ACCOUNT_PLACEHOLDER, PRESETS, S3_PRESET, statements_for
@@ -30,6 +30,7 @@ from porter_identity.reconcile.roleset import (
     ObservedRole,
     Step,
     TooLarge,
+    account_refusal,
     canonical,
     created_by,
     digest,
@@ -126,7 +127,7 @@ def observed_for(
             n: ManagedPolicy(f"arn:aws:iam::{ACCOUNT}:policy/porter/{n}", copy.deepcopy(d))
             for n, d in placed.managed.items()
         },
-        tags={MANAGED_TAG: "true", OWNER_TAG: OWNER} if tags is None else tags,
+        tags={MANAGED_TAG: "true", OWNER_TAG: OWNER, CREATED_TAG: UID} if tags is None else tags,
     )
 
 
@@ -568,17 +569,69 @@ def test_plan_updates_trust_that_differs() -> None:
     [
         {},
         {OWNER_TAG: OWNER},
-        {MANAGED_TAG: "true"},
         {MANAGED_TAG: "false", OWNER_TAG: OWNER},
         {"team": "x"},
     ],
 )
-def test_plan_tags_role_with_missing_tags(tags: dict[str, str]) -> None:
-    r = role([stmt("A")])
+def test_plan_tags_an_adopted_role(tags: dict[str, str]) -> None:
+    r = role([stmt("A")], take_over=TakeOver.KEEP_POLICIES)
     placed = layout(r)
     plan = plan_role(r, placed, observed_for(r, placed, tags=tags), OWNER, UID)
     assert plan.conflict is None
     assert plan.steps == [Step(Kind.TAG_ROLE, tags={MANAGED_TAG: "true", OWNER_TAG: OWNER})]
+
+
+@pytest.mark.parametrize("tags", [{}, {OWNER_TAG: OWNER}, {MANAGED_TAG: "false"}, {"team": "x"}])
+def test_a_role_no_set_made_is_a_conflict_naming_the_opt_in_and_shows_what_adoption_would_do(
+    tags: dict[str, str],
+) -> None:
+    r = role([stmt("A")])
+    placed = layout(r)
+    observed = observed_for(r, placed, tags=tags)
+    observed.inline["team-extra"] = document([stmt("X")])
+    plan = plan_role(r, placed, observed, OWNER, UID)
+    assert plan.needs_adoption and plan.conflict is not None
+    assert "takeOver: KeepPolicies" in plan.conflict and "takeOver: ReplacePolicies" in plan.conflict
+    # what adopting would do, for diff: tag it, keep the policy we did not write
+    assert plan.steps == [Step(Kind.TAG_ROLE, tags={MANAGED_TAG: "true", OWNER_TAG: OWNER})]
+
+
+def test_an_adopted_role_keeps_policies_we_did_not_write_and_loses_ours_it_no_longer_needs() -> None:
+    grown = big_role()
+    small = role([stmt("A")], name="big", take_over=TakeOver.KEEP_POLICIES)
+    observed = observed_for(grown, layout(grown), tags={MANAGED_TAG: "true", OWNER_TAG: OWNER})
+    observed.inline["team-extra"] = document([stmt("X")])
+    admin = ManagedPolicy("arn:aws:iam::aws:policy/AdministratorAccess", document([stmt("Admin")]))
+    observed.managed["AdministratorAccess"] = admin
+    outside = ManagedPolicy(f"arn:aws:iam::{ACCOUNT}:policy/team/big-1x", document([stmt("T")]))
+    observed.managed["big-1x"] = outside
+    plan = plan_role(small, layout(small), observed, OWNER, UID)
+    assert plan.conflict is None
+    assert kinds(plan.steps) == [Kind.PUT_INLINE] + [Kind.DETACH_POLICY] * 3
+    detached = {s.target for s in plan.steps[1:]}
+    assert detached == {f"arn:aws:iam::{ACCOUNT}:policy/porter/big-{i}" for i in (1, 2, 3)}
+    replaced = plan_role(
+        role([stmt("A")], name="big", take_over=TakeOver.REPLACE_POLICIES), layout(small), observed, OWNER, UID
+    )
+    assert {s.target for s in replaced.steps if s.kind is Kind.DETACH_POLICY} == detached | {admin.arn, outside.arn}
+    assert [s.target for s in replaced.steps if s.kind is Kind.DELETE_INLINE] == ["team-extra"]
+
+
+def test_a_role_released_by_a_set_is_taken_without_opt_in() -> None:
+    r = role([stmt("A")])
+    placed = layout(r)
+    plan = plan_role(r, placed, observed_for(r, placed, tags={MANAGED_TAG: "true"}), OWNER, UID)
+    assert plan.conflict is None
+    assert plan.steps == [Step(Kind.TAG_ROLE, tags={MANAGED_TAG: "true", OWNER_TAG: OWNER})]
+
+
+@pytest.mark.parametrize(
+    ("configured", "account", "reason"),
+    [(None, ACCOUNT, "NotConfigured"), ("999999999999", ACCOUNT, "NotAllowed"), (ACCOUNT, ACCOUNT, None)],
+)
+def test_only_the_configured_account_is_served(configured: str | None, account: str, reason: str | None) -> None:
+    refused = account_refusal(configured, account)
+    assert (refused.reason.value if refused else None) == reason
 
 
 def test_plan_ignores_extra_tags() -> None:
@@ -665,7 +718,7 @@ def test_plan_moving_from_managed_to_inline_puts_before_detaching() -> None:
 def test_plan_orders_trust_tags_puts_then_removals() -> None:
     r = role([stmt("A")])
     placed = layout(r)
-    observed = observed_for(r, placed, tags={})
+    observed = observed_for(r, placed, tags={MANAGED_TAG: "true", CREATED_TAG: UID})
     observed.trust["Statement"][0]["Principal"]["AWS"] = "arn:aws:iam::210987654321:role/Other"
     observed.inline[INLINE_POLICY] = document([stmt("Old")])
     observed.inline["extra"] = document([stmt("X")])
@@ -813,7 +866,7 @@ def test_custom_role_is_rendered_in_iam_shape() -> None:
     services = [s for s in r.trust["Statement"] if s.get("Sid") == "AwsServices"]
     assert services[0]["Principal"] == {"Service": ["ec2.amazonaws.com", "lambda.amazonaws.com"]}
     assert not any(s.get("Sid") == "EksPodIdentity" for s in r.trust["Statement"])
-    assert r.pod_identity is None
+    assert r.service_account is None
 
 
 def test_custom_role_without_management_trusts_only_pods() -> None:
@@ -821,12 +874,12 @@ def test_custom_role_without_management_trusts_only_pods() -> None:
         "name": "pods-only",
         "trust": {"podIdentity": True},
         "statements": [{"sid": "A", "actions": ["s3:GetObject"], "resources": ["*"]}],
-        "podIdentity": {"namespace": "apps", "serviceAccount": "worker"},
+        "serviceAccount": {"namespace": "apps", "name": "worker"},
     }
     (r,) = desired_roles(spec(roles=[custom]), EXTERNAL_ID)
     assert [s["Sid"] for s in r.trust["Statement"]] == ["EksPodIdentity"]
     assert r.trust["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
-    assert r.pod_identity == ("apps", "worker")
+    assert r.service_account == ("apps", "worker")
 
 
 @pytest.mark.parametrize("bucket", ["logs-bucket", "my.release.bucket", "abc"])
@@ -851,15 +904,15 @@ def test_distinct_buckets_get_distinct_roles() -> None:
 def test_pod_identity_is_carried_through() -> None:
     s = spec(
         roles=[
-            {"preset": "porter-karpenter", "podIdentity": {"namespace": "karpenter", "serviceAccount": "karpenter"}},
+            {"preset": "porter-karpenter", "serviceAccount": {"namespace": "karpenter", "name": "karpenter"}},
             {"preset": "porter-telemetry-manager"},
         ],
         buckets=[
-            {"name": "logs-bucket", "podIdentity": {"namespace": "monitoring", "serviceAccount": "loki"}},
+            {"name": "logs-bucket", "serviceAccount": {"namespace": "monitoring", "name": "loki"}},
             {"name": "other-bucket"},
         ],
     )
-    assert [r.pod_identity for r in desired_roles(s, EXTERNAL_ID)] == [
+    assert [r.service_account for r in desired_roles(s, EXTERNAL_ID)] == [
         ("karpenter", "karpenter"),
         None,
         ("monitoring", "loki"),

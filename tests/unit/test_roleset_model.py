@@ -45,7 +45,7 @@ def custom_role(name: str = "my-custom", **overrides: Any) -> dict[str, Any]:
                 "condition": {"StringEquals": {"aws:SourceAccount": [ACCOUNT]}},
             }
         ],
-        "podIdentity": {"namespace": "apps", "serviceAccount": "worker"},
+        "serviceAccount": {"namespace": "apps", "name": "worker"},
     }
     out.update(overrides)
     return out
@@ -63,11 +63,11 @@ def spec_body(**overrides: Any) -> dict[str, Any]:
         },
         "roles": [
             {"preset": "porter-manager"},
-            {"preset": "porter-karpenter", "podIdentity": {"namespace": "karpenter", "serviceAccount": "karpenter"}},
+            {"preset": "porter-karpenter", "serviceAccount": {"namespace": "karpenter", "name": "karpenter"}},
             custom_role(),
         ],
         "buckets": [
-            {"name": "logs-bucket", "podIdentity": {"namespace": "monitoring", "serviceAccount": "loki"}},
+            {"name": "logs-bucket", "serviceAccount": {"namespace": "monitoring", "name": "loki"}},
             {"name": "release.bucket"},
         ],
     }
@@ -147,8 +147,8 @@ def test_full_spec_parses_from_camel_case() -> None:
     assert spec.access.external_id_secret_ref.name == "porter-external-id"
     assert [r.role_name for r in spec.roles] == ["porter-manager", "porter-karpenter", "my-custom"]
     assert spec.roles[0].statements is None and spec.roles[0].trust is None
-    assert spec.roles[1].pod_identity is not None
-    assert spec.roles[1].pod_identity.service_account == "karpenter"
+    assert spec.roles[1].service_account is not None
+    assert spec.roles[1].service_account.name == "karpenter"
     custom = spec.roles[2]
     assert custom.preset is None
     assert custom.trust is not None
@@ -163,8 +163,8 @@ def test_full_spec_parses_from_camel_case() -> None:
     assert statement.resources == ["arn:aws:s3:::data/*"]
     assert statement.condition == {"StringEquals": {"aws:SourceAccount": [ACCOUNT]}}
     assert [b.name for b in spec.buckets] == ["logs-bucket", "release.bucket"]
-    assert spec.buckets[0].pod_identity is not None and spec.buckets[0].pod_identity.namespace == "monitoring"
-    assert spec.buckets[1].pod_identity is None
+    assert spec.buckets[0].service_account is not None and spec.buckets[0].service_account.namespace == "monitoring"
+    assert spec.buckets[1].service_account is None
 
 
 def test_defaults() -> None:
@@ -289,7 +289,7 @@ REFUSALS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("bad deletion policy", edit(["deletionPolicy"], "Orphan"), "Input should be 'Delete' or 'Retain'"),
     ("bad secret namespace", edit(["access", "externalIdSecretRef", "namespace"], "Porter"), "DNS-1123 label"),
     ("bad secret key", edit(["access", "externalIdSecretRef", "key"], "a/b"), "key must consist of letters"),
-    ("bad pod identity sa", edit(["roles", 1, "podIdentity", "serviceAccount"], "Karp"), "DNS-1123 subdomain"),
+    ("bad pod identity sa", edit(["roles", 1, "serviceAccount", "name"], "Karp"), "DNS-1123 subdomain"),
     ("missing access", edit(["access"], ...), "Field required"),
 ]
 
@@ -361,20 +361,18 @@ STATUS = {
     "roles": [
         {
             "name": "porter-manager",
-            "arn": f"arn:aws:iam::{ACCOUNT}:role/porter-manager",
-            "digest": "sha256:0123456789abcdef",
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/porter-manager",
+            "policyDigest": "sha256:0123456789abcdef",
             "policies": ["porter-permissions"],
             "podIdentityAssociationId": "a-123",
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "observedGeneration": 3,
-                    "lastTransitionTime": "2024-05-01T10:00:00Z",
-                    "reason": "Synced",
-                    "message": "",
-                }
-            ],
+            "ready": {
+                "type": "Ready",
+                "status": "True",
+                "observedGeneration": 3,
+                "lastTransitionTime": "2024-05-01T10:00:00Z",
+                "reason": "Synced",
+                "message": "",
+            },
         }
     ],
 }
@@ -392,10 +390,10 @@ def test_from_body_reads_metadata_spec_and_status() -> None:
     assert obj.status.conditions[0].status is ConditionStatus.FALSE
     assert obj.status.conditions[0].reason == "Conflict"
     (role,) = obj.status.roles
-    assert role.digest == "sha256:0123456789abcdef"
+    assert role.policy_digest == "sha256:0123456789abcdef"
     assert role.policies == ["porter-permissions"]
     assert role.pod_identity_association_id == "a-123"
-    assert role.conditions[0].last_transition_time == "2024-05-01T10:00:00Z"
+    assert role.ready is not None and role.ready.last_transition_time == "2024-05-01T10:00:00Z"
 
 
 def test_from_body_status_round_trips() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, cast
 
 from pydantic import ConfigDict, Field, model_validator
@@ -90,6 +91,21 @@ PresetName = Literal[
 ]
 
 
+class TakeOver(StrEnum):
+    """What to do with an existing role that no PorterRoleSet made (no porter.run/managed=true tag)."""
+
+    NEVER = "Never"  # leave it untouched: the role is Stalled (Conflict) until adoption is asked for
+    KEEP_POLICIES = "KeepPolicies"  # take it over; policies the operator did not write stay attached
+    REPLACE_POLICIES = "ReplacePolicies"  # take it over and make it hold exactly the declared policies
+
+
+TAKE_OVER_DESCRIPTION = (
+    "Adoption of an existing role no PorterRoleSet made: Never (default) leaves it untouched and the role Stalled "
+    "(Conflict); KeepPolicies adopts it and keeps every policy the operator did not write; ReplacePolicies adopts "
+    "it and removes them."
+)
+
+
 class SecretKeyRef(CamelModel):
     """Where the ExternalId lives; it is read at every sync and never written anywhere else."""
 
@@ -105,11 +121,17 @@ class Access(CamelModel):
     external_id_secret_ref: SecretKeyRef = Field(description="Secret holding the ExternalId.")
 
 
-class PodIdentity(CamelModel):
-    """The in-cluster ServiceAccount that receives this role through an EKS Pod Identity association."""
+class ServiceAccountRef(CamelModel):
+    """The in-cluster ServiceAccount that receives a role through an EKS Pod Identity association."""
 
     namespace: DnsLabel = Field(description="Namespace of the ServiceAccount.")
-    service_account: DnsSubdomain = Field(description="Name of the ServiceAccount.")
+    name: DnsSubdomain = Field(description="Name of the ServiceAccount.")
+
+
+SERVICE_ACCOUNT_DESCRIPTION = (
+    "The ServiceAccount that gets this role through an EKS Pod Identity association. (Every field of a role but "
+    "preset and name sorts after them, so `kubectl describe` shows each role's name first.)"
+)
 
 
 class PolicyStatement(CamelModel):
@@ -173,11 +195,12 @@ class RoleSpec(CamelModel):
 
     preset: PresetName | None = Field(default=None, description="A role of the seed's inventory.")
     name: RoleName | None = Field(default=None, description="Name of a custom role.")
-    pod_identity: PodIdentity | None = None
+    service_account: ServiceAccountRef | None = Field(default=None, description=SERVICE_ACCOUNT_DESCRIPTION)
     statements: list[PolicyStatement] | None = Field(
         default=None, min_length=1, max_length=200, description="Permissions of a custom role."
     )
     trust: CustomTrust | None = None
+    take_over: TakeOver | None = Field(default=None, description=f"{TAKE_OVER_DESCRIPTION} Unset: the set's.")
 
     @model_validator(mode="after")
     def _preset_or_custom(self) -> RoleSpec:
@@ -200,7 +223,7 @@ class Bucket(CamelModel):
     """A Porter-provisioned S3 bucket: one porter-s3-<hash> role scoped to its objects."""
 
     name: BucketName = Field(description="The bucket's name.")
-    pod_identity: PodIdentity | None = None
+    service_account: ServiceAccountRef | None = Field(default=None, description=SERVICE_ACCOUNT_DESCRIPTION)
 
 
 ACCESS_IN_ACCOUNT = {
@@ -230,10 +253,17 @@ class RoleSetSpec(CamelModel):
     buckets: list[Bucket] = Field(
         default_factory=list, max_length=100, description="Buckets that each get a porter-s3-<hash> role."
     )
+    take_over: TakeOver = Field(default=TakeOver.NEVER, description=f"{TAKE_OVER_DESCRIPTION} Roles may say otherwise.")
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
-        description="Retain (default) leaves the roles in place; Delete removes the roles this resource created.",
+        description="Retain (default) leaves the roles in place; Delete removes the roles this resource created. "
+        "It applies to the whole set and to a role that leaves spec.roles or spec.buckets.",
     )
+
+    @property
+    def role_names(self) -> list[str]:
+        """Every role the spec declares, as IAM names it, in spec order."""
+        return [r.role_name for r in self.roles] + [s3_role_name(b.name) for b in self.buckets]
 
     @model_validator(mode="after")
     def _access_in_account_and_unique(self) -> RoleSetSpec:
@@ -250,16 +280,21 @@ class RoleSetSpec(CamelModel):
 
 
 class RoleStatus(CamelModel):
-    """What the operator applied to one role."""
+    """What the operator applied to one role.
+
+    Every other field name sorts after `name`: `kubectl describe` prints fields alphabetically with nothing
+    between list entries, so each entry must start with the role it describes."""
 
     name: str = Field(description="The role's name.")
-    arn: str | None = Field(default=None, description="The role's ARN.")
-    digest: str | None = Field(default=None, description="sha256 of the applied documents (ExternalId redacted).")
+    role_arn: str | None = Field(default=None, description="The role's ARN.")
+    policy_digest: str | None = Field(
+        default=None, description="sha256 of the applied documents (ExternalId redacted)."
+    )
     policies: list[str] = Field(default_factory=list, description="Inline and managed policies holding statements.")
     pod_identity_association_id: str | None = Field(
         default=None, description="Id of the role's EKS Pod Identity association, if it has one."
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, for this role.")
+    ready: Condition | None = Field(default=None, description="The Ready condition of this role.")
 
 
 class RoleSetStatus(CamelModel):

@@ -11,6 +11,7 @@ from porter_identity import GROUP, VERSION
 from porter_identity.api import connection, roleset
 from porter_identity.config import Settings
 from porter_identity.handlers import namespaces
+from porter_identity.reconcile.roleset import account_refusal
 
 CONNECTION_PATH = "validate-connection"
 ROLESET_PATH = "validate-roleset"
@@ -74,12 +75,10 @@ def validate_roleset(
     assert new is not None
     spec = _parse(roleset.RoleSetSpec, new.get("spec"))
     settings: Settings = memo.settings
-    if settings.aws_account_id is not None and spec.account_id != settings.aws_account_id:
-        raise kopf.AdmissionError(
-            f"not allowed by policy: spec.accountId {spec.account_id} is not the configured account "
-            f"{settings.aws_account_id}",
-            code=FORBIDDEN,
-        )
+    # The same check reconcile makes (a bypassed webhook changes nothing): here it answers at kubectl apply.
+    refused = account_refusal(settings.aws_account_id, spec.account_id)
+    if refused is not None:
+        raise kopf.AdmissionError(refused.message, code=FORBIDDEN)
     if operation == "UPDATE" and old is not None:
         before = _parse(roleset.RoleSetSpec, old.get("spec"))
         if before.account_id != spec.account_id:

@@ -20,6 +20,7 @@ from porter_identity.reconcile.outcome import Outcome, Reason, State, stalled
 # The timer's interval is a decorator argument, so it is read when the module loads (same PORTER_* variable).
 SYNC_SECONDS = Settings().roleset_sync_seconds
 _LOCKS = KeyedLocks()
+BLOCKED_DELETE_RECHECK_SECONDS = 10.0
 
 
 def _event(memo: kopf.Memo, body: kopf.Body, type: str, reason: str, message: str) -> None:
@@ -38,14 +39,17 @@ def _parse(body: kopf.Body) -> PorterRoleSet | Outcome:
 
 def _write(patch: kopf.Patch, rs: PorterRoleSet, result: SyncResult) -> None:
     """Patch status only when it changed, so an idle sync makes no Kubernetes write."""
-    ready = sum(1 for r in result.roles if any(c.type == "Ready" and c.status == "True" for c in r.conditions))
+    declared = rs.spec.role_names
+    roles = result.roles or rs.status.roles
+    ready = sum(1 for r in roles if r.name in declared and r.ready is not None and r.ready.status == "True")
     new = RoleSetStatus(
         observed_generation=rs.metadata.generation,
         conditions=conditions.build(
             result.outcome, rs.metadata.generation, rs.status.conditions, conditions.now_rfc3339()
         ),
-        roles_ready=f"{ready}/{len(result.roles)}" if result.roles else rs.status.roles_ready,
-        roles=result.roles or rs.status.roles,
+        # Counted against the spec, so a set that never reached its account reads 0/N, not blank.
+        roles_ready=f"{ready}/{len(declared)}",
+        roles=roles,
     )
     doc = new.model_dump(mode="json", by_alias=True)
     if doc == rs.status.model_dump(mode="json", by_alias=True):
@@ -99,7 +103,7 @@ def drift(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=serves_rolesets)
-def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+def delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
         return  # never valid, so nothing was ever created for it
@@ -109,8 +113,11 @@ def delete(body: kopf.Body, retry: int, memo: kopf.Memo, logger: Any, **_: Any) 
     for change in result.changes:
         _event(memo, body, type="Normal", reason=change.reason, message=change.message)
     if result.outcome.state is not State.READY:
-        _event(memo, body, type="Warning", reason=result.outcome.reason.value, message=result.outcome.message)
+        _write(patch, parsed, result)
+        _announce(memo, body, parsed, SyncResult(result.outcome))
         settings: Settings = memo.settings
         delay = backoff.delay(retry, settings.retry_base_seconds, settings.retry_max_seconds)
-        raise kopf.TemporaryError(result.outcome.message, delay=delay)
+        # kopf wakes a delayed handler only when its delay is over, not on a spec change: short enough that
+        # switching to Retain (the documented way out) finishes the delete within seconds.
+        raise kopf.TemporaryError(result.outcome.message, delay=min(delay, BLOCKED_DELETE_RECHECK_SECONDS))
     logger.info(result.outcome.message, extra={"reason": result.outcome.reason.value})

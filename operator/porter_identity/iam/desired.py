@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from porter_identity.api.roleset import PolicyStatement, RoleSetSpec, RoleSpec
+from porter_identity.api.roleset import Bucket, PolicyStatement, RoleSetSpec, RoleSpec
 from porter_identity.iam.presets import PRESETS, S3_PRESET, Trust, s3_role_name, s3_statements, statements_for
 from porter_identity.iam.presets import trust_document as render_trust
 from porter_identity.reconcile.roleset import DesiredRole
@@ -17,8 +17,8 @@ def _custom_statement(stmt: PolicyStatement) -> dict[str, Any]:
     return out
 
 
-def _pod(role: RoleSpec) -> tuple[str, str] | None:
-    return (role.pod_identity.namespace, role.pod_identity.service_account) if role.pod_identity else None
+def _service_account(of: RoleSpec | Bucket) -> tuple[str, str] | None:
+    return (of.service_account.namespace, of.service_account.name) if of.service_account else None
 
 
 def desired_roles(spec: RoleSetSpec, external_id: str) -> list[DesiredRole]:
@@ -37,7 +37,8 @@ def desired_roles(spec: RoleSetSpec, external_id: str) -> list[DesiredRole]:
                     trust=trust(preset.trust),
                     statements=tuple(s.to_iam() for s in statements_for(preset, spec.account_id)),
                     description=preset.purpose,
-                    pod_identity=_pod(role),
+                    service_account=_service_account(role),
+                    take_over=role.take_over or spec.take_over,
                 )
             )
             continue
@@ -53,19 +54,20 @@ def desired_roles(spec: RoleSetSpec, external_id: str) -> list[DesiredRole]:
                 trust=trust(custom),
                 statements=tuple(_custom_statement(s) for s in role.statements),
                 description=f"custom role of PorterRoleSet for account {spec.account_id}",
-                pod_identity=_pod(role),
+                service_account=_service_account(role),
+                take_over=role.take_over or spec.take_over,
             )
         )
     s3 = PRESETS[S3_PRESET]
     for bucket in spec.buckets:
-        pod = (bucket.pod_identity.namespace, bucket.pod_identity.service_account) if bucket.pod_identity else None
         out.append(
             DesiredRole(
                 name=s3_role_name(bucket.name),
                 trust=trust(s3.trust),
                 statements=tuple(s.to_iam() for s in s3_statements(bucket.name)),
                 description=f"objects of S3 bucket {bucket.name}",
-                pod_identity=pod,
+                service_account=_service_account(bucket),
+                take_over=spec.take_over,
             )
         )
     return out

@@ -46,6 +46,8 @@ def describe(previews: list[RolePreview]) -> list[str]:
         lines: list[str] = []
         if p.plan.conflict is not None:
             lines.append(f"  ! {p.plan.conflict}")
+        if p.plan.needs_adoption and p.plan.steps:
+            lines.append("  adopting it would do:")
         for step in p.plan.steps:
             lines.append(f"  {step.describe(p.role.name)}")
             if step.kind in (Kind.PUT_INLINE, Kind.PUT_MANAGED) and step.document is not None:
@@ -55,7 +57,7 @@ def describe(previews: list[RolePreview]) -> list[str]:
                 changed = statement_changes(before, redact(step.document))
                 lines += [f"      {line}" for line in changed or ["~ ExternalId (value not shown)"]]
         if p.association is not None and p.association.action is not associations.Action.KEEP:
-            ns, sa = p.role.pod_identity or ("", "")
+            ns, sa = p.role.service_account or ("", "")
             lines.append(f"  {p.association.action.value} EKS Pod Identity association {ns}/{sa}")
         if lines:
             out += [f"{p.role.name}:", *lines]

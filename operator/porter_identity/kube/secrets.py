@@ -9,7 +9,7 @@ from kubernetes import client
 
 
 class SecretForbidden(Exception):
-    """The operator's RBAC does not allow reading this Secret (the Helm chart grants named namespaces only)."""
+    """The operator's RBAC does not allow reading this Secret (the chart grants named Secrets in named namespaces)."""
 
 
 def read_key(api: client.ApiClient, namespace: str, name: str, key: str) -> str | None:
@@ -21,8 +21,9 @@ def read_key(api: client.ApiClient, namespace: str, name: str, key: str) -> str 
             return None
         if err.status == 403:
             raise SecretForbidden(
-                f"the operator may not read Secrets in namespace {namespace}: add it to the Helm value "
-                "rbac.externalIdSecretNamespaces"
+                "the operator may not read it: the Helm chart grants reading only the Secret names of "
+                "rbac.externalIdSecretNames (default porter-external-id) in the namespaces of "
+                "rbac.externalIdSecretNamespaces; name it there, or use a Secret named there"
             ) from None
         raise
     raw = (found.data or {}).get(key)

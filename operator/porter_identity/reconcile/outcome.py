@@ -29,6 +29,7 @@ class Reason(StrEnum):
     BOUND = "Bound"
     SYNCED = "Synced"
     SECRET_NOT_FOUND = "SecretNotFound"
+    INVALID_SECRET = "InvalidSecret"
     PROGRESSING = "Progressing"
     THROTTLED = "Throttled"
     CLOUD_UNAVAILABLE = "CloudUnavailable"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from porter_identity.api.roleset import TakeOver
 from porter_identity.iam.policy import compact, document, listed, size
+from porter_identity.reconcile.outcome import Outcome, Reason, stalled
+from porter_identity.redact import REDACTED
 
 # IAM quotas (characters, whitespace not counted): https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html
 TRUST_LIMIT = 2_048
@@ -20,7 +24,6 @@ POLICY_PATH = "/porter/"
 MANAGED_TAG = "porter.run/managed"
 OWNER_TAG = "porter.run/owner"
 CREATED_TAG = "porter.run/created-by"
-REDACTED = "(redacted)"
 
 
 class TooLarge(ValueError):
@@ -35,7 +38,8 @@ class DesiredRole:
     trust: dict[str, Any]
     statements: tuple[dict[str, Any], ...]
     description: str = ""
-    pod_identity: tuple[str, str] | None = None
+    service_account: tuple[str, str] | None = None  # (namespace, name) given the role by a Pod Identity association
+    take_over: TakeOver = TakeOver.NEVER
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,11 @@ class Step:
 
 @dataclass(frozen=True)
 class RolePlan:
+    """The steps; under a conflict nothing is applied (an adoption not asked for: the steps show what it would do)."""
+
     steps: list[Step]
     conflict: str | None = None
+    needs_adoption: bool = False
 
 
 def pack(statements: tuple[dict[str, Any], ...], limit: int) -> list[list[dict[str, Any]]]:
@@ -170,8 +177,19 @@ def wanted_tags(owner: str) -> dict[str, str]:
     return {MANAGED_TAG: "true", OWNER_TAG: owner}
 
 
+def written_by_us(role: str, policy: str, arn: str | None = None) -> bool:
+    """Our inline policy, or one of our managed policies (path /porter/, named <role>-<n>)."""
+    if arn is None:
+        return policy == INLINE_POLICY
+    return POLICY_PATH in arn and re.fullmatch(re.escape(role) + r"-[0-9]+", policy) is not None
+
+
 def plan_role(role: DesiredRole, placed: Layout, observed: ObservedRole | None, owner: str, uid: str) -> RolePlan:
-    """Steps that make IAM hold exactly `placed` and `role.trust` for this role; a role of another set is a conflict."""
+    """Steps that make IAM hold `placed` and `role.trust` for this role; a role of another set is a conflict.
+
+    Only a role this set created (or one adopted with ReplacePolicies) is made to hold exactly `placed`; an
+    adopted role keeps every policy the operator did not write. A role no PorterRoleSet made is not taken
+    without `takeOver`."""
     tags = wanted_tags(owner)
     if observed is None:
         steps = [Step(Kind.CREATE_ROLE, document=role.trust, tags={**tags, CREATED_TAG: uid})]
@@ -179,8 +197,10 @@ def plan_role(role: DesiredRole, placed: Layout, observed: ObservedRole | None, 
         steps += [Step(Kind.PUT_MANAGED, name, doc) for name, doc in placed.managed.items()]
         return RolePlan(steps)
     holder = observed.tags.get(OWNER_TAG)
-    if observed.tags.get(MANAGED_TAG) == "true" and holder not in (None, owner):
+    porter_made = observed.tags.get(MANAGED_TAG) == "true"
+    if porter_made and holder not in (None, owner):
         return RolePlan([], f"role {role.name} is managed by PorterRoleSet {holder}; it is left untouched")
+    exact = created_by(observed, uid) or role.take_over is TakeOver.REPLACE_POLICIES
     steps = []
     if not same(observed.trust, role.trust):
         steps.append(Step(Kind.UPDATE_TRUST, document=role.trust))
@@ -192,13 +212,43 @@ def plan_role(role: DesiredRole, placed: Layout, observed: ObservedRole | None, 
     for name, doc in placed.managed.items():
         if name not in observed.managed or not same(observed.managed[name].document, doc):
             steps.append(Step(Kind.PUT_MANAGED, name, doc))
-    steps += [Step(Kind.DELETE_INLINE, name) for name in observed.inline if name not in placed.inline]
     steps += [
-        Step(Kind.DETACH_POLICY, policy.arn) for name, policy in observed.managed.items() if name not in placed.managed
+        Step(Kind.DELETE_INLINE, name)
+        for name in observed.inline
+        if name not in placed.inline and (exact or written_by_us(role.name, name))
     ]
+    steps += [
+        Step(Kind.DETACH_POLICY, policy.arn)
+        for name, policy in observed.managed.items()
+        if name not in placed.managed and (exact or written_by_us(role.name, name, policy.arn))
+    ]
+    if not porter_made and role.take_over is TakeOver.NEVER:
+        return RolePlan(
+            steps,
+            f"role {role.name} already exists and no PorterRoleSet made it (no tag {MANAGED_TAG}=true); it is left "
+            "untouched. To adopt it set takeOver: KeepPolicies on this role or on the set (its other policies are "
+            "kept), or takeOver: ReplacePolicies (it then holds exactly the declared policies)",
+            needs_adoption=True,
+        )
     return RolePlan(steps)
 
 
 def created_by(observed: ObservedRole, uid: str) -> bool:
     """Only roles this PorterRoleSet created may be deleted with it."""
     return observed.tags.get(MANAGED_TAG) == "true" and observed.tags.get(CREATED_TAG) == uid
+
+
+def account_refusal(configured: str | None, account_id: str) -> Outcome | None:
+    """The operator works only in the account it is configured for, whatever admission let through."""
+    if configured is None:
+        return stalled(
+            Reason.NOT_CONFIGURED,
+            "the operator has no AWS account configured (Helm value config.awsAccountId, PORTER_AWS_ACCOUNT_ID): "
+            "it serves no PorterRoleSet until one is set",
+        )
+    if account_id != configured:
+        return stalled(
+            Reason.NOT_ALLOWED,
+            f"not allowed by policy: spec.accountId {account_id} is not the configured account {configured}",
+        )
+    return None
