@@ -221,6 +221,7 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
     assert granted == {
         *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("list", "watch", "patch")),
         *(("identity.porter.run", f"{kind}/status", "patch") for kind in kinds),
+        ("identity.porter.run", "serviceidentityconnections", "get"),  # the drift sweep's fresh read
         ("", "serviceaccounts", "get"),
         ("", "serviceaccounts", "patch"),
         ("", "events", "create"),

@@ -177,6 +177,8 @@ ALLOWED = [
     ("list", "serviceidentityconnections.identity.porter.run", None),
     ("watch", "serviceidentityconnections.identity.porter.run", None),
     ("patch", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("get", "serviceidentityconnections.identity.porter.run", "shop"),  # the drift repair reads it fresh
+    ("list", "serviceidentityconnections.identity.porter.run", "shop"),  # the webhook counts links per identity
     ("patch", "serviceidentityconnections.identity.porter.run/status", "shop"),
     ("watch", "porterrolesets.identity.porter.run", None),
     ("patch", "porterrolesets.identity.porter.run/status", None),
@@ -192,7 +194,7 @@ DENIED = [
     ("create", "serviceidentityconnections.identity.porter.run", "shop"),
     ("update", "serviceidentityconnections.identity.porter.run", "shop"),
     ("delete", "serviceidentityconnections.identity.porter.run", "shop"),
-    ("get", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("get", "porterrolesets.identity.porter.run", None),
     ("delete", "porterrolesets.identity.porter.run", None),
     ("list", "serviceaccounts", None),
     ("create", "serviceaccounts", "shop"),
