@@ -103,6 +103,10 @@ def test_budget_counts_other_connections_naming_the_same_identity() -> None:
         excluding="self",
     )
     assert len(others) == 3
+    linked = {**body("linked", azure=AZURE), "status": {"azure": {"credentialName": "x"}}}
+    assert guard.targets([linked, body("pending", azure=AZURE)], excluding="self", linked_only=True) == [
+        guard.target_of(spec(azure=AZURE))
+    ]
     assert guard.over_budget(spec(azure=AZURE), "shop", 3, others) is None
     assert guard.over_budget(spec(azure=AZURE), "shop", None, others) is None
     decision = guard.over_budget(spec(azure=AZURE), "shop", 2, others)

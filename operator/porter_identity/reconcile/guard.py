@@ -100,17 +100,23 @@ def refusal(
     return protected_namespace(namespace, settings) or own_identity(spec, own, azure_client_id)
 
 
-def targets(bodies: Iterable[Mapping[str, Any]], excluding: str) -> list[Target]:
+def targets(bodies: Iterable[Mapping[str, Any]], excluding: str, linked_only: bool = False) -> list[Target]:
     """The identities the connections `bodies` name, except the one called `excluding`; unparsable specs name
-    none (they were never admitted, or are Stalled InvalidSpec)."""
+    none (they were never admitted, or are Stalled InvalidSpec).
+
+    linked_only counts only connections whose status records a link: what reconcile uses, so that when more
+    than the budget were admitted (webhook bypassed) the first to link keep their links and the rest wait."""
     found: list[Target] = []
     for body in bodies:
         if (body.get("metadata") or {}).get("name") == excluding:
             continue
         try:
-            found.append(target_of(ConnectionSpec.model_validate(body.get("spec") or {})))
+            spec = ConnectionSpec.model_validate(body.get("spec") or {})
         except (ValidationError, ValueError):
             continue
+        if linked_only and not (body.get("status") or {}).get(spec.provider.value):
+            continue
+        found.append(target_of(spec))
     return found
 
 
