@@ -230,14 +230,12 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
     }
     kinds = ("serviceidentityconnections", "porterrolesets")
     assert granted == {
-        *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("list", "watch", "patch")),
+        # get: a connection read fresh before a run outside its handler (the drift repair, revocation)
+        *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("get", "list", "watch", "patch")),
         *(("identity.porter.run", f"{kind}/status", "patch") for kind in kinds),
-        ("identity.porter.run", "serviceidentityconnections", "get"),  # the drift sweep's fresh read
-        ("", "serviceaccounts", "get"),
-        ("", "serviceaccounts", "patch"),
+        *(("", "serviceaccounts", verb) for verb in ("get", "list", "watch", "patch")),
         ("", "events", "create"),
-        ("", "namespaces", "list"),
-        ("", "namespaces", "watch"),
+        *(("", "namespaces", verb) for verb in ("get", "list", "watch")),
     }
 
 

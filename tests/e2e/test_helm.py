@@ -179,11 +179,15 @@ ALLOWED = [
     ("patch", "serviceidentityconnections.identity.porter.run", "shop"),
     ("get", "serviceidentityconnections.identity.porter.run", "shop"),  # the drift repair reads it fresh
     ("list", "serviceidentityconnections.identity.porter.run", "shop"),  # the webhook counts links per identity
+    ("get", "porterrolesets.identity.porter.run", None),
     ("patch", "serviceidentityconnections.identity.porter.run/status", "shop"),
     ("watch", "porterrolesets.identity.porter.run", None),
     ("patch", "porterrolesets.identity.porter.run/status", None),
     ("get", "serviceaccounts", "shop"),
     ("patch", "serviceaccounts", "shop"),
+    ("list", "serviceaccounts", None),  # metadata watch: a connection waiting for its ServiceAccount
+    ("watch", "serviceaccounts", None),
+    ("get", "namespaces", None),  # admission reads a namespace the index has not seen yet
     ("create", "events", "shop"),
     ("create", "events", "default"),
     ("get", "secrets", OPERATOR_NAMESPACE),
@@ -194,9 +198,7 @@ DENIED = [
     ("create", "serviceidentityconnections.identity.porter.run", "shop"),
     ("update", "serviceidentityconnections.identity.porter.run", "shop"),
     ("delete", "serviceidentityconnections.identity.porter.run", "shop"),
-    ("get", "porterrolesets.identity.porter.run", None),
     ("delete", "porterrolesets.identity.porter.run", None),
-    ("list", "serviceaccounts", None),
     ("create", "serviceaccounts", "shop"),
     ("create", "serviceaccounts/token", "shop"),
     ("get", "secrets", "kube-system"),

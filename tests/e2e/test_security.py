@@ -7,6 +7,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +381,46 @@ def test_the_operators_own_identities_are_refused_whatever_their_names(
         assert "is the operator's own identity, which connections may never use" in refused.value.body
     credentials = azure.client(AZURE_SUBSCRIPTION).federated_identity_credentials.list("ops-rg", guarded["azure"])
     assert list(credentials) == [], "nothing linked to the operator's own managed identity"
+
+
+@contextmanager
+def webhook_bypassed(kubectl: Any) -> Iterator[None]:
+    """As an attacker who got the webhook configuration deleted: only the CRD rules and reconcile remain."""
+    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", "porter-identity", "-o", "json").stdout)
+    kubectl("delete", "validatingwebhookconfiguration", "porter-identity")
+    try:
+        yield
+    finally:
+        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            saved["metadata"].pop(key, None)
+        kubectl("apply", "-f", "-", stdin=json.dumps(saved))
+
+
+def test_with_the_webhook_bypassed_reconcile_still_refuses_own_identities_and_protected_namespaces(
+    api: client.ApiClient, guarded: dict[str, str], aws: AwsEmulator, gcp: GcpEmulator, namespace: str, kubectl: Any
+) -> None:
+    conns = Connections(api, namespace)
+    gcp.seed_service_account(GCP_PROJECT, OPERATOR_GSA.split("@", 1)[0])
+    core = client.CoreV1Api(api)
+    core.patch_namespace("kube-system", {"metadata": {"annotations": {ANNOTATION: "aws:*"}}})
+    system = Connections(api, "kube-system")
+    try:
+        with webhook_bypassed(kubectl):
+            conns.create("own-aws", "own-aws", aws={"role": OPERATOR_ROLE})
+            conns.create("own-gcp", "own-gcp", gcp={"serviceAccountEmail": OPERATOR_GSA})
+            system.create("in-system", "in-system", aws={"role": OPERATOR_ROLE.replace("operator", "app")})
+        for name in ("own-aws", "own-gcp"):
+            cond = conns.wait_reason(name, "NotAllowed")
+            assert "is the operator's own identity, which connections may never use" in cond["message"]
+        cond = system.wait_reason("in-system", "NotAllowed")
+        assert "connections may not live in namespace kube-system: it is in protectedNamespaces" in cond["message"]
+        assert associations(aws, namespace) == [] and associations(aws, "kube-system") == []
+        policy = gcp.client().get_iam_policy(request={"resource": f"projects/-/serviceAccounts/{OPERATOR_GSA}"})
+        assert not [m for b in policy.bindings for m in b.members if namespace in m], "no member for the connection"
+    finally:
+        system.delete("in-system")
+        system.wait_gone("in-system")
+        core.patch_namespace("kube-system", {"metadata": {"annotations": {ANNOTATION: None}}})
 
 
 def test_a_namespace_cannot_use_more_than_its_budget_of_a_shared_identity(

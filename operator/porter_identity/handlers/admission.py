@@ -70,16 +70,15 @@ def validate_connection(
                 "the provider (aws, azure or gcp) cannot change; create a new connection instead", INVALID
             )
     ns = namespace or ""
-    settings: Settings = memo.settings
-    guarded = guard.refusal(spec, ns, settings, memo.own_identities, _azure_client_id(memo, spec))
-    if guarded is not None:
-        raise kopf.AdmissionError(guarded.message, code=FORBIDDEN)
+    # Protected namespaces and the operator's own identities by name come first, inside the policy decision.
     decision = namespaces.check(memo, allowed_identities, spec, ns)
     if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=FORBIDDEN)
-    budget = _over_budget(memo, spec, ns, str(new.get("metadata", {}).get("name", "")))
-    if budget is not None:
-        raise kopf.AdmissionError(budget.message, code=FORBIDDEN)
+    refused = guard.own_identity(spec, memo.own_identities, _azure_client_id(memo, spec)) or _over_budget(
+        memo, spec, ns, str(new.get("metadata", {}).get("name", ""))
+    )
+    if refused is not None:
+        raise kopf.AdmissionError(refused.message, code=FORBIDDEN)
 
 
 def _azure_client_id(memo: kopf.Memo, spec: connection.ConnectionSpec) -> str | None:

@@ -8,7 +8,7 @@ import kopf
 
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.config import Settings
-from porter_identity.reconcile import policy
+from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.policy import ANNOTATION
 
 
@@ -25,8 +25,12 @@ def annotation_of(index: kopf.Index[str, str] | None, namespace: str) -> str | N
 
 
 def check(memo: kopf.Memo, index: kopf.Index[str, str] | None, spec: ConnectionSpec, namespace: str) -> policy.Decision:
-    """The policy decision for a connection, from the loaded policy file and the namespace's annotation."""
+    """The policy decision for a connection: refusals no rule lifts (reconcile/guard.py), then the loaded policy
+    file and the namespace's annotation. Admission, reconcile and the drift sweep all decide here."""
     settings: Settings = memo.settings
+    guarded = guard.refusal(spec, namespace, settings, memo.own_identities)
+    if guarded is not None:
+        return guarded
     return policy.decide(
         spec,
         namespace,
