@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
-from porter_dev import REPO_ROOT, chart
+from porter_dev import REPO_ROOT, rbac
 from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
@@ -26,7 +25,8 @@ EKS_CLUSTER = "e2e"
 AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
 GCP_PROJECT = "porter-e2e"
 # The e2e operator's ServiceAccount and RBAC come from the Helm chart, rendered as this release in this namespace.
-OPERATOR_NAMESPACE = "porter-system"
+OPERATOR_NAMESPACE = rbac.OPERATOR_NAMESPACE
+OPERATOR_RELEASE = rbac.OPERATOR_RELEASE
 # The ExternalId Secrets e2e PorterRoleSets name (rbac.externalIdSecretNames of the operator under test).
 E2E_EXTERNAL_ID_SECRETS = [
     "porter-external-id",
@@ -44,7 +44,6 @@ E2E_EXTERNAL_ID_SECRETS = [
     "live",
     "kubectl-external-id",
 ]
-OPERATOR_RELEASE = "e2e"
 # Allow rules of the session operator: the namespaces the suites create may use any identity (porter-* and
 # foreign accounts stay refused whatever the rules say); h-* namespaces (test_hostile_input) only ok-*.
 E2E_POLICY: list[dict[str, Any]] = [
@@ -149,17 +148,16 @@ def make_role(aws: AwsEmulator) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(
-    control_plane: ControlPlane, kubectl: Callable[..., subprocess.CompletedProcess[str]], workdir: Path
-) -> Path:
+def operator_kubeconfig(control_plane: ControlPlane, workdir: Path) -> Path:
     """A kubeconfig with exactly the Helm chart's RBAC: its ServiceAccount's token, from a TokenRequest.
 
-    The e2e operator runs with it, so every API call the operator makes must be granted by the chart, and
-    every test that exercises the operator proves the chart's ClusterRole and Roles are enough."""
-    kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
-    rendered = chart.template(
-        OPERATOR_RELEASE,
-        OPERATOR_NAMESPACE,
+    Every operator the tests start runs with it (Operator.start refuses anything else), so every API call the
+    operator makes must be granted by the chart's ClusterRole and Roles."""
+    return rbac.chart_kubeconfig(
+        control_plane.kubeconfig,
+        workdir / "operator.kubeconfig",
+        namespace=OPERATOR_NAMESPACE,
+        release=OPERATOR_RELEASE,
         # The e2e PorterRoleSets keep their ExternalId in porter-system; one health test names a Secret in default.
         # The chart grants named Secrets only: each test's Secret is listed, any other is refused.
         values={
@@ -168,26 +166,7 @@ def operator_kubeconfig(
                 "externalIdSecretNames": E2E_EXTERNAL_ID_SECRETS,
             }
         },
-        show_only=["templates/serviceaccount.yaml", "templates/rbac.yaml"],
     )
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rendered))
-    [account] = [doc["metadata"]["name"] for doc in rendered if doc["kind"] == "ServiceAccount"]
-    token = kubectl("create", "token", account, "-n", OPERATOR_NAMESPACE, "--duration", "4h").stdout.strip()
-    admin = yaml.safe_load(control_plane.kubeconfig.read_text())
-    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"
-    path = workdir / "operator.kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                **admin,
-                "users": [{"name": user, "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": admin["clusters"][0]["name"], "user": user}}],
-                "current-context": "operator",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture(scope="session")

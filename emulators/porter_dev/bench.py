@@ -24,7 +24,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from porter_dev import CACHE
+from porter_dev import CACHE, rbac
 from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
@@ -219,7 +219,8 @@ def _wait_quiet(pid: int, timeout: float) -> None:
 
 
 def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str]) -> Operator:
-    return Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start().wait_ready()
+    kubeconfig = rbac.chart_kubeconfig(cp.kubeconfig, workdir / "operator.kubeconfig")
+    return Operator(kubeconfig=kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start().wait_ready()
 
 
 def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from porter_dev.controlplane import free_port
+from porter_dev.rbac import service_account_of
 
 if TYPE_CHECKING:  # the emulators' modules import this one
     from porter_dev.azure import AzureEmulator
@@ -201,7 +202,7 @@ def emulator_settings(
 class Operator:
     """`porter-identity run` as its own process, so tests can kill -9 and restart it."""
 
-    kubeconfig: Path
+    kubeconfig: Path  # porter_dev.rbac.chart_kubeconfig: the chart's ServiceAccount token, nothing else
     logfile: Path
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)  # extra `porter-identity run` arguments
@@ -235,7 +236,17 @@ class Operator:
         raise TimeoutError(f"operator not ready within {timeout}s: {status} {text}")
 
     def start(self) -> Operator:
-        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # The chart's RBAC and nothing more: a ServiceAccount token is the only credential it gets (a kubeconfig
+        # of anything else is refused here), and no inherited KUBECONFIG can point it at the admin's.
+        namespace, _ = service_account_of(self.kubeconfig)
+        inherited = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env = {
+            **inherited,
+            "PORTER_OPERATOR_NAMESPACE": namespace,  # what the chart sets from .Release.Namespace
+            **self.env,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.proc = spawn_module("porter_identity.cli", ["run", *self.args], self.logfile, env)
         port = int(self.env.get("PORTER_WEBHOOK_PORT") or 0)
         if port and self.env.get("PORTER_WEBHOOK_CERT_DIR"):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from porter_dev import CACHE, REPO_ROOT
+from porter_dev import CACHE, REPO_ROOT, rbac
 from porter_dev.admission import webhook_configuration, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
@@ -155,7 +155,8 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     }
     ca = write_webhook_certificate(workdir / "webhook")
     if with_operator:
-        op = Operator(kubeconfig=cp.kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
+        kubeconfig = rbac.chart_kubeconfig(cp.kubeconfig, workdir / "operator.kubeconfig", release="sandbox")
+        op = Operator(kubeconfig=kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
         pids["operator"] = op.proc.pid if op.proc else 0
         # What the Helm chart installs: the API server asks the operator's webhook before storing a connection.
         config = webhook_configuration(int(env["PORTER_WEBHOOK_PORT"]), ca)

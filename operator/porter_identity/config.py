@@ -133,6 +133,32 @@ class Settings(BaseSettings):
         default=False, description="Delete cloud links tagged or named as ours whose connection no longer exists."
     )
 
+    protected_namespaces: list[str] = Field(
+        default=["kube-system", "kube-public", "kube-node-lease"],
+        description="Namespaces where no connection is admitted or reconciled, so the operator never patches a "
+        "ServiceAccount or posts an Event there (the ClusterRole cannot exclude namespaces). JSON list.",
+    )
+    operator_namespace: str | None = Field(
+        default=None,
+        description="The operator's own namespace (the chart sets the release's): protected unless "
+        "allow_operator_namespace.",
+    )
+    allow_operator_namespace: bool = Field(
+        default=False, description="true: connections may live in the operator's own namespace."
+    )
+    # The operator's own cloud identities, never a connection's target whatever their names (docs/security.md).
+    operator_aws_role_arn: str | None = Field(
+        default=None,
+        description="The operator's IAM role (the chart: serviceAccount.awsRoleArn or podIdentityRoleArn).",
+    )
+    operator_azure_client_id: str | None = Field(
+        default=None,
+        description="Client id of the operator's managed identity (the chart: serviceAccount.azureClientId).",
+    )
+    operator_gcp_service_account: str | None = Field(
+        default=None, description="The operator's IAM service account (the chart: serviceAccount.gcpServiceAccount)."
+    )
+
     health_port: int = Field(
         default=8081, ge=0, le=65535, description="/healthz (liveness) and /readyz (readiness) port; 0 turns it off."
     )

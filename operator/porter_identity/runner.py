@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ from porter_identity.links import registry
 from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.providers import clients
 from porter_identity.providers.iam import AssumedRoles
-from porter_identity.reconcile import claims, shard
+from porter_identity.reconcile import claims, guard, shard
 
 
 @kopf.on.startup()
@@ -50,6 +51,8 @@ async def configure(
     memo.settings = config
     memo.shard = shard.parse(config.shard_selector)
     memo.clouds = clients.build(config)
+    # Never a target, whatever its name (docs/security.md): as configured and as the pod runs.
+    memo.own_identities = guard.OwnIdentities.of(config, os.environ)
     kube = _kube_client(config.max_workers)
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)

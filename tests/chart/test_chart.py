@@ -17,11 +17,19 @@ from cryptography import x509
 from porter_dev import REPO_ROOT
 from porter_dev.chart import CHART, helm, template, value_args
 from porter_identity.api import crd
+from porter_identity.api.policy import load as load_policy
 from porter_identity.config import RateLimits, Settings
 
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 # Settings the chart sets from other values (ports, mounted files), not from `config`.
 FROM_OTHER_VALUES = {"metrics_port", "health_port", "rate_limits", "webhook_port", "webhook_cert_dir", "policy_file"}
+# The release namespace and the operator's own identities (serviceAccount.*), never a connection's target.
+FROM_OTHER_VALUES |= {
+    "operator_namespace",
+    "operator_aws_role_arn",
+    "operator_azure_client_id",
+    "operator_gcp_service_account",
+}
 # Settings `porter-identity check` reads on a workstation (token exchange endpoints); the operator never uses them.
 CHECK_ONLY = {"azure_authority", "gcp_sts_endpoint", "gcp_iam_credentials_endpoint", "gcp_identity_provider"}
 # Settings that only make sense against the local emulators, never in a cluster.
@@ -84,6 +92,9 @@ def test_lint_strict_is_clean(files: list[Path]) -> None:
         ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
         ({"logFormat": "xml"}, "/logFormat"),
         ({"policy": {"rules": "allow everything"}}, "/policy/rules"),
+        ({"policy": {"rules": [], "maxLinksPerNamespacePerIdentity": 0}}, "/policy/maxLinksPerNamespacePerIdentity"),
+        ({"config": {"protectedNamespaces": ["Kube_System"]}}, "/config/protectedNamespaces/0"),
+        ({"serviceAccount": {"podIdentityRoleArn": "my-role"}}, "/serviceAccount/podIdentityRoleArn"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
         ({"config": {"rolesets": "yes"}}, "/config/rolesets"),
@@ -224,6 +235,7 @@ def test_cluster_role_grants_only_what_the_operator_calls() -> None:
     }
     kinds = ("serviceidentityconnections", "porterrolesets")
     assert granted == {
+        # get: a connection read fresh before a run outside its handler (the drift repair, revocation)
         *(("identity.porter.run", kind, verb) for kind in kinds for verb in ("get", "list", "watch", "patch")),
         *(("identity.porter.run", f"{kind}/status", "patch") for kind in kinds),
         *(("", "serviceaccounts", verb) for verb in ("get", "list", "watch", "patch")),
@@ -237,6 +249,38 @@ def test_role_sets_are_served_only_when_enabled_with_an_account() -> None:
     assert env_of(render())["PORTER_ROLESETS"] == "false"
     enabled = env_of(render({"config": {"rolesets": True, "awsAccountId": "123456789012"}}))
     assert (enabled["PORTER_ROLESETS"], enabled["PORTER_AWS_ACCOUNT_ID"]) == ("true", "123456789012")
+
+
+def test_protected_namespaces_and_own_identities_reach_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RBAC cannot exclude namespaces from the ClusterRole: the operator's settings do, from these values."""
+    for key in [k for k in os.environ if k.startswith("PORTER_")]:
+        monkeypatch.delenv(key)
+    for name, value in env_of(render()).items():
+        monkeypatch.setenv(name, value)
+    plain = Settings()
+    assert plain.protected_namespaces == ["kube-system", "kube-public", "kube-node-lease"]
+    assert (plain.operator_namespace, plain.allow_operator_namespace) == ("porter-system", False)
+    assert (plain.operator_aws_role_arn, plain.operator_azure_client_id, plain.operator_gcp_service_account) == (
+        None,
+        None,
+        None,
+    )
+    full = env_of(render(None, FULL_VALUES))
+    assert full["PORTER_OPERATOR_AWS_ROLE_ARN"] == "arn:aws:iam::123456789012:role/porter-identity-operator"
+    assert full["PORTER_OPERATOR_AZURE_CLIENT_ID"] == "00000000-0000-0000-0000-000000000003"
+    assert full["PORTER_OPERATOR_GCP_SERVICE_ACCOUNT"] == "porter-identity@porter-prod.iam.gserviceaccount.com"
+    pod_identity = "arn:aws:iam::123456789012:role/operator-pod-identity"
+    objects = render({"serviceAccount": {"podIdentityRoleArn": pod_identity}, "config": {"protectedNamespaces": []}})
+    assert env_of(objects)["PORTER_OPERATOR_AWS_ROLE_ARN"] == pod_identity
+    assert "annotations" not in one(objects, "ServiceAccount")["metadata"], "Pod Identity needs no annotation"
+    assert env_of(objects)["PORTER_PROTECTED_NAMESPACES"] == "[]"
+
+
+def test_the_policy_budget_reaches_the_operator(tmp_path: Path) -> None:
+    policy = {"rules": [], "maxLinksPerNamespacePerIdentity": 3}
+    rendered = one(render({"policy": policy}), "ConfigMap", "-policy")["data"]["policy.yaml"]
+    (tmp_path / "policy.yaml").write_text(rendered)
+    assert load_policy(tmp_path / "policy.yaml").max_links_per_namespace_per_identity == 3
 
 
 def test_rate_limits_reach_the_operator_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:

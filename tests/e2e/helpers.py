@@ -129,7 +129,7 @@ def instead_of_the_session_operator(
             if i > 0:
                 env["PORTER_WEBHOOK_PORT"] = "0"  # the webhook configuration points at the first one's port
             started[name] = Operator(
-                kubeconfig=control_plane.kubeconfig,
+                kubeconfig=operator.kubeconfig,  # the chart's RBAC, as the session's operator
                 logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
                 env=env | {"PORTER_METRICS_PORT": "0"} | changes,
                 args=["--log-format", "json"],

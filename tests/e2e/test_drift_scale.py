@@ -24,6 +24,7 @@ import pytest
 from azure.mgmt.msi.models import FederatedIdentityCredential
 from kubernetes import client, config
 
+from porter_dev import rbac
 from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.bench import Track, Watcher, wait_for_crd
@@ -84,7 +85,10 @@ class Scale:
 
     def operator(self, log: str, **env: str) -> Operator:
         settings = {**self.env, "PORTER_METRICS_PORT": str(free_port()), **env}
-        return Operator(self.cp.kubeconfig, self.workdir / f"{log}.log", settings, ["--log-format", "json"]).start()
+        kubeconfig = self.workdir / "operator.kubeconfig"
+        if not kubeconfig.exists():
+            kubeconfig = rbac.chart_kubeconfig(self.cp.kubeconfig, kubeconfig)
+        return Operator(kubeconfig, self.workdir / f"{log}.log", settings, ["--log-format", "json"]).start()
 
     def calls(self) -> Counter[str]:
         return Counter({**self.aws.calls(), **self.azure.calls(), **self.gcp.calls()})

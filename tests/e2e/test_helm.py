@@ -177,11 +177,17 @@ ALLOWED = [
     ("list", "serviceidentityconnections.identity.porter.run", None),
     ("watch", "serviceidentityconnections.identity.porter.run", None),
     ("patch", "serviceidentityconnections.identity.porter.run", "shop"),
+    ("get", "serviceidentityconnections.identity.porter.run", "shop"),  # the drift repair reads it fresh
+    ("list", "serviceidentityconnections.identity.porter.run", "shop"),  # the webhook counts links per identity
+    ("get", "porterrolesets.identity.porter.run", None),
     ("patch", "serviceidentityconnections.identity.porter.run/status", "shop"),
     ("watch", "porterrolesets.identity.porter.run", None),
     ("patch", "porterrolesets.identity.porter.run/status", None),
     ("get", "serviceaccounts", "shop"),
     ("patch", "serviceaccounts", "shop"),
+    ("list", "serviceaccounts", None),  # metadata watch: a connection waiting for its ServiceAccount
+    ("watch", "serviceaccounts", None),
+    ("get", "namespaces", None),  # admission reads a namespace the index has not seen yet
     ("create", "events", "shop"),
     ("create", "events", "default"),
     ("patch", "events", "shop"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from porter_dev import CACHE, REPO_ROOT
+from porter_dev import CACHE, REPO_ROOT, rbac
 from porter_dev.admission import write_policy
 from porter_dev.controlplane import k8s_bin_dir
 from porter_dev.processes import AWS_REGION, AwsEmulator, Operator
@@ -55,7 +55,7 @@ def test_operator_binds_on_kind(kind_kubeconfig: Path, aws: AwsEmulator, eks_clu
     subprocess.run([*kubectl, "apply", "-f", str(REPO_ROOT / "crds")], check=True)
     subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd", "--all"], check=True)
     op = Operator(
-        kubeconfig=kind_kubeconfig,
+        kubeconfig=rbac.chart_kubeconfig(kind_kubeconfig, kind_kubeconfig.parent / "operator.kubeconfig"),
         logfile=kind_kubeconfig.parent / "operator.log",
         env={
             **aws.env,

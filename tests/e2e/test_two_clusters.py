@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from porter_dev import rbac
 from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.bench import wait_for_crd
@@ -77,7 +78,8 @@ def clusters(
             project=GCP_PROJECT,
             account=AWS_ACCOUNT_ID,
         ) | {"PORTER_POLICY_FILE": str(write_policy(here / "policy.yaml", E2E_POLICY)), "PORTER_WEBHOOK_PORT": "0"}
-        second = Operator(other.kubeconfig, here / "operator.log", env | SWEEP, ["--log-format", "json"]).start()
+        token = rbac.chart_kubeconfig(other.kubeconfig, here / "operator.kubeconfig")  # the chart's RBAC only
+        second = Operator(token, here / "operator.log", env | SWEEP, ["--log-format", "json"]).start()
         second.wait_ready()
         with instead_of_the_session_operator(operator, control_plane, workdir, first=SWEEP):
             yield Cluster(api, control_plane.server, EKS_CLUSTER), Cluster(other_api, other.server, OTHER_EKS)

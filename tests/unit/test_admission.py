@@ -10,17 +10,19 @@ import pytest
 from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.handlers.admission import validate_connection, validate_roleset
+from porter_identity.reconcile.guard import OwnIdentities
 
 POLICY = Policy.model_validate({"rules": [{"namespaces": ["shop"], "aws": {"roles": ["shop-*"]}}]})
 
 
-def memo(policy: Policy | None = POLICY, live: str | None = None) -> kopf.Memo:
+def memo(policy: Policy | None = POLICY, live: str | None = None, **settings: Any) -> kopf.Memo:
     """`live`: the annotation the API server has now (the webhook reads it before refusing; tests/e2e use a real
-    one, see test_security's one-apply test)."""
+    one, see test_lifecycle's one-apply test)."""
     out = kopf.Memo()
-    out.settings = Settings(aws_account_id="123456789012")
+    out.settings = Settings(aws_account_id="123456789012", **settings)
     out.policy = policy
     out.live_annotations = lambda namespace: live
+    out.own_identities = OwnIdentities.of(out.settings, {})
     return out
 
 
@@ -32,9 +34,18 @@ ALLOWED = {"serviceAccountName": "app", "aws": {"role": "shop-api"}}
 DENIED = {"serviceAccountName": "app", "aws": {"role": "billing-api"}}
 
 
-def check(operation: str, new: kopf.Body, old: kopf.Body | None = None, annotation: str | None = None) -> None:
-    index = {"shop": [annotation]} if annotation else {}
-    validate_connection(operation=operation, old=old, new=new, namespace="shop", memo=memo(), allowed_identities=index)
+def check(
+    operation: str,
+    new: kopf.Body,
+    old: kopf.Body | None = None,
+    annotation: str | None = None,
+    namespace: str = "shop",
+    **settings: Any,
+) -> None:
+    index = {namespace: [annotation]} if annotation else {}
+    validate_connection(
+        operation=operation, old=old, new=new, namespace=namespace, memo=memo(**settings), allowed_identities=index
+    )
 
 
 def test_allowed_create_passes() -> None:
@@ -56,6 +67,82 @@ def test_metadata_only_updates_and_deletions_always_pass() -> None:
     """The operator's finalizer and status patches on an object the rules no longer allow must go through."""
     check("UPDATE", sic(DENIED, finalizers=["identity.porter.run/finalizer"]), old=sic(DENIED))
     check("UPDATE", sic(DENIED, deletionTimestamp="2026-01-01T00:00:00Z"), old=sic(DENIED))
+
+
+DELETING = {"deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["identity.porter.run/finalizer"]}
+
+
+def test_spec_changes_on_an_object_being_deleted_are_refused() -> None:
+    """Even to a spec the rules allow: the link of the old spec is being removed, the new one would never be made."""
+    moved = {**ALLOWED, "aws": {"role": "shop-other"}}
+    with pytest.raises(kopf.AdmissionError) as err:
+        check("UPDATE", sic(moved, **DELETING), old=sic(ALLOWED, **DELETING))
+    assert err.value.code == 422
+    assert str(err.value) == (
+        "spec cannot change while the ServiceIdentityConnection is being deleted (metadata.deletionTimestamp is "
+        "set): wait until it is gone, then create it again"
+    )
+    # Removing the finalizer (metadata only) still passes.
+    check("UPDATE", sic(ALLOWED, deletionTimestamp=DELETING["deletionTimestamp"]), old=sic(ALLOWED, **DELETING))
+
+
+def test_roleset_spec_changes_while_deleting_are_refused() -> None:
+    spec = {
+        "accountId": "123456789012",
+        "region": "us-east-1",
+        "clusterName": "prod",
+        "managementPrincipalArn": "arn:aws:iam::123456789012:root",
+        "access": {
+            "roleArn": "arn:aws:iam::123456789012:role/porter-access-manager",
+            "externalIdSecretRef": {"namespace": "porter-system", "name": "x"},
+        },
+    }
+    old = kopf.Body({"metadata": {"name": "r", **DELETING}, "spec": spec})
+    new = kopf.Body({"metadata": {"name": "r", **DELETING}, "spec": {**spec, "region": "eu-west-1"}})
+    with pytest.raises(kopf.AdmissionError) as err:
+        validate_roleset(operation="UPDATE", old=old, new=new, memo=memo())
+    assert err.value.code == 422 and "while the PorterRoleSet is being deleted" in str(err.value)
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", "porter-system"])
+def test_connections_in_protected_namespaces_are_forbidden_whatever_the_rules(namespace: str) -> None:
+    """The ClusterRole patches ServiceAccounts and posts Events everywhere: the operator keeps out of these."""
+    with pytest.raises(kopf.AdmissionError) as err:
+        check("CREATE", sic(ALLOWED), annotation="aws:*", namespace=namespace, operator_namespace="porter-system")
+    assert err.value.code == 403
+    assert f"connections may not live in namespace {namespace}" in str(err.value)
+
+
+def test_the_operator_namespace_can_be_allowed() -> None:
+    check(
+        "CREATE",
+        sic(ALLOWED),
+        annotation="aws:*",
+        namespace="porter-system",
+        operator_namespace="porter-system",
+        allow_operator_namespace=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "settings"),
+    [
+        ({"aws": {"role": "shop-api"}}, {"operator_aws_role_arn": "arn:aws:iam::123456789012:role/ops/Shop-API"}),
+        (
+            {"gcp": {"serviceAccountEmail": "shop-op@p-roj.iam.gserviceaccount.com"}},
+            {"operator_gcp_service_account": "shop-op@p-roj.iam.gserviceaccount.com"},
+        ),
+    ],
+    ids=["aws", "gcp"],
+)
+def test_the_operators_own_identity_is_forbidden_even_when_a_rule_allows_it(
+    spec: dict[str, Any], settings: dict[str, str]
+) -> None:
+    body = sic({"serviceAccountName": "app", **spec})
+    check("CREATE", body, annotation="aws:* gcp:*")  # allowed while it is not the operator's
+    with pytest.raises(kopf.AdmissionError) as err:
+        check("CREATE", body, annotation="aws:* gcp:*", **settings)
+    assert err.value.code == 403 and "is the operator's own identity" in str(err.value)
 
 
 def test_invalid_spec_is_unprocessable_with_the_field() -> None:

@@ -41,6 +41,12 @@ class Policy(CamelModel):
     """Deny unless some rule whose namespaces match allows the identity (rules only ever add)."""
 
     rules: list[Rule] = Field(default_factory=list)
+    max_links_per_namespace_per_identity: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many connections in one namespace may name the same identity (one Azure "
+        "credential or GCP member each), so no namespace uses up a shared identity's cloud limits; unset: no limit.",
+    )
 
     def named(self) -> list[tuple[str, Rule]]:
         return [(rule.name or f"rules[{i}]", rule) for i, rule in enumerate(self.rules)]

@@ -73,3 +73,16 @@ else:
         "serviceAccountEmail must be an IAM service account email such as name@project-id.iam.gserviceaccount.com",
         254,
     )
+
+
+def spec_change_while_deleting(kind: str, old: Any, new: Any) -> str | None:
+    """Why an update is refused when it changes the spec of an object being deleted, else None.
+
+    CEL cannot see metadata.deletionTimestamp, so only the webhook applies this. Once deletion has begun the
+    operator removes the link the old spec made: a new spec would be shown as the state of a link never made."""
+    if not (new or {}).get("metadata", {}).get("deletionTimestamp") or (old or {}).get("spec") == new.get("spec"):
+        return None
+    return (
+        f"spec cannot change while the {kind} is being deleted (metadata.deletionTimestamp is set): "
+        "wait until it is gone, then create it again"
+    )

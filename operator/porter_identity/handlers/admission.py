@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any, Literal, TypeVar, cast
 
 import kopf
+from kubernetes import client
 from pydantic import BaseModel, ValidationError
 
 from porter_identity import GROUP, VERSION
-from porter_identity.api import connection, roleset
+from porter_identity.api import connection, roleset, validation
+from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
+from porter_identity.errors import CloudError
 from porter_identity.handlers import namespaces
+from porter_identity.providers.azure import AzureProvider
+from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.roleset import account_refusal
 
 CONNECTION_PATH = "validate-connection"
@@ -21,9 +26,15 @@ FORBIDDEN = 403
 INVALID = 422
 
 
-def _unchanged(operation: str | None, old: kopf.Body | None, new: kopf.Body | None) -> bool:
-    """Deletions in progress and metadata-only updates (our finalizer and bookkeeping patches) always pass."""
-    if new is None or new.get("metadata", {}).get("deletionTimestamp"):
+def _unchanged(kind: str, operation: str | None, old: kopf.Body | None, new: kopf.Body | None) -> bool:
+    """Metadata-only updates (our finalizer and bookkeeping patches) always pass, deleted objects included;
+    a spec change on an object being deleted is refused."""
+    if new is None:
+        return True
+    frozen = validation.spec_change_while_deleting(kind, old, new)
+    if frozen is not None:
+        raise kopf.AdmissionError(frozen, code=INVALID)
+    if new.get("metadata", {}).get("deletionTimestamp"):
         return True
     return operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec")
 
@@ -46,7 +57,7 @@ def validate_connection(
     allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
-    if _unchanged(operation, old, new):
+    if _unchanged(connection.KIND, operation, old, new):
         return
     assert new is not None
     spec = _parse(connection.ConnectionSpec, new.get("spec"))
@@ -59,18 +70,51 @@ def validate_connection(
             raise kopf.AdmissionError(
                 "the provider (aws, azure or gcp) cannot change; create a new connection instead", INVALID
             )
-    decision = namespaces.check(memo, allowed_identities, spec, namespace or "")
+    ns = namespace or ""
+    # Protected namespaces and the operator's own identities by name come first, inside the policy decision.
+    decision = namespaces.check(memo, allowed_identities, spec, ns)
     if not decision.allowed:
         # The index lags the API server: a Namespace applied with its connection may not be in it yet.
         decision = namespaces.check_live(memo, spec, namespace or "")
     if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=FORBIDDEN)
+    refused = guard.own_identity(spec, memo.own_identities, _azure_client_id(memo, spec)) or _over_budget(
+        memo, spec, ns, str(new.get("metadata", {}).get("name", ""))
+    )
+    if refused is not None:
+        raise kopf.AdmissionError(refused.message, code=FORBIDDEN)
+
+
+def _azure_client_id(memo: kopf.Memo, spec: connection.ConnectionSpec) -> str | None:
+    """The named Azure identity's client id, read only when the operator's own client id is known; None when it
+    cannot be read now (reconcile checks again with the identity it reads anyway)."""
+    own: guard.OwnIdentities = memo.own_identities
+    azure: AzureProvider | None = memo.clouds.azure if own.azure_client_ids and spec.azure is not None else None
+    if azure is None or spec.azure is None:
+        return None
+    try:
+        return azure.get_identity(spec.azure.resource_group, spec.azure.identity_name).client_id
+    except CloudError:
+        return None
+
+
+def _over_budget(memo: kopf.Memo, spec: connection.ConnectionSpec, namespace: str, name: str) -> policy.Decision | None:
+    """The namespace's budget per identity, counted from the API server itself (a quorum list, not the watch
+    cache), so connections created a moment ago count."""
+    rules: Policy | None = memo.policy
+    limit = rules.max_links_per_namespace_per_identity if rules is not None else None
+    if limit is None:
+        return None
+    listed: Any = client.CustomObjectsApi(memo.kube).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, connection.PLURAL
+    )
+    return guard.over_budget(spec, namespace, limit, guard.targets(listed["items"], excluding=name))
 
 
 def validate_roleset(
     operation: str | None, old: kopf.Body | None, new: kopf.Body | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    if _unchanged(operation, old, new):
+    if _unchanged(roleset.KIND, operation, old, new):
         return
     assert new is not None
     spec = _parse(roleset.RoleSetSpec, new.get("spec"))

@@ -10,7 +10,7 @@ from kubernetes import client
 
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.config import Settings
-from porter_identity.reconcile import policy
+from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.policy import ANNOTATION
 
 
@@ -27,7 +27,8 @@ def annotation_of(index: kopf.Index[str, str] | None, namespace: str) -> str | N
 
 
 def check(memo: kopf.Memo, index: kopf.Index[str, str] | None, spec: ConnectionSpec, namespace: str) -> policy.Decision:
-    """The policy decision for a connection, from the loaded policy file and the namespace's annotation."""
+    """The policy decision for a connection: refusals no rule lifts (reconcile/guard.py), then the loaded policy
+    file and the namespace's annotation. Admission, reconcile and the drift sweep all decide here."""
     return _decide(memo, spec, namespace, annotation_of(index, namespace))
 
 
@@ -55,6 +56,9 @@ def check_live(memo: kopf.Memo, spec: ConnectionSpec, namespace: str) -> policy.
 
 def _decide(memo: kopf.Memo, spec: ConnectionSpec, namespace: str, annotation: str | None) -> policy.Decision:
     settings: Settings = memo.settings
+    guarded = guard.refusal(spec, namespace, settings, memo.own_identities)
+    if guarded is not None:
+        return guarded
     return policy.decide(
         spec,
         namespace,
