@@ -76,3 +76,25 @@ def project_of(email: str) -> str | None:
     domain = email.rsplit("@", 1)[-1]
     suffix = ".iam.gserviceaccount.com"
     return domain[: -len(suffix)] if domain.endswith(suffix) else None
+
+
+POLICY_PATH = "/porter/"
+"""The IAM path of the managed policies a PorterRoleSet writes."""
+
+
+@dataclass(frozen=True)
+class ManagedPolicy:
+    arn: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ObservedRole:
+    """A role as IAM returns it."""
+
+    name: str
+    arn: str
+    trust: dict[str, Any]
+    inline: dict[str, dict[str, Any]]
+    managed: dict[str, ManagedPolicy]  # attached policies by policy name
+    tags: dict[str, str]

@@ -105,7 +105,8 @@ def test_a_stalled_connection_says_why_in_get_and_describe(
     conns.create("missing", "missing", aws={"role": "no-such-role"})
     conns.wait_reason("missing", "RoleNotFound")
     [row] = [_columns(line) for line in kubectl("-n", namespace, "get", "sic").stdout.splitlines()[1:]]
-    assert row[1:6] == ["missing", "aws", "no-such-role", "False", "RoleNotFound"]
+    # The Identity column shows the identity actually linked: none here; the message names the one asked for.
+    assert row[1:5] == ["missing", "aws", "False", "RoleNotFound"]
     described = _describe_until(kubectl, "-n", namespace, "sic", "missing", wanted=["Warning", "RoleNotFound"])
     conditions = _condition_block(described)
     assert re.search(r"Type:\s+Stalled", conditions) and "no-such-role" in conditions

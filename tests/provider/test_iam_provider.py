@@ -12,9 +12,10 @@ import pytest
 
 from porter_dev.processes import AWS_REGION, AwsEmulator
 from porter_identity.errors import AccessDenied, Conflict, LimitExceeded, NotFound
+from porter_identity.model import POLICY_PATH
 from porter_identity.providers import iam as iam_module
 from porter_identity.providers.iam import SESSION_NAME, AssumedRoles, IamRoles
-from porter_identity.reconcile.roleset import POLICY_PATH, TRUST_LIMIT
+from porter_identity.reconcile.roleset import TRUST_LIMIT
 
 ACCOUNT = "123456789012"
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"

@@ -13,6 +13,7 @@ from porter_identity.api.roleset import PresetName, RoleSetSpec, TakeOver
 from porter_identity.iam.desired import desired_roles
 from porter_identity.iam.policy import VERSION, compact, document, size
 from porter_identity.iam.presets import ACCOUNT_PLACEHOLDER, PRESETS, S3_PRESET, statements_for
+from porter_identity.model import ManagedPolicy, ObservedRole
 from porter_identity.reconcile.roleset import (
     CREATED_TAG,
     INLINE_LIMIT,
@@ -26,8 +27,6 @@ from porter_identity.reconcile.roleset import (
     DesiredRole,
     Kind,
     Layout,
-    ManagedPolicy,
-    ObservedRole,
     Step,
     TooLarge,
     account_refusal,

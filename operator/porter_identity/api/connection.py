@@ -145,7 +145,10 @@ class ConnectionStatus(CamelModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     provider: Provider | None = Field(default=None, description="aws, azure or gcp (a printer column).")
-    identity: str | None = Field(default=None, description="The cloud identity as the spec names it (printer column).")
+    identity: str | None = Field(
+        default=None,
+        description="The cloud identity actually linked, in the spec's form (printer column); empty while nothing is.",
+    )
     aws: AwsStatus | None = None
     azure: AzureStatus | None = None
     gcp: GcpStatus | None = None

@@ -14,6 +14,7 @@ from porter_identity.errors import CloudError, Conflict
 from porter_identity.iam.desired import desired_roles
 from porter_identity.kube.secrets import SecretForbidden
 from porter_identity.links.base import Change
+from porter_identity.model import ObservedRole
 from porter_identity.providers.aws import AwsProvider
 from porter_identity.providers.iam import AssumedRoles, IamRoles
 from porter_identity.reconcile import aws as associations
@@ -26,7 +27,6 @@ from porter_identity.reconcile.roleset import (
     DesiredRole,
     Kind,
     Layout,
-    ObservedRole,
     RolePlan,
     Step,
     TooLarge,

@@ -16,8 +16,8 @@ from botocore.credentials import RefreshableCredentials
 from porter_identity import metrics
 from porter_identity.errors import NotFound
 from porter_identity.iam.policy import compact
+from porter_identity.model import POLICY_PATH, ManagedPolicy, ObservedRole
 from porter_identity.providers.aws import translated
-from porter_identity.reconcile.roleset import POLICY_PATH, ManagedPolicy, ObservedRole
 
 SESSION_NAME = "porter-identity"
 SESSION_SECONDS = 3600

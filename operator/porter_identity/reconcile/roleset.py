@@ -10,6 +10,7 @@ from typing import Any
 
 from porter_identity.api.roleset import TakeOver
 from porter_identity.iam.policy import compact, document, listed, size
+from porter_identity.model import POLICY_PATH, ObservedRole
 from porter_identity.reconcile.outcome import Outcome, Reason, stalled
 from porter_identity.redact import REDACTED
 
@@ -20,7 +21,6 @@ MANAGED_LIMIT = 6_144  # one managed policy
 MANAGED_PER_ROLE = 10
 
 INLINE_POLICY = "porter-permissions"
-POLICY_PATH = "/porter/"
 MANAGED_TAG = "porter.run/managed"
 OWNER_TAG = "porter.run/owner"
 CREATED_TAG = "porter.run/created-by"
@@ -52,24 +52,6 @@ class Layout:
     @property
     def names(self) -> list[str]:
         return [*self.inline, *self.managed]
-
-
-@dataclass(frozen=True)
-class ManagedPolicy:
-    arn: str
-    document: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ObservedRole:
-    """A role as IAM returns it."""
-
-    name: str
-    arn: str
-    trust: dict[str, Any]
-    inline: dict[str, dict[str, Any]]
-    managed: dict[str, ManagedPolicy]  # attached policies by policy name
-    tags: dict[str, str]
 
 
 class Kind(StrEnum):

@@ -1,0 +1,67 @@
+"""The import direction of the layers (DESIGN.md section 2): observed state and API models depend on nothing above
+them, decisions never reach a cloud, cloud adapters never decide."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "porter_identity"
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("porter_identity"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("porter_identity")}
+    return found
+
+
+def modules(under: str) -> list[Path]:
+    root = PACKAGE / under
+    return sorted(root.rglob("*.py")) if root.is_dir() else [root]
+
+
+@pytest.mark.parametrize("path", modules("model.py") + modules("errors.py"), ids=lambda p: p.name)
+def test_observed_state_and_errors_import_nothing_of_ours(path: Path) -> None:
+    assert imports_of(path) == set()
+
+
+# The seed's presets are data the PorterRoleSet model validates against (their names, the bucket role names).
+SEED_DATA = ("porter_identity.iam.presets", "porter_identity.iam.policy")
+
+
+@pytest.mark.parametrize("path", modules("api"), ids=lambda p: p.name)
+def test_api_models_import_only_the_api_the_seed_data_and_the_package_root(path: Path) -> None:
+    above = {m for m in imports_of(path) if not m.startswith(("porter_identity.api", *SEED_DATA))}
+    assert above <= {"porter_identity", "porter_identity.GROUP", "porter_identity.VERSION"}, above
+
+
+def test_the_seed_data_imports_only_itself() -> None:
+    for name in ("presets.py", "policy.py"):
+        assert {m for m in imports_of(PACKAGE / "iam" / name) if not m.startswith(SEED_DATA)} == set()
+
+
+@pytest.mark.parametrize("path", modules("reconcile"), ids=lambda p: p.name)
+def test_decisions_never_import_a_cloud_adapter_or_a_link(path: Path) -> None:
+    assert not [m for m in imports_of(path) if m.startswith(("porter_identity.providers", "porter_identity.links"))]
+
+
+@pytest.mark.parametrize("path", modules("providers"), ids=lambda p: p.name)
+def test_cloud_adapters_never_import_a_decision(path: Path) -> None:
+    assert not [
+        m
+        for m in imports_of(path)
+        if m.startswith(("porter_identity.reconcile", "porter_identity.links", "porter_identity.handlers"))
+    ]
+
+
+@pytest.mark.parametrize("path", modules("links"), ids=lambda p: p.name)
+def test_links_never_import_kopf_handlers(path: Path) -> None:
+    assert not [m for m in imports_of(path) if m.startswith("porter_identity.handlers")]
