@@ -57,7 +57,8 @@ async def configure(
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
     memo.lifecycle = Lifecycle(
-        registry.build(config, memo.clouds, memo.service_accounts), config.block_broad_permissions
+        registry.build(config, memo.clouds, memo.service_accounts, memo.own_identities),
+        config.block_broad_permissions,
     )
     # Runs outside a connection's handler (sweep, woken claimants) read ownership and policy from the same indexes.
     memo.by_service_account = by_service_account

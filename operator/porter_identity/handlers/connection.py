@@ -12,15 +12,16 @@ from pydantic import ValidationError
 
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, SINGULAR, ServiceIdentityConnection
+from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.handlers import namespaces
 from porter_identity.handlers.shard import in_shard
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.events import Events
 from porter_identity.links.base import Result
-from porter_identity.links.lifecycle import Lifecycle, Step
+from porter_identity.links.lifecycle import Lifecycle, Step, recorded
 from porter_identity.providers.locks import KeyedLocks
-from porter_identity.reconcile import backoff, claims, conditions
+from porter_identity.reconcile import backoff, claims, conditions, guard
 from porter_identity.reconcile.drift import DRIFT_CORRECTED
 from porter_identity.reconcile.outcome import NOT_CLAIMING, OUTSIDE_THE_SPEC, Outcome, Reason, State, stalled
 
@@ -112,6 +113,8 @@ def run(
     lifecycle: Lifecycle = memo.lifecycle
     decision = namespaces.check(memo, allowed, conn.spec, conn.metadata.namespace or "")
     refusal = None if decision.allowed else decision.message
+    if refusal is None and recorded(conn) is None:
+        refusal = _over_budget(memo, owners, conn)
     with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, conn.spec.provider.value):
         step = lifecycle.apply(conn, refusal, _owner(owners, conn, ignoring))
         if step.result.outcome.state is State.READY:
@@ -127,14 +130,47 @@ def run(
         return step
 
 
+def _nowhere(body: Any, type: str, reason: str, message: str) -> None:
+    """Where Events of connections in a protected namespace go."""
+
+
+def _over_budget(
+    memo: kopf.Memo, owners: kopf.Index[ClaimKey, claims.Claim] | None, conn: ServiceIdentityConnection
+) -> str | None:
+    """The policy's per-namespace budget on one identity, for a connection that links nothing yet: counted over the
+    connections of its namespace that hold a link (so when the webhook was bypassed, the first to link keep theirs)."""
+    policy: Policy | None = memo.policy
+    limit = policy.max_links_per_namespace_per_identity if policy is not None else None
+    if limit is None or owners is None:
+        return None
+    ns, provider = conn.metadata.namespace or "", conn.spec.provider.value
+    holding = [
+        guard.target_named(provider, c.identity)
+        for key in list(owners)
+        if key[0] == ns and key[2] == provider
+        for c in owners.get(key, [])
+        if c.rank == claims.HOLDS and c.uid != conn.metadata.uid
+    ]
+    refused = guard.over_budget(conn.spec, ns, limit, [t for t in holding if t is not None])
+    return None if refused is None else refused.message
+
+
 def _report(
-    body: Any, conn: ServiceIdentityConnection, step: Step, post: Any, logger: Any, drift: str | None = None
+    body: Any,
+    conn: ServiceIdentityConnection,
+    step: Step,
+    settings: Settings,
+    post: Any,
+    logger: Any,
+    drift: str | None = None,
 ) -> bool:
     """Events and the log line for one run; True when the Ready condition changed. `drift`: what the sweep saw,
     when this run repaired something changed outside (a DriftCorrected Warning instead of the Normal Event)."""
     result = step.result
     provider = conn.spec.provider.value
     metrics.reconciled(KIND, provider, result.outcome.reason.value)
+    if guard.protected_namespace(conn.metadata.namespace or "", settings) is not None:
+        post = _nowhere  # the operator posts nothing in a protected namespace (docs/security.md)
     kstatus.warn_broad(body, conn.status, result.privilege, result.outcome, post)
     before = conditions.ready_condition(conn.status.conditions)
     changed = before is None or (before.reason, before.message) != (result.outcome.reason.value, result.outcome.message)
@@ -187,7 +223,7 @@ def _settle(
     new = kstatus.next_status(conn, step.result.outcome, step.result.privilege, step.linked, step.result.status)
     kstatus.write(patch, conn.status, new)
     events: Events = memo.events
-    _report(body, conn, step, events.post, logger)
+    _report(body, conn, step, memo.settings, events.post, logger)
     if step.result.outcome.reason in NOT_CLAIMING and _claimed(conn):
         _wake(memo, owners, _key(conn), conn.metadata.uid)
     if step.result.outcome.retryable:
@@ -312,7 +348,7 @@ def rerun(
                 return None  # written meanwhile: kopf's handler has the newer state
             raise
     log.debug(f"{namespace}/{name}: run again: {why}")
-    _report(body, conn, step, events.post, log, why if drifted else None)
+    _report(body, conn, step, memo.settings, events.post, log, why if drifted else None)
     return step.result.outcome
 
 

@@ -9,7 +9,7 @@ from porter_identity.links.base import Change, Result, kept_for_another, mark_re
 from porter_identity.model import Credential, Identity
 from porter_identity.providers.azure import AzureProvider
 from porter_identity.reconcile import azure as decide
-from porter_identity.reconcile import drift, outcome
+from porter_identity.reconcile import drift, guard, outcome
 from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Outcome, Reason, State
@@ -45,10 +45,13 @@ class AzureLink:
     provider = Provider.AZURE
     moves_in_place = False  # credentials live on the identity they federate
 
-    def __init__(self, cloud: AzureProvider, accounts: ServiceAccounts, issuer: str) -> None:
+    def __init__(
+        self, cloud: AzureProvider, accounts: ServiceAccounts, issuer: str, own: guard.OwnIdentities | None = None
+    ) -> None:
         self.cloud = cloud
         self.accounts = accounts
         self.issuer = issuer
+        self.own = own or guard.OwnIdentities()
 
     def _recorded_name(self, conn: ServiceIdentityConnection) -> str | None:
         """The credential name status records for the spec's identity (a legacy name keeps being used)."""
@@ -88,6 +91,10 @@ class AzureLink:
                     ),
                     None,
                 )
+            # Azure names an identity by resource group and name, the operator knows its own by client id.
+            own = guard.own_identity(conn.spec, self.own, identity.client_id)
+            if own is not None:
+                return Result(outcome.stalled(Reason.NOT_ALLOWED, own.message), None)
             step = f"reading the role assignments of {where}"
             privilege = _privilege(self.cloud, where, identity)
             refusal = least.blocked(privilege, block_broad)

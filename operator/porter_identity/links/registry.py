@@ -12,6 +12,7 @@ from porter_identity.links.azure import AzureLink
 from porter_identity.links.base import Link
 from porter_identity.links.gcp import GcpLink
 from porter_identity.providers.clients import Clouds
+from porter_identity.reconcile.guard import OwnIdentities
 
 NEEDS = {
     Provider.AWS: "PORTER_EKS_CLUSTER_NAME",
@@ -28,12 +29,12 @@ class Registry:
         return self.links.get(provider)
 
 
-def build(settings: Settings, clouds: Clouds, accounts: ServiceAccounts) -> Registry:
+def build(settings: Settings, clouds: Clouds, accounts: ServiceAccounts, own: OwnIdentities | None = None) -> Registry:
     links: dict[Provider, Link] = {}
     if clouds.aws is not None:
         links[Provider.AWS] = AwsLink(clouds.aws, settings.aws_account_id, settings.drift_role_checks_per_sweep)
     if clouds.azure is not None and settings.oidc_issuer is not None:
-        links[Provider.AZURE] = AzureLink(clouds.azure, accounts, settings.oidc_issuer)
+        links[Provider.AZURE] = AzureLink(clouds.azure, accounts, settings.oidc_issuer, own)
     if clouds.gcp is not None and settings.workload_pool is not None and settings.gcp_project_id is not None:
         links[Provider.GCP] = GcpLink(clouds.gcp, accounts, settings.gcp_project_id, settings.workload_pool)
     return Registry(links)

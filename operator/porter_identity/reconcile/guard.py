@@ -136,3 +136,16 @@ def over_budget(spec: ConnectionSpec, namespace: str, limit: int | None, others:
         f"namespace {namespace} already has {used} connections to {target.shown}, the policy's {BUDGET_KEY} "
         f"({limit}); remove one first (other namespaces are not affected)",
     )
+
+
+def target_named(provider: str, identity: str) -> Target | None:
+    """The Target of an identity in its spec form (as the connection index keeps it), None when it does not parse."""
+    blocks: dict[str, dict[str, str]] = {
+        "aws": {"role": identity},
+        "azure": dict(zip(("resourceGroup", "identityName"), identity.split("/", 1), strict=False)),
+        "gcp": {"serviceAccountEmail": identity},
+    }
+    try:
+        return target_of(ConnectionSpec.model_validate({"serviceAccountName": "x", provider: blocks[provider]}))
+    except (ValidationError, ValueError, KeyError):
+        return None
