@@ -325,3 +325,29 @@ def test_azure_orphan_is_claimed_by_a_connection_on_that_identity_and_service_ac
     assert drift.still_claimed(orphan, group, [(group, linked("c", service_account="sa"))])
     assert not drift.still_claimed(orphan, group, [(("azure", "rg", "other"), linked("c", service_account="sa"))])
     assert not drift.still_claimed(orphan, group, [(group, linked("c", service_account="other"))])
+
+
+def test_azure_identities_named_in_another_case_are_one_group() -> None:
+    """ARM names are case-insensitive: RG/READER in one namespace and rg/reader in another are one identity, read
+    once, and neither namespace's credential looks like an orphan to the other's group."""
+    upper = body(
+        spec={"serviceAccountName": "a", "aws": None, "azure": {"identityName": "READER", "resourceGroup": "RG"}}
+    )
+    lower = body(
+        spec={"serviceAccountName": "b", "aws": None, "azure": {"identityName": "reader", "resourceGroup": "rg"}}
+    )
+    upper["spec"].pop("aws")
+    lower["spec"].pop("aws")
+    first, second = drift.entry(upper), drift.entry(lower)
+    assert first is not None and second is not None and first[0] == second[0] == ("azure", "rg", "reader")
+    both = [linked("a", namespace="one", service_account="a"), linked("b", namespace="two", service_account="b")]
+    listed = [cred("one", "a"), cred("two", "b")]
+    assert drift.azure_findings("rg/reader", ISSUER, both, listed).orphans == ()
+
+
+def test_legacy_credential_names_are_ours_and_other_issuers_are_not() -> None:
+    from porter_identity.reconcile import azure
+
+    legacy = cred("ns", "old", name=azure.legacy_credential_name("ns", "old"))
+    assert azure.ours(legacy, ISSUER) == ("ns", "old")
+    assert azure.ours(cred("ns", "old", issuer="https://another-cluster"), ISSUER) is None
