@@ -205,56 +205,55 @@ def links_become(cloud: Cloud, conns: Connections, sa: str, expected: set[str], 
     wait_for(lambda: cloud.links(conns.namespace, sa) == expected, timeout, what=f"{cloud.name} links == {expected}")
 
 
+def linked(cloud: Cloud, conns: Connections, service_account: Any, identity: str, **spec: Any) -> dict[str, Any]:
+    """A Ready connection `app` for the ServiceAccount `app`."""
+    service_account(conns.namespace, "app")
+    conns.create("app", "app", **spec, **cloud.spec(identity))
+    return conns.wait_ready("app")
+
+
+def deleted_leaves_nothing(cloud: Cloud, conns: Connections, name: str = "app") -> None:
+    conns.delete(name)
+    conns.wait_gone(name)
+    assert cloud.links(conns.namespace, "app") == set()
+
+
 def test_create_and_delete(cloud: Cloud, conns: Connections, service_account: Any) -> None:
     one = cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", **cloud.spec(one))
-    obj = conns.wait_ready("app")
+    obj = linked(cloud, conns, service_account, one)
     assert cloud.links(conns.namespace, "app") == {one}
     assert obj["status"]["identity"] == cloud.shown(one)
-    conns.delete("app")
-    conns.wait_gone("app")
-    assert cloud.links(conns.namespace, "app") == set()
+    deleted_leaves_nothing(cloud, conns)
 
 
 def test_identity_change_moves_the_link(cloud: Cloud, conns: Connections, service_account: Any) -> None:
     old, new = cloud.identity(), cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", **cloud.spec(old))
-    conns.wait_ready("app")
+    linked(cloud, conns, service_account, old)
     conns.patch_spec("app", cloud.spec(new))
     obj = conns.wait_ready("app")
     assert cloud.links(conns.namespace, "app") == {new}  # the old identity can no longer be used
     assert obj["status"]["identity"] == cloud.shown(new)
     moved = "Updated" if cloud.name == "aws" else "Moved"
     wait_for(lambda: moved in reasons(conns, "app"), 10, what=f"a {moved} Event")
-    conns.delete("app")
-    conns.wait_gone("app")
-    assert cloud.links(conns.namespace, "app") == set()
+    deleted_leaves_nothing(cloud, conns)
 
 
 def test_a_refused_identity_removes_the_old_link(cloud: Cloud, conns: Connections, service_account: Any) -> None:
     """Status stops recording the link: the operator still finds it in the cloud and removes it."""
     old = cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", **cloud.spec(old))
-    conns.wait_ready("app")
+    linked(cloud, conns, service_account, old)
     conns.patch_spec("app", cloud.spec(MISSING[cloud.name]))
     conns.wait_reason("app", MISSING_REASON[cloud.name])
     links_become(cloud, conns, "app", set())
     wait_for(lambda: "Deleted" in reasons(conns, "app"), 10, what="a Deleted Event")
-    conns.delete("app")
-    conns.wait_gone("app")
-    assert cloud.links(conns.namespace, "app") == set()
+    deleted_leaves_nothing(cloud, conns)
 
 
 def test_retain_survives_the_orphan_sweep_and_is_adopted(
     cloud: Cloud, conns: Connections, service_account: Any
 ) -> None:
     one = cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", deletionPolicy="Retain", **cloud.spec(one))
-    conns.wait_ready("app")
+    linked(cloud, conns, service_account, one, deletionPolicy="Retain")
     conns.delete("app")
     conns.wait_gone("app")
     assert cloud.links(conns.namespace, "app") == {one}
@@ -265,16 +264,12 @@ def test_retain_survives_the_orphan_sweep_and_is_adopted(
     conns.wait_ready("again")
     wait_for(lambda: "Adopted" in reasons(conns, "again"), 10, what="an Adopted Event")
     assert cloud.links(conns.namespace, "app") == {one}
-    conns.delete("again")
-    conns.wait_gone("again")
-    assert cloud.links(conns.namespace, "app") == set()
+    deleted_leaves_nothing(cloud, conns, "again")
 
 
 def test_link_deleted_outside_comes_back(cloud: Cloud, conns: Connections, service_account: Any) -> None:
     one = cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", **cloud.spec(one))
-    conns.wait_ready("app")
+    linked(cloud, conns, service_account, one)
     cloud.break_link(conns.namespace, "app")
     links_become(cloud, conns, "app", {one}, timeout=SWEEPS)
     wait_for(lambda: "DriftCorrected" in reasons(conns, "app"), SWEEPS, what="a DriftCorrected Event")
@@ -374,9 +369,7 @@ def test_retained_service_account_annotation_marks_the_link(
     """Azure credentials carry no tags: the Retain mark lives on the ServiceAccount, and adoption clears it."""
     cloud = Azure(azure)
     one = cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", deletionPolicy="Retain", **cloud.spec(one))
-    conns.wait_ready("app")
+    linked(cloud, conns, service_account, one, deletionPolicy="Retain")
     conns.delete("app")
     conns.wait_gone("app")
     assert sa_annotations(api, conns.namespace, "app")["identity.porter.run/retained-azure"] == f"{RG}/{one}"
@@ -458,9 +451,7 @@ def test_operator_killed_mid_move_converges_to_the_new_link(
     """kill -9 right after an identity change: the restarted operator finishes the move (status still names the
     old identity until the new link is Ready), leaving exactly the new link."""
     old, new = cloud.identity(), cloud.identity()
-    service_account(conns.namespace, "app")
-    conns.create("app", "app", **cloud.spec(old))
-    conns.wait_ready("app")
+    linked(cloud, conns, service_account, old)
     conns.patch_spec("app", cloud.spec(new))
     operator.kill()
     operator.start().wait_ready()
