@@ -87,7 +87,9 @@ def test_get_sic_shows_real_values_for_each_provider_and_describe_explains_them(
     assert re.search(message, conditions), conditions
     assert re.search(r"Reason:\s+Bound", conditions) and re.search(r"Status:\s+True", conditions)
     events = aws.split("Events:", 1)[1]
-    assert re.search(r"Normal\s+Created\s+\S+\s+kopf\s+created EKS Pod Identity association a-\w+", events), events
+    assert re.search(
+        r"Normal\s+Created\s+\S+\s+porter-identity\s+created EKS Pod Identity association a-\w+", events
+    ), events
 
     az = _describe_until(kubectl, "-n", namespace, "sic", "inventory", wanted=["Events:", "federated"])
     assert re.search(r"Credential Name:\s+porter-", az) and re.search(r"Client Id:\s+\S+", az)

@@ -211,3 +211,9 @@ def test_a_namespace_the_index_has_not_seen_yet_is_read_before_refusing() -> Non
             memo=memo(policy=None, live="aws:shop-*"),
             allowed_identities={},
         )
+
+
+def test_deletion_policy_may_still_change_while_deleting() -> None:
+    """Switching to Retain is the way out of a delete that cannot finish: the webhook lets exactly that through."""
+    retained = {**ALLOWED, "deletionPolicy": "Retain"}
+    check("UPDATE", sic(retained, **DELETING), old=sic(ALLOWED, **DELETING))

@@ -79,8 +79,14 @@ def spec_change_while_deleting(kind: str, old: Any, new: Any) -> str | None:
     """Why an update is refused when it changes the spec of an object being deleted, else None.
 
     CEL cannot see metadata.deletionTimestamp, so only the webhook applies this. Once deletion has begun the
-    operator removes the link the old spec made: a new spec would be shown as the state of a link never made."""
-    if not (new or {}).get("metadata", {}).get("deletionTimestamp") or (old or {}).get("spec") == new.get("spec"):
+    operator removes the link the old spec made: a new spec would be shown as the state of a link never made.
+    deletionPolicy may still change: switching to Retain is the documented way out of a delete that cannot finish
+    (an ExternalId Secret gone, a cloud the operator is no longer configured for)."""
+    if not (new or {}).get("metadata", {}).get("deletionTimestamp"):
+        return None
+    before = {k: v for k, v in ((old or {}).get("spec") or {}).items() if k != "deletionPolicy"}
+    after = {k: v for k, v in (new.get("spec") or {}).items() if k != "deletionPolicy"}
+    if before == after:
         return None
     return (
         f"spec cannot change while the {kind} is being deleted (metadata.deletionTimestamp is set): "

@@ -224,12 +224,23 @@ def _settle(
     kstatus.write(patch, conn.status, new)
     events: Events = memo.events
     _report(body, conn, step, memo.settings, events.post, logger)
-    if step.result.outcome.reason in NOT_CLAIMING and _claimed(conn):
-        _wake(memo, owners, _key(conn), conn.metadata.uid)
+    _pass_on(memo, owners, conn, step)
     if step.result.outcome.retryable:
         raise kopf.TemporaryError(
             step.result.outcome.message, delay=_backoff(step.result.outcome, retry, memo.settings)
         )
+
+
+def _pass_on(
+    memo: kopf.Memo, owners: kopf.Index[ClaimKey, claims.Claim] | None, conn: ServiceIdentityConnection, step: Step
+) -> None:
+    """Wake the next claimant when this connection stopped claiming, or yielded and removed the link it had made
+    (two made at the same moment: the owner may have failed against this one's link meanwhile)."""
+    reason = step.result.outcome.reason
+    gave_up = reason in NOT_CLAIMING and _claimed(conn)
+    yielded = reason is Reason.CONFLICT and step.result.change is not None
+    if gave_up or yielded:
+        _wake(memo, owners, _key(conn), conn.metadata.uid)
 
 
 def _claimed(conn: ServiceIdentityConnection) -> bool:
@@ -348,6 +359,7 @@ def rerun(
                 return None  # written meanwhile: kopf's handler has the newer state
             raise
     log.debug(f"{namespace}/{name}: run again: {why}")
+    _pass_on(memo, memo.by_service_account, conn, step)
     _report(body, conn, step, memo.settings, events.post, log, why if drifted else None)
     return step.result.outcome
 
