@@ -189,3 +189,11 @@ def test_two_holders_of_one_service_account_the_newer_yields() -> None:
     key = ("ns", "sa", "azure")
     assert claims.double_bound({key: [newer, older, waiting]}) == [(key, newer)]
     assert claims.double_bound({key: [older, waiting]}) == []
+
+
+def test_a_refusal_shows_even_where_another_connection_owns_and_leaves_its_link() -> None:
+    owner = Claim(0, "2026-01-01T00:00:00Z", "u0", "first", f"{RG}/new")
+    link = Recording()
+    step = lifecycle(link).apply(conn("new"), "not allowed by policy: x", owner)
+    assert step.result.outcome.reason is Reason.NOT_ALLOWED
+    assert link.calls == []  # the credential on rg/new is the owner's

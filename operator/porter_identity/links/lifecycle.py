@@ -61,12 +61,12 @@ class Lifecycle:
                 Reason.NOT_CONFIGURED, f"{provider.value} connections need operator settings: {NEEDS[provider]}"
             )
             return Step(Result(outcome, getattr(conn.status, provider.value)), before)
+        if refusal is not None:
+            # The refusal is what the user must see, even where another connection owns the ServiceAccount.
+            return self._unlink(link, conn, Result(stalled(Reason.NOT_ALLOWED, refusal), None), before, owner)
         if owner is not None:
             return self._yield_to(link, conn, owner, before)
-        if refusal is not None:
-            result = Result(stalled(Reason.NOT_ALLOWED, refusal), None)
-        else:
-            result = link.apply(conn, self.block_broad)
+        result = link.apply(conn, self.block_broad)
         outcome = result.outcome
         if outcome.state is State.RECONCILING:
             # Make-before-break: the link recorded stays until the spec's one is Ready.
@@ -87,13 +87,23 @@ class Lifecycle:
         )
         return Step(Result(outcome, result.status, moved, result.privilege), conn.spec.identity)
 
-    def _unlink(self, link: Link, conn: ServiceIdentityConnection, result: Result, before: str | None) -> Step:
-        """A refusal: remove what this connection linked, found in the cloud, not only through status."""
+    def _unlink(
+        self,
+        link: Link,
+        conn: ServiceIdentityConnection,
+        result: Result,
+        before: str | None,
+        owner: Claim | None = None,
+    ) -> Step:
+        """A refusal: remove what this connection linked, found in the cloud, not only through status; never the
+        link another connection owns under the same names (Azure and GCP)."""
         previous = conditions.ready_condition(conn.status.conditions)
         repeated = previous is not None and previous.reason == result.outcome.reason.value
         if before is None and repeated and conn.status.observed_generation == conn.metadata.generation:
             return Step(result, None)  # a recheck of the same refusal: looked already, nothing is linked
         targets = [conn.spec.identity] + ([before] if before and not _same(link, before, conn.spec.identity) else [])
+        if owner is not None and not link.moves_in_place:
+            targets = [t for t in targets if not _same(link, t, owner.identity)]
         changes: list[Change] = []
         for identity in targets:
             gone = link.remove(conn, identity)
