@@ -1,7 +1,7 @@
 # porter-identity operator image: only the runtime package, non-root, no tests or emulators.
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY operator/ operator/
 # The wheel holds only the operator package: the emulators directory is not copied into the build.
 RUN mkdir emulators && pip wheel --no-cache-dir --wheel-dir /wheels .

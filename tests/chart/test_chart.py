@@ -201,7 +201,12 @@ def test_image_is_multi_stage_pinned_and_ships_only_the_operator() -> None:
     assert "org.opencontainers.image.source" in dockerfile
     ignore = (REPO_ROOT / ".dockerignore").read_text().split()
     assert ignore[0] == "*", "everything is excluded unless listed"
-    assert {line for line in ignore if line.startswith("!")} == {"!pyproject.toml", "!README.md", "!operator/"}
+    assert {line for line in ignore if line.startswith("!")} == {
+        "!pyproject.toml",
+        "!README.md",
+        "!LICENSE",
+        "!operator/",
+    }
 
 
 def test_cloud_identity_of_the_operator_itself() -> None:

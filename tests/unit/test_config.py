@@ -127,3 +127,14 @@ def test_security_settings_default_to_deny_and_warn_only(monkeypatch: pytest.Mon
     monkeypatch.setenv("PORTER_WEBHOOK_PORT", "70000")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    from porter_identity.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"porter-identity {metadata.version('porter-identity')}"
