@@ -86,4 +86,14 @@ def test_labels_name_no_object_and_no_secret(operator: Operator) -> None:
         if not name.startswith("porter_identity_"):
             continue
         keys = {k for k, _ in labels}
-        assert keys <= {"kind", "provider", "result", "operation", "outcome", "access", "le"}, (name, labels)
+        assert keys <= {"kind", "provider", "result", "operation", "outcome", "access", "le", "version"}, (name, labels)
+
+
+def test_build_info_and_process_metrics_and_no_created_series(operator: Operator) -> None:
+    from importlib import metadata
+
+    samples = scrape(operator)
+    assert value(samples, "porter_identity_build_info", version=metadata.version("porter-identity")) == 1
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert [name for name, _ in samples if name.endswith("_created")] == []
