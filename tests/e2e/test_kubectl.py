@@ -79,6 +79,13 @@ def test_get_sic_shows_real_values_for_each_provider_and_describe_explains_them(
 
     wide = kubectl("-n", namespace, "get", "sic", "-o", "wide").stdout
     assert "<none>" not in wide
+    header, *lines = wide.splitlines()
+    assert _columns(header)[-3:] == ["AGE", "LINK", "MESSAGE"]
+    links = {line.split()[0]: line.split()[7] for line in lines}
+    assert re.fullmatch(r"a-\w+", links["api"])
+    assert links["inventory"].startswith(f"porter-{namespace}-inventory-")
+    assert links["search"] == f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{namespace}/search]"
+    assert all("is bound to" in line or "is federated with" in line or "may act as" in line for line in lines)
 
     aws = _describe_until(kubectl, "-n", namespace, "sic", "api", wanted=["Created", "Events:"])
     assert "Service Account Name:  api" in aws

@@ -228,7 +228,15 @@ def test_status_subresource(version: dict[str, Any]) -> None:
 
 def test_printer_columns(version: dict[str, Any]) -> None:
     columns = version["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["ServiceAccount", "Provider", "Identity", "Ready", "Reason", "Age"]
+    assert [c["name"] for c in columns if not c.get("priority")] == [
+        "ServiceAccount",
+        "Provider",
+        "Identity",
+        "Ready",
+        "Reason",
+        "Age",
+    ]
+    assert [c["name"] for c in columns if c.get("priority") == 1] == ["Link", "Message"]  # kubectl get -o wide
     by_name = {c["name"]: c for c in columns}
     assert by_name["ServiceAccount"]["jsonPath"] == ".spec.serviceAccountName"
     assert by_name["Provider"]["jsonPath"] == ".status.provider"

@@ -26,7 +26,10 @@ def test_both_kinds_with_group_scope_and_columns() -> None:
     assert "## ServiceIdentityConnection\n" in text and "## PorterRoleSet\n" in text
     assert "`identity.porter.run/v1alpha1`, namespaced, short name `sic`." in text
     assert "`identity.porter.run/v1alpha1`, cluster-scoped, short name `prs`." in text
-    assert "Columns of `kubectl get`: ServiceAccount, Provider, Identity, Ready, Reason, Age." in text
+    assert (
+        "Columns of `kubectl get`: ServiceAccount, Provider, Identity, Ready, Reason, Age. "
+        "With `-o wide` also: Link, Message." in text
+    )
 
 
 def test_rows_carry_type_required_default_enum_limits_and_rules() -> None:

@@ -117,6 +117,10 @@ class AwsStatus(CamelModel):
     association_arn: str | None = Field(default=None, description="ARN of the association.")
     role_arn: str | None = Field(default=None, description="The role ARN the association grants.")
 
+    @property
+    def link_id(self) -> str | None:
+        return self.association_id
+
 
 class AzureStatus(CamelModel):
     """The federated identity credential the operator owns, and the identity it is on."""
@@ -128,11 +132,19 @@ class AzureStatus(CamelModel):
     principal_id: str | None = Field(default=None, description="Object id of the managed identity's principal.")
     tenant_id: str | None = Field(default=None, description="Tenant of the managed identity.")
 
+    @property
+    def link_id(self) -> str | None:
+        return self.credential_name
+
 
 class GcpStatus(CamelModel):
     """The member the operator owns in roles/iam.workloadIdentityUser on the IAM service account."""
 
     member: str | None = Field(default=None, description="serviceAccount:PROJECT.svc.id.goog[NS/SA].")
+
+    @property
+    def link_id(self) -> str | None:
+        return self.member
 
 
 class ConnectionStatus(CamelModel):
@@ -148,6 +160,11 @@ class ConnectionStatus(CamelModel):
     identity: str | None = Field(
         default=None,
         description="The cloud identity actually linked, in the spec's form (printer column); empty while nothing is.",
+    )
+    link: str | None = Field(
+        default=None,
+        description="The cloud link's id: association id (AWS), credential name (Azure) or member (GCP); "
+        "a column of kubectl get -o wide.",
     )
     aws: AwsStatus | None = None
     azure: AzureStatus | None = None

@@ -120,6 +120,9 @@ def connection_crd() -> dict[str, Any]:
         _ready_column("Ready", "status"),
         _ready_column("Reason", "reason"),
         _AGE,
+        # kubectl get -o wide
+        {"name": "Link", "type": "string", "jsonPath": ".status.link", "priority": 1},
+        {**_ready_column("Message", "message"), "priority": 1},
     ]
     return _crd(connection, "Namespaced", columns, connection.ConnectionSpec, connection.ConnectionStatus)
 

@@ -81,7 +81,14 @@ def _section(obj: dict[str, Any]) -> list[str]:
         f"`{spec['group']}/{version['name']}`, {scope}, short name `{', '.join(names['shortNames'])}`. "
         f"{root['description']}",
         "",
-        "Columns of `kubectl get`: " + ", ".join(c["name"] for c in version["additionalPrinterColumns"]) + ".",
+        "Columns of `kubectl get`: "
+        + ", ".join(c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority"))
+        + "."
+        + "".join(
+            " With `-o wide` also: " + ", ".join(wide) + "."
+            for wide in [[c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]]
+            if wide
+        ),
         "",
         "| field | type | description | constraints |",
         "|---|---|---|---|",

@@ -399,7 +399,7 @@ def delete(
         raise kopf.TemporaryError(result.outcome.message, delay=delay)
     if result.change is not None:
         memo.events.post(body, "Normal", result.change.reason, result.change.message)
-        logger.info(result.change.message, extra={"reason": result.change.reason})
+        logger.info(result.change.message, extra={"reason": result.change.reason, "provider": conn.spec.provider.value})
     _wake(memo, by_service_account, _key(conn), conn.metadata.uid)
 
 

@@ -8,7 +8,14 @@ from typing import Any
 import kopf
 from pydantic import BaseModel
 
-from porter_identity.api.connection import ConnectionStatus, Provider, ServiceIdentityConnection
+from porter_identity.api.connection import (
+    AwsStatus,
+    AzureStatus,
+    ConnectionStatus,
+    GcpStatus,
+    Provider,
+    ServiceIdentityConnection,
+)
 from porter_identity.reconcile import conditions
 from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.outcome import Outcome, Reason
@@ -38,8 +45,9 @@ def next_status(
     elif before is not None and before.observed_generation == generation:
         built.append(before)
     blocks: dict[str, Any] = {provider.value: provider_status} if provider is not None else {}
+    link = provider_status.link_id if isinstance(provider_status, AwsStatus | AzureStatus | GcpStatus) else None
     return ConnectionStatus(
-        observed_generation=generation, conditions=built, provider=provider, identity=linked, **blocks
+        observed_generation=generation, conditions=built, provider=provider, identity=linked, link=link, **blocks
     )
 
 
