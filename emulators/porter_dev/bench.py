@@ -305,10 +305,13 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
                 "spec": {"serviceAccountName": name, **_spec(providers[i], nth[i])},
             }
             tracks[names[i]].created = time.monotonic()
-            # The response is not needed: skipping its parsing keeps the load generator off the CPU it shares.
+            # The response is not needed: skipping its parsing keeps the load generator off the CPU it shares. Its
+            # body is still read off the socket before the connection goes back to the pool: a pooled connection
+            # with unread bytes answers the next request with them (BadStatusLine).
             response: Any = custom.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, body, _preload_content=False
             )
+            response.drain_conn()
             response.release_conn()
 
         harness = os.times()

@@ -195,9 +195,11 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
                     **(specs[i] if i < N else {"aws": {"role": f"drift-role-gone-{i}"}}),
                 },
             }
-            custom.create_namespaced_custom_object(
+            response: Any = custom.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, body, _preload_content=False
-            ).release_conn()
+            )
+            response.drain_conn()  # unread bytes on a pooled connection would answer the next request
+            response.release_conn()
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, range(N + STALLED)))
