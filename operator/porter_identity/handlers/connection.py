@@ -204,9 +204,10 @@ def _report(
 def _wake(memo: kopf.Memo, owners: kopf.Index[ClaimKey, claims.Claim] | None, key: ClaimKey, gone: str) -> None:
     """The owner of a ServiceAccount went away or stopped linking: the next claimant is run at once."""
     assert owners is not None
-    for waiting in claims.waiting(owners.get(key, []), gone):
-        rerun(memo, key[0], waiting.name, waiting.uid, f"connection {gone} no longer links {key[0]}/{key[1]}", (gone,))
-        return  # the first one that can link becomes the owner; the others stay Conflict
+    # The first claimant that can link becomes the owner; the others stay Conflict.
+    first = next(iter(claims.waiting(owners.get(key, []), gone)), None)
+    if first is not None:
+        rerun(memo, key[0], first.name, first.uid, f"connection {gone} no longer links {key[0]}/{key[1]}", (gone,))
 
 
 def _settle(
@@ -269,12 +270,12 @@ def reconcile(
         logger.warning(parsed.message, extra={"reason": parsed.reason.value})
         return
     conn = parsed
-    # Before the up-to-date shortcut: a rule withdrawn while the operator was down is enforced on resume.
-    decision = namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "")
     # With PORTER_BLOCK_BROAD_PERMISSIONS the identity's permissions are read on resume too (cached per identity):
-    # a role made admin while the operator was down must lose its link.
+    # a role made admin while the operator was down must lose its link. The policy is checked before the shortcut:
+    # a rule withdrawn while the operator was down is enforced on resume.
     settings: Settings = memo.settings
-    if decision.allowed and _is_current(conn) and not settings.block_broad_permissions:
+    current = _is_current(conn) and not settings.block_broad_permissions
+    if current and namespaces.check(memo, allowed_identities, conn.spec, conn.metadata.namespace or "").allowed:
         metrics.reconciled(KIND, conn.spec.provider.value, "UpToDate")
         return
     _settle(body, patch, retry, memo, logger, by_service_account, allowed_identities, conn)

@@ -133,8 +133,9 @@ class Sweeper:
         out = []
         for group, linked in view.items():
             for c in linked:
-                if c.ready and c.spec is not None:
-                    decision = namespaces.check(self.memo, self.memo.allowed_identities, c.spec, c.namespace)
+                spec = c.parsed_spec() if c.ready else None
+                if spec is not None:
+                    decision = namespaces.check(self.memo, self.memo.allowed_identities, spec, c.namespace)
                     if not decision.allowed:
                         out.append((group, Drift(c, "the policy no longer allows this link", corrects=False)))
         return out

@@ -48,9 +48,12 @@ class ServiceAccounts:
         """The ServiceAccount's annotations, None when it does not exist."""
         return self._annotations(namespace, name)
 
-    def unannotate(self, namespace: str, name: str, ours: dict[str, str]) -> bool:
-        """Remove our values; a ServiceAccount deleted meanwhile (the namespace going away) is not an error."""
-        current = self._annotations(namespace, name)
+    def unannotate(
+        self, namespace: str, name: str, ours: dict[str, str], current: dict[str, str] | None = None
+    ) -> bool:
+        """Remove our values; a ServiceAccount deleted meanwhile (the namespace going away) is not an error.
+        `current`: its annotations when the caller has just read them (saves a second read)."""
+        current = current if current is not None else self._annotations(namespace, name)
         if current is None:
             return False
         change = annotation_patch.removal(current, ours)

@@ -60,11 +60,11 @@ class AzureLink:
             return None
         return status.credential_name if _key_of(conn.status.identity) == _key_of(conn.spec.identity) else None
 
-    def _legacy(self, resource_group: str, name: str, wanted: Credential) -> Credential | None:
-        """The credential an earlier release made for this subject under the name without the cluster."""
-        legacy = decide.legacy_credential_name(*decide.service_account_of(wanted.subject) or ("", ""))
+    def _legacy(self, resource_group: str, name: str, ns: str, sa: str) -> Credential | None:
+        """The credential an earlier release made for this ServiceAccount under the name without the cluster."""
+        legacy = decide.legacy_credential_name(ns, sa)
         for found in self.cloud.list_credentials(resource_group, name):
-            if found.name.lower() == legacy.lower() and found.issuer == wanted.issuer:
+            if found.name.lower() == legacy.lower() and found.issuer == self.issuer:
                 return found
         return None
 
@@ -108,7 +108,7 @@ class AzureLink:
                 try:
                     self.cloud.put_credential(spec.resource_group, spec.identity_name, wanted)
                 except Conflict:
-                    legacy = self._legacy(spec.resource_group, spec.identity_name, wanted)
+                    legacy = self._legacy(spec.resource_group, spec.identity_name, ns, sa)
                     if legacy is None:
                         raise
                     # Upgrade without a gap: Azure allows one credential per issuer and subject, so the one an
@@ -170,10 +170,11 @@ class AzureLink:
         )
 
     def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
-        if kept_for_another(self.accounts, conn, self.provider, identity, self.same_identity):
+        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+        found = self.accounts.annotations(ns, sa)  # one read: the Retain mark now, our annotations after
+        if kept_for_another(found or {}, conn, self.provider, identity, self.same_identity):
             return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
         resource_group, name = split(identity)
-        ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
         recorded = conn.status.azure.credential_name if conn.status.azure is not None else None
         same = conn.status.identity is not None and _key_of(conn.status.identity) == _key_of(identity)
         credential = recorded if recorded and same else decide.credential_name(self.issuer, ns, sa)
@@ -183,13 +184,11 @@ class AzureLink:
             existed = False  # the identity itself is gone, and its credentials with it
         except CloudError as err:
             return Result(
-                outcome.from_error(
-                    err, missing=Reason.IDENTITY_NOT_FOUND, what=f"deleting federated identity credential {credential}"
-                ),
+                _failed(err, f"deleting federated identity credential {credential}"),
                 conn.status.azure,
             )
-        if same and conn.status.azure is not None:
-            self.accounts.unannotate(ns, sa, _annotations(conn.status.azure))
+        if same and conn.status.azure is not None and found is not None:
+            self.accounts.unannotate(ns, sa, _annotations(conn.status.azure), found)
         where = _where(resource_group, name)
         if not existed:
             return Result(outcome.ready(f"federated identity credential {credential} on {where} already gone"), None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,17 +22,17 @@ def retained_annotation(provider: Provider) -> str:
 
 
 def kept_for_another(
-    accounts: ServiceAccounts,
+    annotations: Mapping[str, str],
     conn: ServiceIdentityConnection,
     provider: Provider,
     identity: str,
     same: Callable[[str, str], bool],
 ) -> bool:
-    """A link a Retain delete left (marked on the ServiceAccount) that this connection has not taken over."""
+    """A link a Retain delete left (marked in the ServiceAccount's `annotations`) that this connection has not
+    taken over."""
     if conn.status.identity is not None and same(conn.status.identity, identity):
         return False
-    found = accounts.annotations(conn.metadata.namespace or "", conn.spec.service_account_name) or {}
-    marked = found.get(retained_annotation(provider))
+    marked = annotations.get(retained_annotation(provider))
     return marked is not None and same(marked, identity)
 
 

@@ -64,7 +64,7 @@ def apply(
         )
     except CloudError as err:
         return Result(
-            outcome.from_error(err, missing=Reason.IDENTITY_NOT_FOUND, what=f"updating the IAM policy of {email}"),
+            _failed(err, f"updating the IAM policy of {email}"),
             conn.status.gcp,
         )
     if wrote:
@@ -90,9 +90,15 @@ def apply(
 
 
 def delete(
-    provider: GcpProvider, accounts: ServiceAccounts, pool: str, conn: ServiceIdentityConnection, email: str
+    provider: GcpProvider,
+    accounts: ServiceAccounts,
+    pool: str,
+    conn: ServiceIdentityConnection,
+    email: str,
+    annotations: dict[str, str] | None,
 ) -> Result:
-    """Remove the member from `email`'s policy (the spec's or one linked before), and the annotation naming it."""
+    """Remove the member from `email`'s policy (the spec's or one linked before), and the annotation naming it
+    (`annotations`: the ServiceAccount's, as just read; None when it is gone)."""
     ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
     who = decide.member(pool, ns, sa)
     try:
@@ -101,10 +107,11 @@ def delete(
         wrote = False  # the service account is gone, and its policy with it
     except CloudError as err:
         return Result(
-            outcome.from_error(err, missing=Reason.IDENTITY_NOT_FOUND, what=f"updating the IAM policy of {email}"),
+            _failed(err, f"updating the IAM policy of {email}"),
             conn.status.gcp,
         )
-    accounts.unannotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email})
+    if annotations is not None:
+        accounts.unannotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email}, annotations)
     if not wrote:
         return Result(outcome.ready(f"{who} was already absent from {email}"), None)
     message = f"removed {who} from {email}"
@@ -128,9 +135,10 @@ class GcpLink:
         return apply(self.cloud, self.accounts, self.project, self.pool, conn, block_broad)
 
     def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
-        if kept_for_another(self.accounts, conn, self.provider, identity, self.same_identity):
+        found = self.accounts.annotations(conn.metadata.namespace or "", conn.spec.service_account_name)
+        if kept_for_another(found or {}, conn, self.provider, identity, self.same_identity):
             return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
-        return delete(self.cloud, self.accounts, self.pool, conn, identity)
+        return delete(self.cloud, self.accounts, self.pool, conn, identity, found)
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
         return mark_retained(self.accounts, conn, "Workload Identity member")

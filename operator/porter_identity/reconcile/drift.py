@@ -44,7 +44,14 @@ class Linked:
     settled: bool  # status describes this generation and kopf has no handler in progress for it
     recorded: str | None = None  # AWS association id / Azure credential name / GCP member, from status
     role_arn: str | None = None  # AWS: the role recorded in status
-    spec: ConnectionSpec | None = field(default=None, compare=False, hash=False)  # for the policy; None if invalid
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # as written, for the policy
+
+    def parsed_spec(self) -> ConnectionSpec | None:
+        """Parsed when the sweep needs it, not on every watch event (the index runs on each one)."""
+        try:
+            return ConnectionSpec.model_validate(dict(self.spec))
+        except (ValidationError, ValueError):
+            return None
 
     @property
     def checked(self) -> bool:
@@ -95,15 +102,8 @@ def entry(body: Mapping[str, Any]) -> tuple[Group, Linked] | None:
         settled=settled,
         recorded=provider_status.get(recorded),
         role_arn=provider_status.get("roleArn") if group[0] == "aws" else None,
-        spec=_spec(spec),
+        spec=dict(spec),
     )
-
-
-def _spec(spec: Mapping[str, Any]) -> ConnectionSpec | None:
-    try:
-        return ConnectionSpec.model_validate(dict(spec))
-    except (ValidationError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)
