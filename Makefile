@@ -13,7 +13,7 @@ down:
 	$(VENV)/porter-identity dev down
 
 crds:
-	$(VENV)/porter-identity crds
+	$(VENV)/porter-identity crds .
 
 lint:
 	$(VENV)/ruff check .

@@ -22,7 +22,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c hack/constraints.txt -e '.[test,dev,bench]'
+# porter_dev (emulators, sandbox, test tooling) is never in the wheel: the venv imports it from the source tree.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$root/emulators" > "$site/porter-dev.pth"
 
 bash hack/build-k8s.sh >/dev/null
 bash hack/build-helm.sh >/dev/null
+bash hack/build-gitops.sh >/dev/null
 echo "dependencies ready"

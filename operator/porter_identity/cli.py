@@ -11,20 +11,33 @@ from typing import Any
 
 from porter_identity.porteryaml import command as porteryaml
 
-# The same generated CRDs at the top level (kubectl apply -f crds/) and in the Helm chart, which installs them.
+# Under the source tree given to `crds`: the same CRDs at the top level (kubectl apply -f crds/) and in the Helm
+# chart, which installs them; the field reference; the docs whose tables are generated.
 CRD_DIRS = [Path("crds"), Path("charts/porter-identity/crds")]
 CRD_REFERENCE = Path("docs/crd-reference.md")
+DOCS = Path("docs")
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from porter_identity.api import crd, reference
+    from porter_identity import tables
+    from porter_identity.api import argocd, crd, reference
 
-    for directory in args.output or CRD_DIRS:
-        for path in crd.write(directory):
+    if args.directory is None:
+        print("".join(crd.render(c) for c in crd.all_crds().values()), end="")
+        return 0
+    root: Path = args.directory
+    for directory in CRD_DIRS:
+        for path in crd.write(root / directory):
             print(path)
-    args.reference.parent.mkdir(parents=True, exist_ok=True)
-    args.reference.write_text(reference.render())
-    print(args.reference)
+    written = {root / CRD_REFERENCE: reference.render()}
+    written |= {root / path: text for path, text in argocd.files().items()}
+    for name in tables.FILES:
+        path = root / DOCS / name
+        written[path] = tables.render_file(name, path.read_text() if path.exists() else "")
+    for path, text in written.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(path)
     return 0
 
 
@@ -70,10 +83,9 @@ def _load_roleset(api: Any, name: str | None, manifest: Path | None) -> Any:
 
 
 def _kube_api() -> Any:
-    from kubernetes import client, config
+    from kubernetes import config
 
-    config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    return config.new_client_from_config()  # type: ignore[no-untyped-call]
 
 
 def _preview(name: str | None, manifest: Path | None) -> tuple[Any, list[Any]] | None:
@@ -143,14 +155,19 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         from porter_dev.sandbox import main as sandbox_main
     except ImportError:
-        print("`dev` needs a source checkout installed with the test extra: pip install -e '.[test]'")
+        print("`dev` needs the source tree set up by hack/install-deps.sh (make dev)", file=sys.stderr)
         return 2
     return sandbox_main(args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="porter-identity", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('porter-identity')}")
+def kubectl_plugin() -> int:
+    """`kubectl identity ...`: kubectl finds kubectl-identity on PATH and passes the rest of the command line."""
+    return main(prog="kubectl identity")
+
+
+def main(argv: list[str] | None = None, prog: str = "porter-identity") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--version", action="version", version=f"porter-identity {metadata.version('porter-identity')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig")
@@ -163,16 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.set_defaults(func=_run)
 
-    crds = sub.add_parser("crds", help="write the CRDs and their reference, generated from the API models")
-    crds.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        action="append",
-        default=None,
-        help="directory (repeatable); default: " + ", ".join(map(str, CRD_DIRS)),
+    crds = sub.add_parser(
+        "crds",
+        help="print the CRDs (generated from the API models); with a directory, write every generated file under it",
     )
-    crds.add_argument("--reference", type=Path, default=CRD_REFERENCE, help="the Markdown field reference")
+    crds.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="a source tree: writes "
+        + ", ".join(map(str, [*CRD_DIRS, CRD_REFERENCE]))
+        + " and the generated tables in docs/",
+    )
     crds.set_defaults(func=_crds)
 
     inv = sub.add_parser("inventory", help="render the Porter IAM role inventory as Markdown")
@@ -209,7 +229,39 @@ def main(argv: list[str] | None = None) -> int:
     dev.set_defaults(func=_dev)
 
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as err:
+        message = _user_error(err)
+        if message is None:
+            raise
+        print(f"{prog} {args.command}: {message}", file=sys.stderr)
+        return 2
+
+
+def _user_error(err: Exception) -> str | None:
+    """One line for what a user can fix (no kubeconfig, no API server, no such object); None for a bug."""
+    if "kubernetes" not in sys.modules:
+        return f"{err.filename}: {err.strerror}" if isinstance(err, FileNotFoundError) else None
+    from kubernetes.client import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import MaxRetryError
+
+    if isinstance(err, ConfigException):
+        return f"no usable kubeconfig ({err}); set KUBECONFIG or pass --kubeconfig"
+    if isinstance(err, MaxRetryError):
+        return f"cannot reach the API server at {err.pool.host}:{err.pool.port}: {err.reason}"
+    if isinstance(err, ApiException):
+        import json
+
+        try:
+            detail = json.loads(err.body or "{}").get("message") or err.reason
+        except ValueError:
+            detail = err.reason
+        return f"the API server answered {err.status}: {detail}"
+    if isinstance(err, FileNotFoundError):
+        return f"{err.filename}: {err.strerror}"
+    return None
 
 
 if __name__ == "__main__":

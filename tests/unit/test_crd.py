@@ -388,11 +388,33 @@ def test_committed_reference_is_up_to_date() -> None:
     assert committed.read_text() == reference.render(), f"{committed} is stale: run `porter-identity crds`"
 
 
-def test_cli_writes_both_crd_directories_and_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_prints_the_crds_and_writes_nothing_without_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert cli.main(["crds"]) == 0
-    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert list(tmp_path.iterdir()) == []
+    printed = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["metadata"]["name"] for d in printed] == [c["metadata"]["name"] for c in all_crds().values()]
+
+
+def test_cli_writes_every_generated_file_under_the_directory_given(tmp_path: Path) -> None:
+    assert cli.main(["crds", str(tmp_path / "tree")]) == 0
+    written = {str(p.relative_to(tmp_path / "tree")) for p in (tmp_path / "tree").rglob("*") if p.is_file()}
     assert written == {
         *(f"{d.relative_to(REPO)}/{name}" for d in CRD_DIRS for name in all_crds()),
         "docs/crd-reference.md",
+        "docs/configuration.md",
+        "docs/connections.md",
+        "docs/metrics.md",
+        "docs/argocd/argocd-cm.yaml",
+        "docs/argocd/identity.porter.run/ServiceIdentityConnection/health.lua",
+        "docs/argocd/identity.porter.run/PorterRoleSet/health.lua",
     }
+
+
+def test_new_objects_are_served_with_observed_generation_zero() -> None:
+    # kstatus (Flux, kpt) reads observedGeneration 0 < generation as InProgress until the operator writes status
+    for the_crd in all_crds().values():
+        status = the_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status["default"] == {"observedGeneration": 0}

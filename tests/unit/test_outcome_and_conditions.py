@@ -107,14 +107,18 @@ def test_error_types_retryable_flags() -> None:
         (stalled(Reason.CLOUD_REJECTED, ""), False, True),  # an unknown refusal may end on the cloud's side
         (stalled(Reason.INVALID_SPEC, ""), False, False),
         (stalled(Reason.NOT_CONFIGURED, ""), False, False),
-        # recheck is about Stalled only, even with a recheckable reason
-        (Outcome(State.RECONCILING, Reason.CONFLICT, ""), True, False),
-        (Outcome(State.READY, Reason.CONFLICT, ""), False, False),
     ],
 )
 def test_retryable_and_recheck(outcome: Outcome, retryable: bool, recheck: bool) -> None:
     assert outcome.retryable is retryable
     assert outcome.recheck is recheck
+
+
+@pytest.mark.parametrize(("state", "reason"), [(State.RECONCILING, Reason.CONFLICT), (State.READY, Reason.CONFLICT)])
+def test_a_reason_has_exactly_one_state(state: State, reason: Reason) -> None:
+    # the state table docs/connections.md shows is the one the code enforces
+    with pytest.raises(ValueError, match="Conflict is Stalled"):
+        Outcome(state, reason, "")
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def _crd(
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": _schema(spec),
-                                "status": _with_kopf(_schema(status)),
+                                "status": _unobserved(_with_kopf(_schema(status))),
                             },
                         }
                     },
@@ -107,6 +107,12 @@ def _with_kopf(status: dict[str, Any]) -> dict[str, Any]:
         "x-kubernetes-preserve-unknown-fields": True,
     }
     return {**status, "properties": {**status["properties"], KOPF_STATUS: kopf}}
+
+
+def _unobserved(status: dict[str, Any]) -> dict[str, Any]:
+    """Until the operator writes status, the API server serves observedGeneration 0: kstatus (Flux, kpt) then says
+    InProgress for a new object instead of Current, as it does for any object with no status at all."""
+    return {**status, "default": {"observedGeneration": 0}}
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}

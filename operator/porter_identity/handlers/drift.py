@@ -33,9 +33,10 @@ from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
+from porter_identity.reconcile.outcome import Action
 
-ORPHANED_LINK = "OrphanedLink"
-ORPHAN_DELETED = "OrphanDeleted"
+ORPHANED_LINK = Action.ORPHANED_LINK
+ORPHAN_DELETED = Action.ORPHAN_DELETED
 log = logging.getLogger(__name__)
 
 

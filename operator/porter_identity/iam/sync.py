@@ -20,7 +20,7 @@ from porter_identity.providers.iam import AssumedRoles, IamRoles
 from porter_identity.reconcile import aws as associations
 from porter_identity.reconcile import conditions, outcome
 from porter_identity.reconcile.drift import DRIFT_CORRECTED
-from porter_identity.reconcile.outcome import Outcome, Reason, State
+from porter_identity.reconcile.outcome import Action, Outcome, Reason, State
 from porter_identity.reconcile.roleset import (
     MANAGED_TAG,
     OWNER_TAG,
@@ -247,7 +247,7 @@ class RoleSetService:
         if rs.spec.deletion_policy is DeletionPolicy.DELETE and created_by(observed, rs.metadata.uid):
             chain.iam.delete_role(observed)
             result.changes.append(
-                Change("Deleted", f"deleted role {left.name}: it left the spec (deletionPolicy Delete)")
+                Change(Action.DELETED, f"deleted role {left.name}: it left the spec (deletionPolicy Delete)")
             )
             return
         chain.iam.untag(left.name, [OWNER_TAG])
@@ -267,7 +267,7 @@ class RoleSetService:
         if associations.plan_delete(rs.metadata.uid, found, ROLESET_UID_TAG) is associations.DeleteAction.DELETE:
             chain.eks.delete_association(association_id)
             result.changes.append(
-                Change("Deleted", f"deleted EKS Pod Identity association {association_id} of role {role}")
+                Change(Action.DELETED, f"deleted EKS Pod Identity association {association_id} of role {role}")
             )
 
     def _apply_role(
@@ -298,11 +298,11 @@ class RoleSetService:
         if p.plan.steps:
             done = ", ".join(s.describe(name) for s in p.plan.steps)
             if p.observed is None:
-                result.changes.append(Change("Created", f"created role {name}: {done}"))
+                result.changes.append(Change(Action.CREATED, f"created role {name}: {done}"))
             elif before is not None and before.policy_digest == want:
                 result.warnings.append(Change(DRIFT_CORRECTED, f"role {name} was changed outside; restored: {done}"))
             else:
-                result.changes.append(Change("Updated", f"updated role {name}: {done}"))
+                result.changes.append(Change(Action.UPDATED, f"updated role {name}: {done}"))
         role_outcome = outcome.ready(f"role {name} is as declared", Reason.SYNCED)
         return self._role_status(rs, name, arn, want, p, assoc_id, role_outcome, before), role_outcome
 
@@ -336,7 +336,7 @@ class RoleSetService:
             raise AssociationTaken(plan.message)
         if plan.action is associations.Action.CREATE:
             made = chain.eks.create_association(*p.role.service_account, arn, self._association_tags(rs))
-            result.changes.append(Change("Created", f"created EKS Pod Identity association {made.association_id}"))
+            result.changes.append(Change(Action.CREATED, f"created EKS Pod Identity association {made.association_id}"))
             return made.association_id
         assert plan.association is not None
         if plan.action is associations.Action.UPDATE:
@@ -393,7 +393,7 @@ class RoleSetService:
                 if p.association is not None and p.association.action in ours and p.association.association:
                     chain.eks.delete_association(p.association.association.association_id)
                 chain.iam.delete_role(p.observed)
-                result.changes.append(Change("Deleted", f"deleted role {p.role.name}"))
+                result.changes.append(Change(Action.DELETED, f"deleted role {p.role.name}"))
         except CloudError as err:
             if retain:
                 return SyncResult(outcome.ready(f"roles left in place; releasing them failed: {err}", Reason.SYNCED))

@@ -95,7 +95,7 @@ def apply(
             step = "creating the EKS Pod Identity association"
             tags = decide.ownership_tags(uid, ns, conn.metadata.name, provider.cluster_name)
             current = provider.create_association(ns, sa, role.arn, tags)
-            change = Change("Created", f"created EKS Pod Identity association {current.association_id}")
+            change = Change(outcome.Action.CREATED, f"created EKS Pod Identity association {current.association_id}")
         elif plan.action is decide.Action.ADOPT:
             assert plan.association is not None
             step = "adopting the retained EKS Pod Identity association"
@@ -105,7 +105,7 @@ def apply(
             if current.role_arn != role.arn:
                 current = provider.update_association(current.association_id, role.arn)
             change = Change(
-                "Adopted",
+                outcome.Action.ADOPTED,
                 f"adopted EKS Pod Identity association {current.association_id}, retained by connection "
                 f"{plan.association.tags.get(decide.NAME_TAG, '?')}",
             )
@@ -114,7 +114,7 @@ def apply(
             step = "updating the EKS Pod Identity association"
             current = provider.update_association(plan.association.association_id, role.arn)
             change = Change(
-                "Updated",
+                outcome.Action.UPDATED,
                 f"updated EKS Pod Identity association {current.association_id} "
                 f"from {plan.association.role_arn} to {role.arn}",
             )
@@ -123,7 +123,9 @@ def apply(
             current = plan.association
             recorded = conn.status.aws.association_id if conn.status.aws else None
             if recorded != current.association_id:
-                change = Change("Adopted", f"adopted existing EKS Pod Identity association {current.association_id}")
+                change = Change(
+                    outcome.Action.ADOPTED, f"adopted existing EKS Pod Identity association {current.association_id}"
+                )
     except CloudError as err:
         return Result(outcome.from_error(err, what=step), conn.status.aws)
     status = AwsStatus(
@@ -148,10 +150,12 @@ def delete(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
             assert observed is not None
             step = "deleting the EKS Pod Identity association"
             provider.delete_association(observed.association_id)
-            change = Change("Deleted", f"deleted EKS Pod Identity association {observed.association_id}")
+            change = Change(outcome.Action.DELETED, f"deleted EKS Pod Identity association {observed.association_id}")
         elif action is decide.DeleteAction.NOT_OURS:
             assert observed is not None
-            change = Change("Skipped", f"left association {observed.association_id}: it is not this connection's")
+            change = Change(
+                outcome.Action.SKIPPED, f"left association {observed.association_id}: it is not this connection's"
+            )
         else:
             return Result(outcome.ready("EKS Pod Identity association already gone"), None)
     except CloudError as err:
@@ -165,12 +169,15 @@ def retain(provider: AwsProvider, conn: ServiceIdentityConnection) -> Result:
     try:
         observed = _observe(provider, conn)
         if observed is None or not decide.owned_by(observed, conn.metadata.uid):
-            change = Change("Retained", "deletionPolicy is Retain: no EKS Pod Identity association of ours to keep")
+            change = Change(
+                outcome.Action.RETAINED, "deletionPolicy is Retain: no EKS Pod Identity association of ours to keep"
+            )
         else:
             step = "tagging the EKS Pod Identity association as retained"
             provider.tag_association(observed, {decide.RETAINED_TAG: "true"})
             change = Change(
-                "Retained", f"deletionPolicy is Retain: EKS Pod Identity association {observed.association_id} kept"
+                outcome.Action.RETAINED,
+                f"deletionPolicy is Retain: EKS Pod Identity association {observed.association_id} kept",
             )
     except CloudError as err:
         return Result(outcome.from_error(err, what=step), conn.status.aws)

@@ -115,12 +115,16 @@ class AzureLink:
                     # earlier release named is kept under its name instead of being replaced.
                     wanted = decide.desired(self.issuer, ns, sa, legacy.name)
                     action = decide.Action.KEEP
-                    change = Change("Adopted", f"adopted federated identity credential {legacy.name} on {where}")
+                    change = Change(
+                        outcome.Action.ADOPTED, f"adopted federated identity credential {legacy.name} on {where}"
+                    )
                 if change is None:
-                    verb = "Created" if action is decide.Action.CREATE else "Updated"
+                    verb = outcome.Action.CREATED if action is decide.Action.CREATE else outcome.Action.UPDATED
                     change = Change(verb, f"{verb.lower()} federated identity credential {wanted.name} on {where}")
             elif conn.status.azure is None:
-                change = Change("Adopted", f"adopted federated identity credential {wanted.name} on {where}")
+                change = Change(
+                    outcome.Action.ADOPTED, f"adopted federated identity credential {wanted.name} on {where}"
+                )
         except LimitExceeded as err:
             return Result(
                 outcome.stalled(
@@ -193,7 +197,7 @@ class AzureLink:
         if not existed:
             return Result(outcome.ready(f"federated identity credential {credential} on {where} already gone"), None)
         message = f"deleted federated identity credential {credential} on {where}"
-        return Result(outcome.ready(message), None, Change("Deleted", message))
+        return Result(outcome.ready(message), None, Change(outcome.Action.DELETED, message))
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
         return mark_retained(self.accounts, conn, "federated identity credential")

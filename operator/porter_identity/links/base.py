@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from porter_identity.api.connection import Provider, ServiceIdentityConnection
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
-from porter_identity.reconcile.outcome import Outcome, ready
+from porter_identity.reconcile.outcome import Action, Outcome, ready
 from porter_identity.reconcile.privilege import Check
 
 
@@ -43,7 +43,7 @@ def mark_retained(accounts: ServiceAccounts, conn: ServiceIdentityConnection, wh
     message = f"deletionPolicy is Retain: {what} kept" + (
         "" if marked else f" (ServiceAccount {ns}/{sa} is gone, so it is not marked retained)"
     )
-    return Result(ready(message), None, Change("Retained", message))
+    return Result(ready(message), None, Change(Action.RETAINED, message))
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,9 @@ def apply(
             conn.status.gcp,
         )
     if wrote:
-        change = Change("Created", f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
+        change = Change(outcome.Action.CREATED, f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
     elif conn.status.gcp is None:
-        change = Change("Adopted", f"adopted {who} in {WORKLOAD_IDENTITY_USER} on {email}")
+        change = Change(outcome.Action.ADOPTED, f"adopted {who} in {WORKLOAD_IDENTITY_USER} on {email}")
     status = GcpStatus(member=who)
     try:
         # A retained link taken over by this connection is no longer marked retained.
@@ -115,7 +115,7 @@ def delete(
     if not wrote:
         return Result(outcome.ready(f"{who} was already absent from {email}"), None)
     message = f"removed {who} from {email}"
-    return Result(outcome.ready(message), None, Change("Deleted", message))
+    return Result(outcome.ready(message), None, Change(outcome.Action.DELETED, message))
 
 
 class GcpLink:

@@ -15,7 +15,7 @@ from porter_identity.links.base import Change, Link, Result
 from porter_identity.links.registry import NEEDS, Registry
 from porter_identity.reconcile import conditions
 from porter_identity.reconcile.claims import Claim
-from porter_identity.reconcile.outcome import UNLINKED, Reason, State, ready, stalled
+from porter_identity.reconcile.outcome import UNLINKED, Action, Reason, State, ready, stalled
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Lifecycle:
                 return Step(Result(gone.outcome, getattr(conn.status, conn.spec.provider.value)), before)
             if gone.change is not None:
                 changes.append(gone.change)
-        return Step(Result(result.outcome, None, _joined(changes, "Deleted"), result.privilege), None)
+        return Step(Result(result.outcome, None, _joined(changes, Action.DELETED), result.privilege), None)
 
     def _yield_to(self, link: Link, conn: ServiceIdentityConnection, owner: Claim, before: str | None) -> Step:
         """Another connection owns the ServiceAccount: Conflict, and a link this one made (a race) is removed,
@@ -162,5 +162,5 @@ class Lifecycle:
                 return gone
             if gone.change is not None:
                 changes.append(gone.change)
-        done = _joined(changes, "Deleted")
+        done = _joined(changes, Action.DELETED)
         return Result(ready(done.message if done else "no link of this connection's was found"), None, done)

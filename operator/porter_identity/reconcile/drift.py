@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.model import WORKLOAD_IDENTITY_USER, Association, AssociationSummary, Credential
 from porter_identity.reconcile import aws, azure, gcp
-from porter_identity.reconcile.outcome import Reason
+from porter_identity.reconcile.outcome import Action, Reason
 
 # A connection a run outside kopf's handlers (the sweep, a woken claimant) left retrying is rechecked by the sweep:
 # kopf did not run it, so kopf does not retry it. Stalls are rechecked by the connection's own recheck timer.
@@ -24,7 +24,7 @@ RECHECKED = frozenset(
     {Reason.THROTTLED, Reason.CLOUD_UNAVAILABLE, Reason.SERVICE_ACCOUNT_NOT_FOUND, Reason.PROGRESSING}
 )
 
-DRIFT_CORRECTED = "DriftCorrected"
+DRIFT_CORRECTED = Action.DRIFT_CORRECTED
 """The Event reason of a repair of something changed outside the operator (connections and PorterRoleSets)."""
 
 Group = tuple[str, ...]

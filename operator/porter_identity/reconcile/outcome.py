@@ -50,6 +50,29 @@ class Reason(StrEnum):
     LEAST_PRIVILEGE = "LeastPrivilege"
 
 
+# The one state each reason puts a resource in (docs/connections.md is generated from it). LeastPrivilege is the
+# reason of the LeastPrivilege condition when nothing broad was found, beside a Ready one.
+_RECONCILING = {Reason.PROGRESSING, Reason.THROTTLED, Reason.CLOUD_UNAVAILABLE, Reason.SERVICE_ACCOUNT_NOT_FOUND}
+_READY = {Reason.BOUND, Reason.SYNCED, Reason.LEAST_PRIVILEGE}
+STATE: dict[Reason, State] = {
+    r: State.RECONCILING if r in _RECONCILING else State.READY if r in _READY else State.STALLED for r in Reason
+}
+
+
+class Action(StrEnum):
+    """Reasons of the Events that say what the operator did; every condition reason is an Event reason too."""
+
+    CREATED = "Created"
+    UPDATED = "Updated"
+    ADOPTED = "Adopted"
+    DELETED = "Deleted"
+    SKIPPED = "Skipped"
+    RETAINED = "Retained"
+    DRIFT_CORRECTED = "DriftCorrected"
+    ORPHANED_LINK = "OrphanedLink"
+    ORPHAN_DELETED = "OrphanDeleted"
+
+
 # Stalls caused by something outside the spec that may get fixed there: rechecked periodically.
 OUTSIDE_THE_SPEC = frozenset(
     {
@@ -91,6 +114,10 @@ class Outcome:
     state: State
     reason: Reason
     message: str
+
+    def __post_init__(self) -> None:
+        if self.state is not STATE[self.reason]:
+            raise ValueError(f"{self.reason} is {STATE[self.reason]}, not {self.state}")
 
     @property
     def retryable(self) -> bool:

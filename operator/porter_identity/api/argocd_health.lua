@@ -1,7 +1,8 @@
 -- Argo CD health check for porter-identity's ServiceIdentityConnection and PorterRoleSet.
 -- Both follow kstatus: Ready always, Stalled / Reconciling only while true, observedGeneration.
--- Install: argocd-cm resource.customizations.health.identity.porter.run_ServiceIdentityConnection
---          and ..._PorterRoleSet, each set to this script (see docs/argocd/README.md).
+-- Install: docs/argocd/argocd-cm.yaml sets resource.customizations.health.identity.porter.run_ServiceIdentityConnection
+--          and ..._PorterRoleSet to this script (docs/gitops.md). For argocd-cm scripts Argo CD opens only the
+--          base, table and package libraries and a reduced os: no string.* here.
 local hs = { status = "Progressing", message = "Waiting for the porter-identity operator" }
 if obj.status == nil or obj.status.conditions == nil then
   return hs
