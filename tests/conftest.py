@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from porter_dev import REPO_ROOT, rbac
+from porter_dev import REPO_ROOT, admission, rbac
 from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
@@ -212,7 +212,7 @@ def operator(
     # As the Helm chart does: the configuration is the cluster's, the operator only serves it.
     kubectl("apply", "-f", "-", stdin=json.dumps(webhook_configuration(webhook_port, ca)))
     yield op.wait_ready()
-    kubectl("delete", "validatingwebhookconfiguration", "porter-identity", check=False)
+    kubectl("delete", "validatingwebhookconfiguration", admission.NAME, check=False)
     op.stop()
 
 

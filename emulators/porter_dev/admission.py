@@ -13,7 +13,8 @@ import yaml
 
 from porter_dev.azure import CERT_NAME, KEY_NAME, write_certificate
 
-NAME = "porter-identity"
+# Not the chart's name (porter-identity), so `helm install porter-identity` works against the sandbox and tests.
+NAME = "porter-identity-local"
 GROUP, VERSION = "identity.porter.run", "v1alpha1"
 WEBHOOKS = {"serviceidentityconnections": "validate-connection", "porterrolesets": "validate-roleset"}
 

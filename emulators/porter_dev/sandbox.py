@@ -22,8 +22,12 @@ from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
 
-EXAMPLES = REPO_ROOT / "examples"
-POLICY = EXAMPLES / "policy" / "dev.yaml"
+EXAMPLES = REPO_ROOT / "examples"  # only manifests: `kubectl apply -f examples/` works anywhere
+# The sandbox's other inputs: the identities it seeds in the emulators and its allow rules (PORTER_POLICY_FILE).
+SANDBOX = REPO_ROOT / "sandbox"
+POLICY = SANDBOX / "policy.yaml"
+# Refused on purpose (examples/refused.yaml): deny by default, and a role in a foreign AWS account.
+REFUSED = {("playground", "api"), ("shop", "foreign-account")}
 
 
 def seed_cloud(aws: AwsEmulator, fixtures: dict[str, Any]) -> str:
@@ -112,7 +116,7 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     cp = ControlPlane(workdir=workdir / "cluster")
     cp.start()
     print(f"control plane ready at {cp.server}")
-    fixtures = yaml.safe_load((EXAMPLES / "cloud.yaml").read_text())
+    fixtures = yaml.safe_load((SANDBOX / "cloud.yaml").read_text())
     aws = AwsEmulator(logdir=workdir / "logs").start()
     cluster = seed_cloud(aws, fixtures)
     print(f"AWS emulator at {aws.endpoint} (EKS cluster {cluster})")
@@ -168,15 +172,25 @@ def up(workdir: Path, with_operator: bool = True) -> int:
             stdout=subprocess.DEVNULL,
         )
     (workdir / "sandbox.json").write_text(json.dumps(pids))
+    controls = {
+        # The emulators' control routes (faults, call counters, seeding): docs/gitops.md and CONTRIBUTING.md.
+        "PORTER_DEV_AWS_CONTROL": f"{aws.endpoint}/_porter",
+        "PORTER_DEV_AZURE_CONTROL": f"{azure.endpoint}/_porter",
+        "PORTER_DEV_GCP_CONTROL": f"{gcp.control_url}/_porter",
+        "PORTER_DEV_GCP_REST": gcp.rest_endpoint,
+    }
     (workdir / "env.sh").write_text(
-        "".join(f"export {k}={v}\n" for k, v in {**env, "KUBECONFIG": str(cp.kubeconfig)}.items())
+        "".join(f"export {k}={v}\n" for k, v in {**env, **controls, "KUBECONFIG": str(cp.kubeconfig)}.items())
         + f"export PATH={bins}:$PATH\n"
     )
-    kubectl(cp, "apply", "-f", str(EXAMPLES / "shop.yaml"))
-    kubectl(cp, "apply", "-f", str(EXAMPLES / "shop-azure-gcp.yaml"))
-    kubectl(cp, "apply", "-f", str(EXAMPLES / "porter-roleset.yaml"))
+    kubectl(cp, "apply", "-f", str(EXAMPLES))
     if with_operator:
-        kubectl(cp, "-n", "shop", "wait", "--for=condition=Ready", "sic", "--all", "--timeout=60s")
+        ready = [f"{ns}/{name}" for ns, name in example_connections() if (ns, name) not in REFUSED]
+        for ns in sorted({r.split("/")[0] for r in ready}):
+            names = [f"sic/{r.split('/')[1]}" for r in ready if r.startswith(f"{ns}/")]
+            kubectl(cp, "-n", ns, "wait", "--for=condition=Ready", *names, "--timeout=60s")
+        for ns, name in sorted(REFUSED):
+            kubectl(cp, "-n", ns, "wait", "--for=jsonpath={.status.conditions[0].reason}=NotAllowed", f"sic/{name}")
         kubectl(cp, "wait", "--for=condition=Ready", "prs", "--all", "--timeout=120s")
     print(kubectl(cp, "get", "sic", "-A"))
     print(kubectl(cp, "get", "prs"))
@@ -187,15 +201,28 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     print("  kubectl get sic -A; kubectl -n shop describe sic checkout-api")
     print("  kubectl describe prs dev; porter-identity diff dev; porter-identity inventory")
     print("  porter-identity check shop/checkout-api   # token -> cloud exchange -> identity, as a pod would")
+    print("  deny by default: playground/api is NotAllowed until a cluster admin allows the namespace:")
+    print("    kubectl annotate namespace playground identity.porter.run/allowed-identities='aws:shop-checkout'")
+    print("  shop/foreign-account names a role in another account than PORTER_AWS_ACCOUNT_ID: always refused")
     print(f"  operator log: {workdir / 'logs' / 'operator.log'}")
     print(f"  metrics: curl -s http://127.0.0.1:{env['PORTER_METRICS_PORT']}/metrics | grep porter_identity")
     print("  porter-identity dev down   # stop everything")
     return 0
 
 
+def example_connections() -> list[tuple[str, str]]:
+    """(namespace, name) of every connection in examples/."""
+    return [
+        (doc["metadata"]["namespace"], doc["metadata"]["name"])
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "ServiceIdentityConnection"
+    ]
+
+
 def check_examples(cp: ControlPlane, env: dict[str, str]) -> None:
-    """Run `porter-identity check` on every example connection and print its verdict."""
-    names = kubectl(cp, "-n", "shop", "get", "sic", "-o", "jsonpath={.items[*].metadata.name}").split()
+    """Run `porter-identity check` on every example connection the operator links and print its verdict."""
+    names = [name for ns, name in example_connections() if ns == "shop" and (ns, name) not in REFUSED]
     for name in names:
         done = subprocess.run(
             [sys.executable, "-m", "porter_identity.cli", "check", f"shop/{name}"],

@@ -147,10 +147,20 @@ class _QuietSuccess(logging.Filter):
         return record.levelno > logging.INFO or not str(record.msg).startswith(self._PREFIXES)
 
 
-class _ObjectKeys(logging.Filter):
-    """Stable top-level keys for JSON logs: `resource` (kind/name) and `namespace` of the object logged about."""
+class _ExpectedRetries(logging.Filter):
+    """Drop kopf's ERROR line for a TemporaryError: every one we raise is an expected outcome (Reconciling, or a
+    delete that waits) that the handler has already logged once, with its reason and provider."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.ERROR and "failed temporarily: " in str(record.msg))
+
+
+class _ObjectKeys(logging.Filter):
+    """Stable top-level keys for JSON logs: `severity` with Python's level names (`warning`, not kopf's `warn`),
+    `resource` (kind/name) and `namespace` of the object logged about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.severity = record.levelname.lower()
         ref = getattr(record, "k8s_ref", None)
         if isinstance(ref, dict):
             record.resource = f"{ref.get('kind', '')}/{ref.get('name', '')}"
@@ -167,6 +177,8 @@ def _configure_logging(log_format: str) -> None:
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").addFilter(_QuietSuccess())
+    # A logger's filters run before its handlers, kopf's Event poster included: no kopf Event for these either.
+    logging.getLogger("kopf.objects").addFilter(_ExpectedRetries())
     # azure-core logs every request and response with headers at INFO; botocore logs endpoint discovery.
     for noisy in ("azure", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from porter_dev import admission
 from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator
 from porter_identity.iam import presets
 from porter_identity.iam.inventory import STATEMENT_HEADER
@@ -796,8 +797,8 @@ def test_a_set_for_a_foreign_account_never_assumes_a_role_even_without_the_webho
         rolesets.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
     assert refused.value.status == 403 and f"is not the configured account {AWS_ACCOUNT_ID}" in str(refused.value.body)
 
-    webhook = json.loads(kubectl("get", "validatingwebhookconfiguration", "porter-identity", "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", "porter-identity")
+    webhook = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
+    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
     try:
         rolesets.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
         cond = rolesets.wait_reason("foreign", "NotAllowed", kind="Stalled")

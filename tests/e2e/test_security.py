@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from porter_dev import rbac
+from porter_dev import admission, rbac
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.gcp import GcpEmulator
@@ -415,8 +415,8 @@ def test_the_operators_own_identities_are_refused_whatever_their_names(
 @contextmanager
 def webhook_bypassed(kubectl: Any) -> Iterator[None]:
     """As an attacker who got the webhook configuration deleted: only the CRD rules and reconcile remain."""
-    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", "porter-identity", "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", "porter-identity")
+    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
+    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
     try:
         yield
     finally:

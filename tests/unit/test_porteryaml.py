@@ -299,7 +299,7 @@ def test_the_docs_worked_example_is_the_real_output() -> None:
     text = (REPO_ROOT / "docs" / "porter-yaml.md").read_text()
     example = text[text.index("## Worked example") :]
     source, imported_text, exported_text = re.findall(r"```yaml\n(.*?)```", example, flags=re.DOTALL)
-    assert source in (REPO_ROOT / "examples" / "porter.yaml").read_text()
+    assert source in (REPO_ROOT / "sandbox" / "porter.yaml").read_text()
     result = to_connections(parse(source, "porter.yaml"), Options(namespace="shop"))
     assert [p.render("porter.yaml") for p in result.skipped] == [
         "porter.yaml:17: service api: connection type disk skipped: not served here"

@@ -391,6 +391,10 @@ def delete(
     if result.outcome.state is not State.READY:
         if result.outcome.reason is not Reason.PROGRESSING:
             memo.events.post(body, "Warning", result.outcome.reason.value, result.outcome.message)
+            logger.warning(
+                result.outcome.message,
+                extra={"reason": result.outcome.reason.value, "provider": conn.spec.provider.value},
+            )
         # The finalizer stays until the link is gone, whatever the failure.
         delay = (
             settings.stalled_recheck_seconds
