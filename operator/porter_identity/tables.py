@@ -142,6 +142,11 @@ ACTIONS: dict[Action, tuple[str, str, str]] = {
         "a link that already matched was taken over (an association found by namespace + ServiceAccount, a "
         "credential or member already present, a `Retain`ed link)",
     ),
+    Action.MOVED: (
+        "Normal",
+        "connection",
+        "the identity changed: the new link is Ready and the old one was removed (make-before-break)",
+    ),
     Action.DELETED: (
         "Normal",
         "both",
@@ -149,6 +154,11 @@ ACTIONS: dict[Action, tuple[str, str, str]] = {
     ),
     Action.SKIPPED: ("Normal", "connection", "on delete: an association that is not this connection's was left"),
     Action.RETAINED: ("Normal", "both", "on delete with `deletionPolicy: Retain`: the link or roles were kept"),
+    Action.RELEASED: (
+        "Normal",
+        "PorterRoleSet",
+        "a role left the spec and stays in the account, without this set's owner tag (Retain, or not created here)",
+    ),
     Action.DRIFT_CORRECTED: (
         "Warning",
         "both",

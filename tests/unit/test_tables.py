@@ -76,3 +76,18 @@ def test_every_metric_is_listed() -> None:
     assert "`porter_identity_build_info`" in rows and "`porter_identity_reconcile_total`" in rows
     assert rows["`porter_identity_reconcile_total`"][1] == "`kind`, `provider`, `result`"
     assert not [m for m in rows if m.endswith("_created`")]
+
+
+def test_event_reasons_in_the_code_come_from_the_enum() -> None:
+    """No Change(...) or Events.post(...) names its reason with a bare string: each is an Action or a Reason."""
+    import ast
+
+    literal = []
+    for path in sorted((REPO_ROOT / "operator" / "porter_identity").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            args = node.args[:1] if name == "Change" else node.args[2:3] if name == "post" else []
+            literal += [f"{path.name}:{node.lineno}" for a in args if isinstance(a, ast.Constant)]
+    assert literal == []

@@ -257,7 +257,7 @@ class RoleSetService:
             else "this set did not create it"
         )
         result.changes.append(
-            Change("Released", f"released role {left.name}: it left the spec and stays in the account ({why})")
+            Change(Action.RELEASED, f"released role {left.name}: it left the spec and stays in the account ({why})")
         )
 
     def _drop_association(

@@ -83,7 +83,8 @@ class Lifecycle:
             return Step(Result(old.outcome, result.status, result.change, result.privilege), before)
         changes = [c for c in (result.change, old.change) if c is not None]
         moved = Change(
-            "Moved", f"moved the link from {before} to {conn.spec.identity}: " + "; ".join(c.message for c in changes)
+            Action.MOVED,
+            f"moved the link from {before} to {conn.spec.identity}: " + "; ".join(c.message for c in changes),
         )
         return Step(Result(outcome, result.status, moved, result.privilege), conn.spec.identity)
 
