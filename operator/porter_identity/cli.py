@@ -4,6 +4,7 @@ export porter.yaml connections, the sandbox."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -82,10 +83,15 @@ def _load_roleset(api: Any, name: str | None, manifest: Path | None) -> Any:
     return PorterRoleSet.from_body(body)
 
 
+def kubeconfig(given: str | None = None) -> str | None:
+    """--kubeconfig, else $KUBECONFIG as it is now (the client library reads it once, at import), else its default."""
+    return given or os.environ.get("KUBECONFIG")
+
+
 def _kube_api() -> Any:
     from kubernetes import config
 
-    return config.new_client_from_config()  # type: ignore[no-untyped-call]
+    return config.new_client_from_config(config_file=kubeconfig())  # type: ignore[no-untyped-call]
 
 
 def _preview(name: str | None, manifest: Path | None) -> tuple[Any, list[Any]] | None:
@@ -145,7 +151,7 @@ def _check(args: argparse.Namespace) -> int:
     if not namespace or not name:
         print("give the connection as NAMESPACE/NAME", file=sys.stderr)
         return 2
-    api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    api = config.new_client_from_config(config_file=kubeconfig(args.kubeconfig))  # type: ignore[no-untyped-call]
     verdict = check(api, namespace, name, Settings(), Options(args.audience, args.aws_endpoint_url))
     print(json.dumps(verdict.to_json(), indent=2) if args.output == "json" else verdict.render())
     return 0 if verdict.ok else 1

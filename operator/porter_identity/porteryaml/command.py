@@ -71,7 +71,7 @@ def _import(args: argparse.Namespace) -> int:
 
     from porter_identity.porteryaml.apply import ClusterRefused, apply
 
-    api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    api = config.new_client_from_config(config_file=args.kubeconfig or os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     try:
         for change in apply(api, args.namespace, imported, prune=args.prune, dry_run=args.dry_run):
             print(change.render(args.dry_run), flush=True)
@@ -86,7 +86,7 @@ def _export(args: argparse.Namespace) -> int:
 
     from porter_identity.porteryaml.apply import ClusterRefused, list_connections
 
-    api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    api = config.new_client_from_config(config_file=args.kubeconfig or os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     try:
         documents = to_porter_yaml(list_connections(api, args.namespace), args.app)
     except ClusterRefused as err:
