@@ -26,8 +26,6 @@ EXAMPLES = REPO_ROOT / "examples"  # only manifests: `kubectl apply -f examples/
 # The sandbox's other inputs: the identities it seeds in the emulators and its allow rules (PORTER_POLICY_FILE).
 SANDBOX = REPO_ROOT / "sandbox"
 POLICY = SANDBOX / "policy.yaml"
-# Refused on purpose (examples/refused.yaml): deny by default, and a role in a foreign AWS account.
-REFUSED = {("playground", "api"), ("shop", "foreign-account")}
 
 
 def seed_cloud(aws: AwsEmulator, fixtures: dict[str, Any]) -> str:
@@ -185,12 +183,8 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     )
     kubectl(cp, "apply", "-f", str(EXAMPLES))
     if with_operator:
-        ready = [f"{ns}/{name}" for ns, name in example_connections() if (ns, name) not in REFUSED]
-        for ns in sorted({r.split("/")[0] for r in ready}):
-            names = [f"sic/{r.split('/')[1]}" for r in ready if r.startswith(f"{ns}/")]
-            kubectl(cp, "-n", ns, "wait", "--for=condition=Ready", *names, "--timeout=60s")
-        for ns, name in sorted(REFUSED):
-            kubectl(cp, "-n", ns, "wait", "--for=jsonpath={.status.conditions[0].reason}=NotAllowed", f"sic/{name}")
+        for ns in sorted({ns for ns, _ in example_connections()}):
+            kubectl(cp, "-n", ns, "wait", "--for=condition=Ready", "sic", "--all", "--timeout=60s")
         kubectl(cp, "wait", "--for=condition=Ready", "prs", "--all", "--timeout=120s")
     print(kubectl(cp, "get", "sic", "-A"))
     print(kubectl(cp, "get", "prs"))
@@ -201,9 +195,9 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     print("  kubectl get sic -A; kubectl -n shop describe sic checkout-api")
     print("  kubectl describe prs dev; porter-identity diff dev; porter-identity inventory")
     print("  porter-identity check shop/checkout-api   # token -> cloud exchange -> identity, as a pod would")
-    print("  deny by default: playground/api is NotAllowed until a cluster admin allows the namespace:")
-    print("    kubectl annotate namespace playground identity.porter.run/allowed-identities='aws:shop-checkout'")
-    print("  shop/foreign-account names a role in another account than PORTER_AWS_ACCOUNT_ID: always refused")
+    print("  kubectl apply -f sandbox/refused.yaml   # refused: deny by default, and a role of a foreign account")
+    print("  kubectl annotate namespace playground identity.porter.run/allowed-identities='aws:shop-checkout'")
+    print("  kubectl apply -f sandbox/refused.yaml   # playground/api is admitted and Bound; the foreign role never")
     print(f"  operator log: {workdir / 'logs' / 'operator.log'}")
     print(f"  metrics: curl -s http://127.0.0.1:{env['PORTER_METRICS_PORT']}/metrics | grep porter_identity")
     print("  porter-identity dev down   # stop everything")
@@ -222,7 +216,7 @@ def example_connections() -> list[tuple[str, str]]:
 
 def check_examples(cp: ControlPlane, env: dict[str, str]) -> None:
     """Run `porter-identity check` on every example connection the operator links and print its verdict."""
-    names = [name for ns, name in example_connections() if ns == "shop" and (ns, name) not in REFUSED]
+    names = [name for ns, name in example_connections() if ns == "shop"]
     for name in names:
         done = subprocess.run(
             [sys.executable, "-m", "porter_identity.cli", "check", f"shop/{name}"],
