@@ -83,7 +83,7 @@ def test_install_creates_everything_and_uninstall_leaves_only_the_crds(
     notes = installed.stdout.split("NOTES:", 1)[1]
     assert f"rollout status deployment/{release}-porter-identity" in notes
     assert "kubectl get sic -A" in notes and "NotConfigured" in notes
-    assert "docs/argocd/health.lua" in notes and "removes everything but the CRDs" in notes
+    assert "--patch-file docs/argocd/argocd-cm.yaml" in notes and "removes everything but the CRDs" in notes
 
     fullname = f"{release}-porter-identity"
     expected = {
