@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import kopf
 from kubernetes import client
@@ -14,9 +14,11 @@ from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.errors import CloudError
 from porter_identity.handlers import namespaces
-from porter_identity.providers.azure import AzureProvider
 from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.roleset import account_refusal
+
+if TYPE_CHECKING:  # memo.clouds holds it only when Azure is configured
+    from porter_identity.providers.azure import AzureProvider
 
 CONNECTION_PATH = "validate-connection"
 ROLESET_PATH = "validate-roleset"
