@@ -25,7 +25,8 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from porter_dev import CACHE, rbac
-from porter_dev.admission import write_policy
+from porter_dev import profile as profiling
+from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
 from porter_dev.gcp import GcpEmulator
@@ -189,6 +190,23 @@ def _seed(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator, providers: l
         gcp.seed_service_account(PROJECT, f"bench-sa-{i:04d}")
 
 
+def _body(name: str, provider: str, nth: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ServiceIdentityConnection",
+        "metadata": {"name": name},
+        "spec": {"serviceAccountName": name, **_spec(provider, nth)},
+    }
+
+
+def _current_rss(pid: int) -> float:
+    """RSS now, in MB (VmRSS; _proc_stats has the peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _proc_stats(pid: int) -> tuple[float, float]:
     """(peak RSS in MB, CPU seconds) of a live process."""
     peak = 0.0
@@ -218,12 +236,107 @@ def _wait_quiet(pid: int, timeout: float) -> None:
         last = now
 
 
+# The settings that configure each cloud: a run for one provider configures only that one, as an operator for one
+# cloud would be (the others' SDKs are then never loaded).
+_CLOUD_SETTINGS = {
+    "aws": ("PORTER_EKS_CLUSTER_NAME",),
+    "azure": ("PORTER_AZURE_SUBSCRIPTION_ID",),
+    "gcp": ("PORTER_GCP_PROJECT_ID",),
+}
+
+
+def _only(env: dict[str, str], provider: str) -> dict[str, str]:
+    unused = [key for p, keys in _CLOUD_SETTINGS.items() if provider not in ("mixed", p) for key in keys]
+    return {k: v for k, v in env.items() if k not in unused}
+
+
 def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str]) -> Operator:
     kubeconfig = rbac.chart_kubeconfig(cp.kubeconfig, workdir / "operator.kubeconfig")
     return Operator(kubeconfig=kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start().wait_ready()
 
 
-def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> dict[str, Any]:
+@dataclass
+class Options:
+    """What one run measures besides the defaults."""
+
+    webhook: bool = True  # the chart's default: the validating webhook is on
+    profile: bool = False  # py-spy on the operator from the first create until all are Ready
+    admission_probes: int = 300  # dry-run creates per side (webhook on / off) for the admission figure
+
+
+def _kubectl(cp: ControlPlane, *args: str, stdin: str | None = None) -> None:
+    import subprocess
+
+    from porter_dev.controlplane import k8s_bin_dir
+
+    subprocess.run(
+        [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig), *args],
+        check=True,
+        capture_output=True,
+        input=stdin,
+        text=True,
+    )
+
+
+def _timed_creates(
+    custom: client.CustomObjectsApi,
+    bodies: list[tuple[str, dict[str, Any]]],
+    dry_run: bool = False,
+    started_at: list[float] | None = None,
+) -> tuple[float, list[float]]:
+    """(wall seconds, per-request seconds) of creating these from 16 threads, as the load generator does;
+    `started_at[i]` is set to when the i-th create was sent."""
+
+    def create(i: int) -> float:
+        ns, body = bodies[i]
+        started = time.monotonic()
+        if started_at is not None:
+            started_at[i] = started
+        # The response is not needed: skipping its parsing keeps the load generator off the CPU it shares. Its
+        # body is still read off the socket before the connection goes back to the pool: a pooled connection
+        # with unread bytes answers the next request with them (BadStatusLine).
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        response: Any = custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, body, _preload_content=False, **extra
+        )
+        response.drain_conn()
+        response.release_conn()
+        return time.monotonic() - started
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        each = list(pool.map(create, range(len(bodies))))
+    return time.monotonic() - began, each
+
+
+def _admission(
+    cp: ControlPlane, custom: client.CustomObjectsApi, hooks: str, bodies: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Added latency of the validating webhook: the same dry-run creates (admitted, never stored, so nothing is
+    reconciled meanwhile) with the webhook configured and without; the operator is otherwise idle."""
+    _timed_creates(custom, bodies[:50], dry_run=True)  # warm the connections either way
+    with_wall, with_each = _timed_creates(custom, bodies, dry_run=True)
+    _kubectl(cp, "delete", "validatingwebhookconfiguration", "porter-identity")
+    time.sleep(2)  # the API server's webhook configuration follows its watch
+    _timed_creates(custom, bodies[:50], dry_run=True)
+    without_wall, without_each = _timed_creates(custom, bodies, dry_run=True)
+    _kubectl(cp, "apply", "-f", "-", stdin=hooks)
+    ms = {
+        side: {q: round(1000 * percentile(each, v), 2) for q, v in (("p50", 0.5), ("p99", 0.99))}
+        for side, each in (("webhook", with_each), ("no_webhook", without_each))
+    }
+    return {
+        "requests": len(bodies),
+        "latency_ms": ms,
+        "added_ms": {q: round(ms["webhook"][q] - ms["no_webhook"][q], 2) for q in ("p50", "p99")},
+        "wall_seconds": {"webhook": round(with_wall, 2), "no_webhook": round(without_wall, 2)},
+    }
+
+
+def run(
+    n: int, provider: str, latency_ms: float, out: Path, timeout: float, options: Options | None = None
+) -> dict[str, Any]:
+    options = options or Options()
     workdir = out / "work"
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh etcd and emulators for every run
     providers = _spread(n, provider)
@@ -234,15 +347,7 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
     gcp = GcpEmulator(logdir=workdir / "logs").start()
     op: Operator | None = None
     try:
-        import subprocess
-
-        from porter_dev.controlplane import k8s_bin_dir
-
-        subprocess.run(
-            [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply", "-f", "crds/"],
-            check=True,
-            capture_output=True,
-        )
+        _kubectl(cp, "apply", "-f", "crds/")
         _seed(aws, azure, gcp, providers)
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
@@ -264,26 +369,44 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         wait_for_crd(custom)
         for emulator in (aws, azure, gcp):
             emulator.faults(latencyMs=latency_ms)
+        settings = emulator_settings(
+            cp.server,
+            aws,
+            azure,
+            gcp,
+            cluster=EKS_CLUSTER,
+            subscription=SUBSCRIPTION,
+            project=PROJECT,
+            account=AWS_ACCOUNT_ID,
+        )
         op_env = {
-            **emulator_settings(
-                cp.server,
-                aws,
-                azure,
-                gcp,
-                cluster=EKS_CLUSTER,
-                subscription=SUBSCRIPTION,
-                project=PROJECT,
-                account=AWS_ACCOUNT_ID,
-            ),
+            **_only(settings, provider),
             "PORTER_METRICS_PORT": str(free_port()),
-            # Every bench namespace may use every seeded identity; the webhook stays off so the figures
-            # measure the operator, not admission round trips.
+            # Every bench namespace may use every seeded identity.
             "PORTER_POLICY_FILE": str(write_policy(workdir / "policy.yaml", BENCH_POLICY)),
             "PORTER_WEBHOOK_PORT": "0",
         }
+        hooks = ""
+        if options.webhook:
+            certs = workdir / "webhook"
+            ca = write_webhook_certificate(certs)
+            port = free_port()
+            op_env |= {"PORTER_WEBHOOK_PORT": str(port), "PORTER_WEBHOOK_CERT_DIR": str(certs)}
+            hooks = json.dumps(webhook_configuration(port, ca))
         op = _operator(cp, workdir, op_env)
         assert op.proc is not None
-        idle_rss = _proc_stats(op.proc.pid)[0]
+        if hooks:
+            _kubectl(cp, "apply", "-f", "-", stdin=hooks)
+            time.sleep(2)  # the API server's webhook configuration follows its watch
+        time.sleep(3)  # the operator's start-up (imports, first lists) is over: this is its idle RSS
+        idle_rss = _current_rss(op.proc.pid)
+        nth = _nth(providers)
+        bodies = [(names[i][0], _body(names[i][1], providers[i], nth[i])) for i in range(n)]
+        admission = (
+            _admission(cp, custom, hooks, bodies[: options.admission_probes])
+            if hooks and options.admission_probes
+            else None
+        )
         tracks = {key: Track(providers[i]) for i, key in enumerate(names)}
         listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         start_rv = str(listed["metadata"]["resourceVersion"])
@@ -293,32 +416,17 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         sa_rv = str(sa_list.metadata.resource_version)
         threading.Thread(target=watcher.run_service_accounts, args=(core, sa_rv), daemon=True).start()
         before = _calls(aws, azure, gcp)
-
-        nth = _nth(providers)
-
-        def create(i: int) -> None:
-            ns, name = names[i]
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "ServiceIdentityConnection",
-                "metadata": {"name": name},
-                "spec": {"serviceAccountName": name, **_spec(providers[i], nth[i])},
-            }
-            tracks[names[i]].created = time.monotonic()
-            # The response is not needed: skipping its parsing keeps the load generator off the CPU it shares. Its
-            # body is still read off the socket before the connection goes back to the pool: a pooled connection
-            # with unread bytes answers the next request with them (BadStatusLine).
-            response: Any = custom.create_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, body, _preload_content=False
-            )
-            response.drain_conn()
-            response.release_conn()
+        cpu_before = _proc_stats(op.proc.pid)[1]
+        recording = (
+            profiling.Recording(op.proc.pid, out / f"profile-{provider}-n{n}.txt").start() if options.profile else None
+        )
 
         harness = os.times()
         began = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, range(n)))
-        applied = time.monotonic() - began
+        started_at = [0.0] * n
+        applied, each = _timed_creates(custom, bodies, started_at=started_at)
+        for i, key in enumerate(names):
+            tracks[key].created = started_at[i]
         deadline = began + timeout
         while watcher.ready_count() < n and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -326,6 +434,8 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         harness_cpu = sum(os.times()[:2]) - sum(harness[:2])
         assert op.proc is not None
         peak_rss, cpu = _proc_stats(op.proc.pid)
+        cpu -= cpu_before
+        profile = recording.stop() if recording is not None else None
 
         # one full resync: a restarted operator lists everything and must find nothing to do
         writes_before = watcher.writes_after()
@@ -339,7 +449,14 @@ def run(n: int, provider: str, latency_ms: float, out: Path, timeout: float) -> 
         return _figures(
             n, provider, latency_ms, began, applied, tracks, before, settled, resynced,
             watcher.writes_after() - writes_before, idle_rss, peak_rss, cpu, harness_cpu, resync_rss,
-        )  # fmt: skip
+        ) | {
+            "webhook": options.webhook,
+            "create_request_ms": {
+                q: round(1000 * percentile(each, v), 1) for q, v in (("p50", 0.5), ("p99", 0.99))
+            },
+            "admission": admission,
+            "profile": profile,
+        }  # fmt: skip
     finally:
         if op is not None:
             op.stop()
@@ -433,6 +550,22 @@ def markdown(fig: dict[str, Any]) -> str:
         ("create → Ready p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} s"),
         ("throughput (all Ready / time from first create)", f"{fig['throughput_per_second']} connections/s"),
         ("time to apply all connections", f"{fig['apply_seconds']} s"),
+        (
+            "create request p50 / p99 (client side, " + ("webhook on" if fig["webhook"] else "webhook off") + ")",
+            f"{fig['create_request_ms']['p50']} / {fig['create_request_ms']['p99']} ms",
+        ),
+        *(
+            [
+                (
+                    f"admission: added latency p50 / p99 ({adm['requests']} dry-run creates, idle operator)",
+                    f"{adm['added_ms']['p50']} / {adm['added_ms']['p99']} ms "
+                    f"(with {adm['latency_ms']['webhook']['p99']} ms, without {adm['latency_ms']['no_webhook']['p99']}"
+                    " ms p99)",
+                )
+            ]
+            if (adm := fig.get("admission"))
+            else []
+        ),
         *(
             (f"{p} cloud calls per connection (create / idle resync total)", f"{c['create']} / {c['idle_resync']}")
             for p, c in calls.items()
@@ -451,7 +584,8 @@ def markdown(fig: dict[str, Any]) -> str:
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
         ("restarted operator's peak RSS after its full resync", f"{fig['operator']['resync_peak_rss_mb']} MB"),
     ]
-    return "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    table = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    return table + ("\n" + profiling.markdown(fig["profile"]) if fig.get("profile") else "")
 
 
 def plot(fig: dict[str, Any], path: Path) -> None:
@@ -480,14 +614,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="added to every cloud call")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all Ready")
     parser.add_argument("--out", type=Path, default=CACHE / "bench")
+    parser.add_argument("--no-webhook", action="store_true", help="run without the validating webhook")
+    parser.add_argument("--profile", action="store_true", help="py-spy the operator while it creates")
+    parser.add_argument(
+        "--admission-probes", type=int, default=300, help="dry-run creates per side for the admission figure"
+    )
     args = parser.parse_args(argv)
+    options = Options(webhook=not args.no_webhook, profile=args.profile, admission_probes=args.admission_probes)
     # SIGTERM (e.g. `timeout`) must still stop the control plane, emulators and operator this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [*args.n, *([10_000] if args.big else [])]
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for n in sizes:
-        fig = run(n, args.provider, args.latency_ms, args.out / f"n{n}", args.timeout)
+        fig = run(n, args.provider, args.latency_ms, args.out / f"n{n}", args.timeout, options)
         stem = args.out / f"bench-{args.provider}-n{n}"
         stem.with_suffix(".json").write_text(json.dumps(fig, indent=2))
         stem.with_suffix(".md").write_text(markdown(fig))

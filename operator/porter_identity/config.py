@@ -25,10 +25,12 @@ class RateLimits(BaseModel):
 
     Azure: ARM's token buckets per subscription (reads 250, +25/s; writes 200, +10/s).
     GCP: IAM's 6,000 reads and 600 writes per minute per project.
-    AWS publishes no EKS or IAM request rate: these leave headroom for everything else in the account."""
+    AWS publishes no EKS Pod Identity or IAM request rate: unset, AWS calls are paced the way its SDK paces them
+    (botocore's adaptive retry mode: full speed until AWS throttles, then slower, faster again as calls succeed);
+    set, a fixed bucket applies as well."""
 
-    aws_read: Bucket = Bucket(per_second=50, burst=100)
-    aws_write: Bucket = Bucket(per_second=20, burst=100)
+    aws_read: Bucket | None = None
+    aws_write: Bucket | None = None
     azure_read: Bucket = Bucket(per_second=25, burst=250)
     azure_write: Bucket = Bucket(per_second=10, burst=200)
     gcp_read: Bucket = Bucket(per_second=100, burst=100)

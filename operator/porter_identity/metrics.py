@@ -5,7 +5,6 @@ Labels carry kinds, providers, operations and reasons only: never a name, an ARN
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +12,6 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
-from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import SansIOHTTPPolicy
-from google.api_core import exceptions as gexc
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -153,33 +149,3 @@ def instrument_boto3(client: Any) -> Any:
     client.meta.events.register("after-call", _boto_after_call)
     client.meta.events.register("after-call-error", _boto_after_call_error)
     return client
-
-
-_ARM_TYPE = re.compile(r"/(userAssignedIdentities|federatedIdentityCredentials|roleAssignments)(/[^/?]+)?(?:\?|$)")
-
-
-class ArmCallMetrics(SansIOHTTPPolicy[Any, Any]):
-    """Counts every ARM attempt as `METHOD resourceType`, e.g. `PUT federatedIdentityCredentials`; a GET of a
-    collection (one page of a list) is `LIST federatedIdentityCredentials`."""
-
-    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
-        found = _ARM_TYPE.search(request.http_request.url)
-        kind = found.group(1) if found else "other"
-        method = request.http_request.method
-        if found and method == "GET" and found.group(2) is None:
-            method = "LIST"
-        operation = f"{method} {kind}"
-        CLOUD_CALLS.labels("azure", operation, outcome_of(response.http_response.status_code)).inc()
-
-
-@contextmanager
-def gcp_call(operation: str) -> Iterator[None]:
-    """Counts one gRPC call; the outcome follows the error the client raised, if any."""
-    try:
-        yield
-    except gexc.GoogleAPICallError as err:
-        status = int(err.code or 0) if isinstance(err.code, int) else 0
-        outcome = "throttled" if isinstance(err, gexc.TooManyRequests | gexc.ResourceExhausted) else outcome_of(status)
-        CLOUD_CALLS.labels("gcp", operation, outcome if outcome != "success" else "client_error").inc()
-        raise
-    CLOUD_CALLS.labels("gcp", operation, "success").inc()

@@ -69,3 +69,24 @@ def test_a_bucket_refuses_nonsense() -> None:
         Bucket(per_second=0, burst=1)
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         Bucket(per_second=1, burst=0)
+
+
+def test_aws_has_no_fixed_bucket_by_default_and_is_paced_adaptively() -> None:
+    # AWS publishes no rate for EKS Pod Identity or IAM reads: botocore's adaptive mode slows down only on throttling.
+    from porter_identity.providers.aws import AwsProvider
+
+    pacer = Pacer("aws", RateLimits())
+    assert not pacer.fixed
+    assert max(pacer.wait("write") for _ in range(500)) == 0.0
+    provider = AwsProvider("us-east-1", "c", pacer=pacer)
+    for sdk in (provider.eks, provider.iam):
+        assert sdk.meta.config.retries["mode"] == "adaptive"
+
+
+def test_a_fixed_aws_bucket_still_applies_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTER_RATE_LIMITS__AWS_WRITE__PER_SECOND", "5")
+    monkeypatch.setenv("PORTER_RATE_LIMITS__AWS_WRITE__BURST", "1")
+    pacer = Pacer("aws", Settings().rate_limits)
+    assert pacer.fixed
+    pacer.wait("write")
+    assert pacer.wait("write") > 0.1

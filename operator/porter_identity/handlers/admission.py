@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, cast
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import kopf
 from kubernetes import client
@@ -14,9 +17,11 @@ from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.errors import CloudError
 from porter_identity.handlers import namespaces
-from porter_identity.providers.azure import AzureProvider
 from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.roleset import account_refusal
+
+if TYPE_CHECKING:  # memo.clouds holds it only when Azure is configured
+    from porter_identity.providers.azure import AzureProvider
 
 CONNECTION_PATH = "validate-connection"
 ROLESET_PATH = "validate-roleset"
@@ -24,6 +29,9 @@ OPERATIONS: list[Literal["CREATE", "UPDATE"]] = ["CREATE", "UPDATE"]
 M = TypeVar("M", bound=BaseModel)
 FORBIDDEN = 403
 INVALID = 422
+# The reads an answer may need (the Namespace before a refusal, the budget's list, an Azure identity's client id)
+# run here, never in kopf's worker pool: there an answer would queue behind every reconcile in flight.
+_READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="admission")
 
 
 def _unchanged(kind: str, operation: str | None, old: kopf.Body | None, new: kopf.Body | None) -> bool:
@@ -129,10 +137,51 @@ def validate_roleset(
             raise kopf.AdmissionError("spec.accountId is immutable; create a new PorterRoleSet instead", INVALID)
 
 
+def _reads(
+    operation: str | None,
+    old: kopf.Body | None,
+    new: kopf.Body | None,
+    namespace: str | None,
+    memo: kopf.Memo,
+    allowed_identities: kopf.Index[str, str] | None = None,
+    **_: Any,
+) -> bool:
+    """Whether `validate_connection` may read the API server or a cloud before it answers this request."""
+    if new is None or new.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    if operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec"):
+        return False
+    try:
+        spec = connection.ConnectionSpec.model_validate(dict(new.get("spec") or {}))
+    except ValidationError:
+        return False  # refused for the spec alone
+    rules: Policy | None = memo.policy
+    own: guard.OwnIdentities = memo.own_identities
+    if rules is not None and rules.max_links_per_namespace_per_identity is not None:
+        return True
+    if own.azure_client_ids and spec.azure is not None:
+        return True
+    return not namespaces.check(memo, allowed_identities, spec, namespace or "").allowed
+
+
+async def _on_connection(**kwargs: Any) -> None:
+    """Answered on the event loop when it needs no read (an allowed create, every bookkeeping patch): kopf runs a
+    sync handler in its worker pool, where it would wait for the reconciles (cloud calls) ahead of it."""
+    if _reads(**kwargs):
+        await asyncio.get_running_loop().run_in_executor(_READS, partial(validate_connection, **kwargs))
+    else:
+        validate_connection(**kwargs)
+
+
+async def _on_roleset(**kwargs: Any) -> None:
+    """No read at all: always answered on the event loop."""
+    validate_roleset(**kwargs)
+
+
 def register() -> None:
     """Only when the webhook is served: kopf refuses to start with admission handlers and no server."""
     # cast: kopf's WebhookFn protocol spells out every keyword; these take the few they use and **_.
     on_connection = kopf.on.validate(GROUP, VERSION, connection.PLURAL, id=CONNECTION_PATH, operations=OPERATIONS)
-    on_connection(cast(Any, validate_connection))
+    on_connection(cast(Any, _on_connection))
     on_roleset = kopf.on.validate(GROUP, VERSION, roleset.PLURAL, id=ROLESET_PATH, operations=OPERATIONS)
-    on_roleset(cast(Any, validate_roleset))
+    on_roleset(cast(Any, _on_roleset))

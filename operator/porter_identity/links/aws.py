@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from porter_identity.api.connection import AwsStatus, Provider, ServiceIdentityConnection
-from porter_identity.errors import AccessDenied, CloudError, NotFound
+from porter_identity.errors import AccessDenied, CloudError, Conflict, NotFound
 from porter_identity.links.base import Change, Result
 from porter_identity.model import Association, Role, role_name
 from porter_identity.providers.aws import AwsProvider
@@ -50,10 +50,14 @@ def apply(
             None,
         )
     step = "looking up the IAM role"
+    recorded = conn.status.aws.association_id if conn.status.aws else None
     try:
         try:
-            role = provider.get_role(conn.spec.aws.role)
+            # A first create shares the role read with the connections created with it; a connection that
+            # already links (a move, a drift repair, a resume) reads the role afresh.
+            role = provider.get_role(conn.spec.aws.role) if recorded else provider.shared_role(conn.spec.aws.role)
         except NotFound:
+            provider.forget_role(conn.spec.aws.role)  # gone for the connections created after this one too
             return Result(
                 outcome.stalled(
                     Reason.ROLE_NOT_FOUND,
@@ -72,6 +76,7 @@ def apply(
             )
         problem = decide.trust_problem(role.trust_policy)
         if problem is not None:
+            provider.forget_role(role.name)
             return Result(
                 outcome.stalled(
                     Reason.TRUST_POLICY_INVALID,
@@ -85,22 +90,39 @@ def apply(
         refusal = least.blocked(privilege, block_broad)
         if refusal is not None:
             return Result(refusal, None, privilege=privilege)
+        tags = decide.ownership_tags(uid, ns, conn.metadata.name, provider.cluster_name)
+        if not recorded:
+            # Create first: EKS allows one association per ServiceAccount and refuses a second one
+            # (ResourceInUseException), so the common case costs one call and only a refusal reads what is there.
+            step = "creating the EKS Pod Identity association"
+            try:
+                current = provider.create_association(ns, sa, role.arn, tags)
+            except Conflict:
+                pass
+            else:
+                return _ready(
+                    ns,
+                    sa,
+                    role,
+                    current,
+                    Change("Created", f"created EKS Pod Identity association {current.association_id}"),
+                    privilege,
+                )
         step = "reading the EKS Pod Identity association"
         observed = _observe(provider, conn)
         plan = decide.plan_apply(uid, role.arn, observed)
         change: Change | None = None
         if plan.action is decide.Action.CONFLICT:
             return Result(outcome.stalled(Reason.CONFLICT, plan.message), None, privilege=privilege)
-        if plan.action is decide.Action.CREATE:
+        if plan.action is decide.Action.CREATE:  # none recorded, or refused as a duplicate and gone since
             step = "creating the EKS Pod Identity association"
-            tags = decide.ownership_tags(uid, ns, conn.metadata.name, provider.cluster_name)
             current = provider.create_association(ns, sa, role.arn, tags)
             change = Change(outcome.Action.CREATED, f"created EKS Pod Identity association {current.association_id}")
         elif plan.action is decide.Action.ADOPT:
             assert plan.association is not None
             step = "adopting the retained EKS Pod Identity association"
             current = plan.association
-            provider.tag_association(current, decide.ownership_tags(uid, ns, conn.metadata.name, provider.cluster_name))
+            provider.tag_association(current, tags)
             provider.untag_association(current, [decide.RETAINED_TAG])
             if current.role_arn != role.arn:
                 current = provider.update_association(current.association_id, role.arn)
@@ -121,13 +143,16 @@ def apply(
         else:
             assert plan.association is not None
             current = plan.association
-            recorded = conn.status.aws.association_id if conn.status.aws else None
             if recorded != current.association_id:
                 change = Change(
                     outcome.Action.ADOPTED, f"adopted existing EKS Pod Identity association {current.association_id}"
                 )
     except CloudError as err:
         return Result(outcome.from_error(err, what=step), conn.status.aws)
+    return _ready(ns, sa, role, current, change, privilege)
+
+
+def _ready(ns: str, sa: str, role: Role, current: Association, change: Change | None, privilege: Check) -> Result:
     status = AwsStatus(
         association_id=current.association_id, association_arn=current.association_arn, role_arn=current.role_arn
     )

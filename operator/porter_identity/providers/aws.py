@@ -96,6 +96,11 @@ def _document(raw: Any) -> dict[str, Any]:
     return dict(json.loads(urllib.parse.unquote(str(raw))))
 
 
+# Long enough for a burst of creates on one role to share its GetRole, short enough that a role deleted or made
+# untrusting is seen by the next burst; runs of a connection that already links read the role afresh.
+ROLE_SHARE_SECONDS = 30.0
+
+
 class AwsProvider:
     """Talks to IAM and EKS for one cluster; clients are thread-safe and shared."""
 
@@ -108,19 +113,23 @@ class AwsProvider:
         pool_size: int = 10,
         pacer: Pacer | None = None,
         privilege_cache_seconds: float = 300.0,
+        role_share_seconds: float = ROLE_SHARE_SECONDS,
     ) -> None:
         session = session or boto3.session.Session()
         # One pooled connection per worker thread: a smaller pool drops connections and reconnects under load.
+        # Adaptive mode: standard retries plus botocore's client-side rate limiter, which stays out of the way until
+        # AWS throttles, then sends at the rate AWS accepts and speeds up again (CUBIC) as calls succeed.
         config = Config(
             region_name=region,
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            retries={"mode": "adaptive", "total_max_attempts": max_attempts},
             max_pool_connections=pool_size,
         )
         self.cluster_name = cluster_name
         self._privileges: Recent[RolePolicies] = Recent(privilege_cache_seconds)
+        self._roles: Recent[Role] = Recent(role_share_seconds)
         self.iam = metrics.instrument_boto3(session.client("iam", config=config))
         self.eks = metrics.instrument_boto3(session.client("eks", config=config))
-        if pacer is not None:
+        if pacer is not None and pacer.fixed:
             pacer.pace_boto3(self.iam)
             pacer.pace_boto3(self.eks)
 
@@ -129,6 +138,15 @@ class AwsProvider:
             data = self.iam.get_role(RoleName=role_name(role))["Role"]
         trust = data.get("AssumeRolePolicyDocument") or {}
         return Role(name=data["RoleName"], arn=data["Arn"], trust_policy=trust if isinstance(trust, dict) else {})
+
+    def shared_role(self, role: str) -> Role:
+        """`get_role`, shared for `role_share_seconds` by the connections created together on one role (ten
+        connections on a role cost one GetRole, not ten). A missing role is not kept."""
+        return self._roles.get(role_name(role), lambda: self.get_role(role))
+
+    def forget_role(self, role: str) -> None:
+        """A role refused (its trust policy): the next connection on it reads it again, so a fix is seen."""
+        self._roles.forget(role_name(role))
 
     def role_policies(self, name: str) -> RolePolicies:
         """Attached policy ARNs, the documents of customer-managed ones, and inline documents (for LeastPrivilege).

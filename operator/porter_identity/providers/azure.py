@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager
 from typing import Any
 
 import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-from azure.core.pipeline import policies
+from azure.core.pipeline import PipelineRequest, PipelineResponse, policies
+from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.mgmt.core import ARMPipelineClient
@@ -32,7 +34,7 @@ from porter_identity.errors import (
 )
 from porter_identity.model import Credential, Identity
 from porter_identity.providers.locks import KeyedLocks
-from porter_identity.providers.pacing import Pacer
+from porter_identity.providers.pacing import READ_METHODS, Pacer
 from porter_identity.providers.recent import Recent
 
 ARM_SCOPE = "https://management.azure.com/.default"  # what azure-mgmt-msi asks tokens for
@@ -80,6 +82,33 @@ def _pooled_transport(pool_size: int, connection_verify: str | bool) -> Requests
     return RequestsTransport(session=session, session_owner=False, connection_verify=connection_verify)
 
 
+_ARM_TYPE = re.compile(r"/(userAssignedIdentities|federatedIdentityCredentials|roleAssignments)(/[^/?]+)?(?:\?|$)")
+
+
+class _ArmCallMetrics(SansIOHTTPPolicy[Any, Any]):
+    """Counts every ARM attempt as `METHOD resourceType`, e.g. `PUT federatedIdentityCredentials`; a GET of a
+    collection (one page of a list) is `LIST federatedIdentityCredentials`."""
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        found = _ARM_TYPE.search(request.http_request.url)
+        kind = found.group(1) if found else "other"
+        method = request.http_request.method
+        if found and method == "GET" and found.group(2) is None:
+            method = "LIST"
+        operation = f"{method} {kind}"
+        metrics.CLOUD_CALLS.labels("azure", operation, metrics.outcome_of(response.http_response.status_code)).inc()
+
+
+class _ArmPacing(SansIOHTTPPolicy[Any, Any]):
+    """A per-retry pipeline policy: each ARM attempt, azure-core's retries included, takes a token."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        self._pacer.wait("read" if request.http_request.method in READ_METHODS else "write")
+
+
 class AzureProvider:
     """Talks to ARM for one subscription; writes to one identity are serialised (Azure allows one at a time)."""
 
@@ -97,7 +126,7 @@ class AzureProvider:
     ) -> None:
         self.subscription_id = subscription_id
         transport = _pooled_transport(pool_size, connection_verify)
-        pacing = [pacer.arm_policy()] if pacer else []
+        pacing = [_ArmPacing(pacer)] if pacer else []
         self.client = ManagedServiceIdentityClient(
             credential,
             subscription_id,
@@ -105,7 +134,7 @@ class AzureProvider:
             connection_verify=connection_verify,
             retry_total=retry_total,
             transport=transport,
-            per_retry_policies=[metrics.ArmCallMetrics(), *pacing],
+            per_retry_policies=[_ArmCallMetrics(), *pacing],
         )
         # Role assignments (Microsoft.Authorization) have no call in azure-mgmt-msi: one pipeline with the same
         # credential scope, retries, metrics and connection pool serves that single read.
@@ -115,7 +144,7 @@ class AzureProvider:
                 policies.RequestIdPolicy(),
                 ARMChallengeAuthenticationPolicy(credential, ARM_SCOPE),
                 policies.RetryPolicy(retry_total=retry_total),
-                metrics.ArmCallMetrics(),
+                _ArmCallMetrics(),
                 *pacing,
                 policies.ContentDecodePolicy(),
             ],

@@ -1,16 +1,21 @@
-"""Build the cloud adapters the settings ask for; a provider without settings stays None (NotConfigured)."""
+"""Build the cloud adapters the settings ask for; a provider without settings stays None (NotConfigured).
+
+Each cloud's SDK is imported only when that cloud is configured: an operator for one cloud never loads the other
+two (tens of MB of resident memory each, docs/performance.md)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from porter_identity.config import Settings
-from porter_identity.providers.aws import AwsProvider
-from porter_identity.providers.azure import AzureProvider
-from porter_identity.providers.gcp import GcpProvider
 from porter_identity.providers.pacing import Pacer
+
+if TYPE_CHECKING:
+    from porter_identity.providers.aws import AwsProvider
+    from porter_identity.providers.azure import AzureProvider
+    from porter_identity.providers.gcp import GcpProvider
 
 
 class EmulatorToken:
@@ -30,8 +35,11 @@ class Clouds:
 
 
 def build(settings: Settings) -> Clouds:
-    aws = (
-        AwsProvider(
+    aws = azure = gcp = None
+    if settings.eks_cluster_name:
+        from porter_identity.providers.aws import AwsProvider
+
+        aws = AwsProvider(
             settings.aws_region,
             settings.eks_cluster_name,
             settings.aws_max_attempts,
@@ -39,11 +47,9 @@ def build(settings: Settings) -> Clouds:
             pacer=Pacer("aws", settings.rate_limits),
             privilege_cache_seconds=settings.privilege_cache_seconds,
         )
-        if settings.eks_cluster_name
-        else None
-    )
-    azure = None
     if settings.azure_subscription_id and settings.oidc_issuer:
+        from porter_identity.providers.azure import AzureProvider
+
         if settings.azure_credential == "emulator":
             credential: Any = EmulatorToken()
         else:
@@ -60,14 +66,13 @@ def build(settings: Settings) -> Clouds:
             lock_wait_seconds=settings.lock_wait_seconds,
             privilege_cache_seconds=settings.privilege_cache_seconds,
         )
-    gcp = (
-        GcpProvider.connect(
+    if settings.workload_pool:
+        from porter_identity.providers.gcp import GcpProvider
+
+        gcp = GcpProvider.connect(
             settings.gcp_iam_endpoint,
             Pacer("gcp", settings.rate_limits),
             settings.lock_wait_seconds,
             settings.privilege_cache_seconds,
         )
-        if settings.workload_pool
-        else None
-    )
     return Clouds(aws=aws, azure=azure, gcp=gcp)

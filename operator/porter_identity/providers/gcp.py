@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import grpc
@@ -27,6 +27,24 @@ from porter_identity.model import project_of
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer, is_read
 from porter_identity.providers.recent import Recent
+
+
+@contextmanager
+def _counted(operation: str) -> Iterator[None]:
+    """Counts one gRPC call; the outcome follows the error the client raised, if any."""
+    try:
+        yield
+    except gexc.GoogleAPICallError as err:
+        status = int(err.code or 0) if isinstance(err.code, int) else 0
+        outcome = (
+            "throttled"
+            if isinstance(err, gexc.TooManyRequests | gexc.ResourceExhausted)
+            else metrics.outcome_of(status)
+        )
+        metrics.CLOUD_CALLS.labels("gcp", operation, outcome if outcome != "success" else "client_error").inc()
+        raise
+    metrics.CLOUD_CALLS.labels("gcp", operation, "success").inc()
+
 
 PROJECTS_GET_IAM_POLICY = "/google.cloud.resourcemanager.v3.Projects/GetIamPolicy"
 RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com:443"
@@ -154,7 +172,7 @@ class GcpProvider:
     def _call(self, operation: str) -> AbstractContextManager[None]:
         if self.pacer is not None:
             self.pacer.wait("read" if is_read(operation) else "write")
-        return metrics.gcp_call(operation)
+        return _counted(operation)
 
     def policy(self, email: str) -> policy_pb2.Policy:
         """The full policy (version 3, so conditional bindings are returned as they are)."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import SansIOHTTPPolicy
 from pyrate_limiter import Limiter, Rate, StateBucket, TokenBucket
 
 from porter_identity import metrics
@@ -14,7 +12,7 @@ from porter_identity.config import Bucket, RateLimits
 
 # Read-only calls by their API verb; anything else (create, update, put, tag, attach, set...) is a write.
 _READ_PREFIXES = ("Get", "List", "Describe")
-_READ_METHODS = ("GET", "HEAD")
+READ_METHODS = ("GET", "HEAD")
 
 
 def is_read(operation: str) -> bool:
@@ -32,14 +30,22 @@ class Pacer:
 
     def __init__(self, provider: str, limits: RateLimits) -> None:
         self.provider = provider
-        self._buckets = {
-            "read": _limiter(getattr(limits, f"{provider}_read")),
-            "write": _limiter(getattr(limits, f"{provider}_write")),
+        buckets: dict[str, Bucket | None] = {
+            access: getattr(limits, f"{provider}_{access}") for access in ("read", "write")
         }
+        self._buckets = {access: _limiter(bucket) for access, bucket in buckets.items() if bucket is not None}
+
+    @property
+    def fixed(self) -> bool:
+        """Whether any bucket is set (AWS has none by default: botocore's adaptive mode paces it)."""
+        return bool(self._buckets)
 
     def wait(self, access: str) -> float:
+        limiter = self._buckets.get(access)
+        if limiter is None:
+            return 0.0
         started = time.perf_counter()
-        self._buckets[access].try_acquire(access)
+        limiter.try_acquire(access)
         waited = time.perf_counter() - started
         metrics.rate_limited(self.provider, access, waited)
         return waited
@@ -52,16 +58,3 @@ class Pacer:
     def _before_send(self, event_name: str, **_: Any) -> None:
         operation = event_name.rsplit(".", 1)[-1]
         self.wait("read" if is_read(operation) else "write")
-
-    def arm_policy(self) -> SansIOHTTPPolicy[Any, Any]:
-        return _ArmPacing(self)
-
-
-class _ArmPacing(SansIOHTTPPolicy[Any, Any]):
-    """A per-retry pipeline policy: each ARM attempt, azure-core's retries included, takes a token."""
-
-    def __init__(self, pacer: Pacer) -> None:
-        self._pacer = pacer
-
-    def on_request(self, request: PipelineRequest[Any]) -> None:
-        self._pacer.wait("read" if request.http_request.method in _READ_METHODS else "write")

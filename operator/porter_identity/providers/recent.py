@@ -31,3 +31,8 @@ class Recent(Generic[V]):
             with self._guard:
                 self._values[key] = value
             return value
+
+    def forget(self, key: str) -> None:
+        """The next `get` reads again (an answer that must not be shared, e.g. one that refuses)."""
+        with self._guard:
+            self._values.pop(key, None)

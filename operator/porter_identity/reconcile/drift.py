@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.iam.v1 import policy_pb2
 from pydantic import ValidationError
 
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.model import WORKLOAD_IDENTITY_USER, Association, AssociationSummary, Credential
 from porter_identity.reconcile import aws, azure, gcp
 from porter_identity.reconcile.outcome import Action, Reason
+
+if TYPE_CHECKING:  # only the GCP provider loads the SDK
+    from google.iam.v1 import policy_pb2
 
 # A connection a run outside kopf's handlers (the sweep, a woken claimant) left retrying is rechecked by the sweep:
 # kopf did not run it, so kopf does not retry it. Stalls are rechecked by the connection's own recheck timer.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from google.iam.v1 import policy_pb2
+from typing import TYPE_CHECKING
 
 from porter_identity.model import WORKLOAD_IDENTITY_USER
+
+if TYPE_CHECKING:  # policies come from the GCP provider: only it loads the SDK (an operator without GCP never does)
+    from google.iam.v1 import policy_pb2
 
 SERVICE_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
 
@@ -23,7 +26,7 @@ def with_member(policy: policy_pb2.Policy, who: str) -> policy_pb2.Policy | None
     Other members, other bindings, conditions, version and etag are kept exactly."""
     if any(_unconditional(b) and who in b.members for b in policy.bindings):
         return None
-    out = policy_pb2.Policy()
+    out = type(policy)()
     out.CopyFrom(policy)
     for binding in out.bindings:
         if _unconditional(binding):
@@ -37,7 +40,7 @@ def without_member(policy: policy_pb2.Policy, who: str) -> policy_pb2.Policy | N
     """A copy without `who` (its binding dropped only if it becomes empty), or None when it is not there."""
     if not any(_unconditional(b) and who in b.members for b in policy.bindings):
         return None
-    out = policy_pb2.Policy()
+    out = type(policy)()
     out.CopyFrom(policy)
     kept = []
     for binding in out.bindings:
