@@ -222,11 +222,13 @@ def settings() -> str:
         env = f"PORTER_{name.upper()}"
         if isinstance(info.get_default(call_default_factory=True), BaseModel):
             for bucket, binfo in RateLimits.model_fields.items():
-                limits: Bucket = binfo.get_default(call_default_factory=True)
+                limits: Bucket | None = binfo.get_default(call_default_factory=True)
+                # Unset means no fixed bucket: the cloud's SDK paces adaptively (docs/performance.md).
+                default = "unset (adaptive)" if limits is None else f"`{limits.per_second:g}` / `{limits.burst}`"
                 rows.append(
                     [
                         f"`{env}__{bucket.upper()}__PER_SECOND` / `__BURST`",
-                        f"`{limits.per_second:g}` / `{limits.burst}`",
+                        default,
                         "client-side token bucket for {} {} calls (docs/operations.md#pacing-and-retries)".format(
                             *bucket.upper().split("_")
                         ),
