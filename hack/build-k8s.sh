@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager and kubectl from the Kubernetes Go modules (via the Go module proxy), cached by version.
+# `build-k8s.sh node` also builds what a local node runs (kubelet, kube-scheduler, kube-proxy: porter_dev.node).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -7,6 +8,8 @@ K8S_VERSION=${K8S_VERSION:-1.34.4}
 cache=${PORTER_CACHE:-$root/.cache}
 bin=$cache/k8s-$K8S_VERSION/bin
 want=(kube-apiserver kube-controller-manager kubectl)
+node=(kubelet kube-scheduler kube-proxy)
+if [ "${1:-}" = node ]; then want+=("${node[@]}"); fi
 
 missing=0
 for b in "${want[@]}"; do [ -x "$bin/$b" ] || missing=1; done
@@ -38,6 +41,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
 go mod tidy -e >/dev/null 2>&1 || true

@@ -9,4 +9,11 @@ if [ ! -x "$bin" ]; then
   command -v npm >/dev/null 2>&1 || { echo "npm is required to lint the Dockerfile"; exit 1; }
   npm install --silent --prefix .cache/npm dockerfilelint@1.8.0 --no-audit --no-fund >/dev/null
 fi
-"$bin" Dockerfile
+# dockerfilelint does not expand ARGs: lint the Dockerfile as built with its default BASE, so the default's tag is
+# what the missing-tag rule checks.
+base=$(sed -n 's/^ARG BASE=//p' Dockerfile)
+[ -n "$base" ] || { echo "Dockerfile: ARG BASE=<image:tag> is missing"; exit 1; }
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+sed "s|\${BASE}|$base|g" Dockerfile > "$rendered/Dockerfile"
+"$bin" "$rendered/Dockerfile"

@@ -1,4 +1,5 @@
-"""Start and stop a real, node-less Kubernetes control plane (etcd, kube-apiserver, controller-manager) on loopback."""
+"""Start and stop a real Kubernetes control plane (etcd, kube-apiserver, controller-manager): node-less on loopback,
+or, with `serves_node`, on a bridge address with a scheduler and the controllers pods need (porter_dev.node)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def k8s_bin_dir() -> Path:
-    """Build (first run) or find the cached Kubernetes binaries."""
+def k8s_bin_dir(node: bool = False) -> Path:
+    """Build (first run) or find the cached Kubernetes binaries; with `node`, also kubelet, scheduler and proxy."""
     out = subprocess.run(
-        ["bash", str(REPO_ROOT / "hack" / "build-k8s.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(REPO_ROOT / "hack" / "build-k8s.sh"), *(["node"] if node else [])],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -64,6 +68,10 @@ class ControlPlane:
     apiserver_port: int = 0
     token: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    # Where the API server listens and what it advertises: pods reach it there (the `kubernetes` Service's endpoint).
+    address: str = "127.0.0.1"
+    # A node will join: run kube-scheduler and the controllers that Deployments, Services and pods' API access need.
+    serves_node: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -71,7 +79,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def state_file(self) -> Path:
@@ -91,7 +99,7 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        bins = k8s_bin_dir()
+        bins = k8s_bin_dir(node=self.serves_node)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         if not self.token:
@@ -108,6 +116,8 @@ class ControlPlane:
         self.write_kubeconfig()
         self.publish_issuer_discovery()
         self.start_controller_manager(bins)
+        if self.serves_node:
+            self.start_scheduler(bins)
         self.save()
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -138,8 +148,8 @@ class ControlPlane:
             [
                 str(bins / "kube-apiserver"),
                 "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
-                "--bind-address", "127.0.0.1",
-                "--advertise-address", "127.0.0.1",
+                "--bind-address", self.address,
+                "--advertise-address", self.address,
                 "--secure-port", str(self.apiserver_port),
                 "--cert-dir", str(self.workdir / "pki"),
                 "--token-auth-file", str(self.workdir / "tokens.csv"),
@@ -150,12 +160,22 @@ class ControlPlane:
                 "--service-account-signing-key-file", str(key),
                 "--api-audiences", f"{self.server},pods.eks.amazonaws.com,api://AzureADTokenExchange",
                 "--service-cluster-ip-range", "10.96.0.0/16",
-                "--endpoint-reconciler-type", "none",
+                # With a node, the `kubernetes` Service's endpoint is this address (pods reach it through kube-proxy).
+                "--endpoint-reconciler-type", "lease" if self.serves_node else "none",
                 "--enable-priority-and-fairness=false",
+                # kubectl logs: reach the kubelet at its node's address, not a hostname nothing resolves.
+                "--kubelet-preferred-address-types", "InternalIP",
             ],
         )  # fmt: skip
 
     def start_controller_manager(self, bins: Path) -> None:
+        controllers = ["namespace", "garbagecollector", "serviceaccount", "serviceaccount-token"]
+        if self.serves_node:
+            # Deployments make ReplicaSets make pods; Services get EndpointSlices (kube-proxy) and Endpoints; every
+            # pod's API-access volume needs the kube-root-ca.crt ConfigMap.
+            controllers += ["deployment", "replicaset", "endpoint", "endpointslice", "root-ca-cert-publisher"]
+            # The kubelet registers its node tainted not-ready; the node lifecycle controller lifts the taint.
+            controllers.append("nodelifecycle")
         self._spawn(
             "kube-controller-manager",
             [
@@ -166,10 +186,24 @@ class ControlPlane:
                 "--bind-address", "127.0.0.1",
                 "--secure-port", str(free_port()),
                 "--leader-elect=false",
-                "--controllers", "namespace,garbagecollector,serviceaccount,serviceaccount-token",
+                "--controllers", ",".join(controllers),
                 "--service-account-private-key-file", str(self.workdir / "sa.key"),
                 "--root-ca-file", str(self.workdir / "pki" / "apiserver.crt"),
                 "--use-service-account-credentials=false",
+            ],
+        )  # fmt: skip
+
+    def start_scheduler(self, bins: Path) -> None:
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                "--kubeconfig", str(self.kubeconfig),
+                "--authentication-kubeconfig", str(self.kubeconfig),
+                "--authorization-kubeconfig", str(self.kubeconfig),
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(free_port()),
+                "--leader-elect=false",
             ],
         )  # fmt: skip
 
@@ -262,7 +296,7 @@ class ControlPlane:
             _terminate(pid)
 
     def stop(self) -> None:
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self.stop_component(name)
         if self.state_file.exists():
             self.state_file.unlink()

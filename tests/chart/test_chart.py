@@ -196,8 +196,10 @@ def test_image_user_matches_the_pod_security_context() -> None:
 def test_image_is_multi_stage_pinned_and_ships_only_the_operator() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
-    assert len(bases) == 2, "a build stage and a runtime stage"
-    assert all(re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[a-f0-9]{64})?", b) for b in bases), bases
+    assert bases == ["${BASE}", "${BASE}"], "a build stage and a runtime stage on the same base"
+    [default] = re.findall(r"^ARG BASE=(\S+)$", dockerfile, re.M)
+    assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[a-f0-9]{64})?", default), default
+    assert "-c hack/constraints.txt" in dockerfile, "the image installs the versions the tests ran with"
     assert "org.opencontainers.image.source" in dockerfile
     ignore = (REPO_ROOT / ".dockerignore").read_text().split()
     assert ignore[0] == "*", "everything is excluded unless listed"
@@ -205,6 +207,7 @@ def test_image_is_multi_stage_pinned_and_ships_only_the_operator() -> None:
         "!pyproject.toml",
         "!README.md",
         "!LICENSE",
+        "!hack/constraints.txt",
         "!operator/",
     }
 
