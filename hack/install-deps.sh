@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install everything the tests and the sandbox need, from package registries only: etcd and the local node's
-# container runtime, network plugins and image builders (Debian), a virtualenv with the project and its test/dev
+# Install everything the tests and the sandbox need, from package registries only: etcd (Debian),
+# a virtualenv with the project and its test/dev
 # extras (PyPI), and the Kubernetes binaries and helm (Go module proxy).
+# The local node's parts are installed by hack/install-node-deps.sh (no test tier uses the node yet).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,22 +16,6 @@ if ! command -v etcd >/dev/null 2>&1; then
   # Debian starts a system etcd on the default ports; ours run on free ports of their own.
   as_root systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
-# The local node (porter_dev.node, tests/e2e/test_node*.py): containerd + runc, the CNI bridge plugins,
-# iptables for kube-proxy, and debootstrap + buildah to build the operator image without a registry.
-node_packages=()
-for pair in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables \
-            buildah:buildah debootstrap:debootstrap; do
-  probe=${pair%%:*} package=${pair#*:}
-  if [ "${probe#/}" != "$probe" ]; then [ -x "$probe" ] && continue; else command -v "$probe" >/dev/null 2>&1 && continue; fi
-  node_packages+=("$package")
-done
-if [ ${#node_packages[@]} -gt 0 ]; then
-  echo "installing ${node_packages[*]} from Debian"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${node_packages[@]}" >/dev/null \
-    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${node_packages[@]}" >/dev/null; }
-  # Debian's containerd service is not ours: the node runs its own containerd with its own socket and state.
-  as_root systemctl disable --now containerd >/dev/null 2>&1 || true
-fi
 command -v go >/dev/null 2>&1 || { echo "Go is required to build kube-apiserver (https://go.dev/dl)"; exit 1; }
 
 python=${PYTHON:-python3}
@@ -43,7 +28,7 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$root/emulators" > "$site/porter-dev.pth"
 
-bash hack/build-k8s.sh node >/dev/null
+bash hack/build-k8s.sh >/dev/null
 bash hack/build-helm.sh >/dev/null
 bash hack/build-gitops.sh >/dev/null
 echo "dependencies ready"
