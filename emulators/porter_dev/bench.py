@@ -26,6 +26,7 @@ from kubernetes import client, config, watch
 
 from porter_dev import CACHE, rbac
 from porter_dev import profile as profiling
+from porter_dev.admission import NAME as WEBHOOK_NAME
 from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
@@ -316,7 +317,7 @@ def _admission(
     reconciled meanwhile) with the webhook configured and without; the operator is otherwise idle."""
     _timed_creates(custom, bodies[:50], dry_run=True)  # warm the connections either way
     with_wall, with_each = _timed_creates(custom, bodies, dry_run=True)
-    _kubectl(cp, "delete", "validatingwebhookconfiguration", "porter-identity")
+    _kubectl(cp, "delete", "validatingwebhookconfiguration", WEBHOOK_NAME)
     time.sleep(2)  # the API server's webhook configuration follows its watch
     _timed_creates(custom, bodies[:50], dry_run=True)
     without_wall, without_each = _timed_creates(custom, bodies, dry_run=True)
