@@ -212,7 +212,7 @@ def test_orphans_are_reported_once_and_left_in_place(
     [aws_line] = wait_for(lambda: reported(orphan), SWEEP_WAIT, what="AWS orphan logged")
     [azure_line] = wait_for(lambda: reported(stale), SWEEP_WAIT, what="Azure orphan logged")
     assert aws_line["provider"] == "aws" and azure_line["provider"] == "azure"
-    assert aws_line["severity"] == "warn"
+    assert aws_line["severity"] == "warning"
     core = client.CoreV1Api(conns.custom.api_client)
 
     def sa_events(name: str) -> list[client.CoreV1Event]:
