@@ -59,10 +59,10 @@ def test_reconciles_and_cloud_calls_are_counted(conns: Connections, operator: Op
     created = {"provider": "aws", "operation": "CreatePodIdentityAssociation", "outcome": "success"}
     assert grew("porter_identity_cloud_api_calls_total", **created) == 1
     assert ("porter_identity_queue_depth", ()) in after, "the operator wires kopf's executor queue to the gauge"
-    # every call took a token from its bucket first: GetRole and List are reads, Create a write
+    # AWS is paced adaptively by botocore (no published quota): no client-side bucket, so no bucket wait
     waits = "porter_identity_cloud_rate_limit_wait_seconds_count"
-    assert grew(waits, provider="aws", access="read") >= 2
-    assert grew(waits, provider="aws", access="write") == 1
+    assert grew(waits, provider="aws", access="read") == 0
+    assert grew(waits, provider="aws", access="write") == 0
     assert value(after, "porter_identity_reconciles_in_flight", kind="serviceidentityconnection") == 0
 
 
