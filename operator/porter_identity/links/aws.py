@@ -105,7 +105,7 @@ def apply(
                     sa,
                     role,
                     current,
-                    Change("Created", f"created EKS Pod Identity association {current.association_id}"),
+                    Change(outcome.Action.CREATED, f"created EKS Pod Identity association {current.association_id}"),
                     privilege,
                 )
         step = "reading the EKS Pod Identity association"
