@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,12 +181,7 @@ class ControlPlane:
             "kube-controller-manager",
             [
                 str(bins / "kube-controller-manager"),
-                "--kubeconfig", str(self.kubeconfig),
-                "--authentication-kubeconfig", str(self.kubeconfig),
-                "--authorization-kubeconfig", str(self.kubeconfig),
-                "--bind-address", "127.0.0.1",
-                "--secure-port", str(free_port()),
-                "--leader-elect=false",
+                *self._component_flags(),
                 "--controllers", ",".join(controllers),
                 "--service-account-private-key-file", str(self.workdir / "sa.key"),
                 "--root-ca-file", str(self.workdir / "pki" / "apiserver.crt"),
@@ -198,14 +194,21 @@ class ControlPlane:
             "kube-scheduler",
             [
                 str(bins / "kube-scheduler"),
-                "--kubeconfig", str(self.kubeconfig),
-                "--authentication-kubeconfig", str(self.kubeconfig),
-                "--authorization-kubeconfig", str(self.kubeconfig),
-                "--bind-address", "127.0.0.1",
-                "--secure-port", str(free_port()),
-                "--leader-elect=false",
+                *self._component_flags(),
             ],
         )  # fmt: skip
+
+    def _component_flags(self) -> list[str]:
+        """What the controller-manager and the scheduler share: our kubeconfig, a free loopback port, no election."""
+        kubeconfig = str(self.kubeconfig)
+        return [
+            "--kubeconfig", kubeconfig,
+            "--authentication-kubeconfig", kubeconfig,
+            "--authorization-kubeconfig", kubeconfig,
+            "--bind-address", "127.0.0.1",
+            "--secure-port", str(free_port()),
+            "--leader-elect=false",
+        ]  # fmt: skip
 
     def write_kubeconfig(self) -> None:
         self.kubeconfig.write_text(
@@ -279,16 +282,7 @@ class ControlPlane:
             return False
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_ready():
-                return
-            for name, pid in self.pids.items():
-                if not _alive(pid):
-                    log = (self.workdir / "logs" / f"{name}.log").read_text()[-3000:]
-                    raise RuntimeError(f"{name} exited during start-up:\n{log}")
-            time.sleep(0.2)
-        raise TimeoutError(f"kube-apiserver not ready after {timeout}s; logs in {self.workdir / 'logs'}")
+        wait_for_start(self.is_ready, self.pids, self.workdir / "logs", "kube-apiserver", timeout)
 
     def stop_component(self, name: str) -> None:
         pid = self.pids.pop(name, None)
@@ -300,6 +294,22 @@ class ControlPlane:
             self.stop_component(name)
         if self.state_file.exists():
             self.state_file.unlink()
+
+
+def wait_for_start(
+    ready: Callable[[], bool], pids: dict[str, int], logs: Path, what: str, timeout: float = 60.0
+) -> None:
+    """Wait until `ready()`; fail at once, with its log's tail, if a process we started has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        for name, pid in pids.items():
+            if not _alive(pid):
+                log = (logs / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{name} exited during start-up:\n{log}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout}s; logs in {logs}")
 
 
 def _alive(pid: int) -> bool:

@@ -14,14 +14,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from porter_dev.controlplane import ControlPlane, _alive, _terminate, free_port, k8s_bin_dir
+from porter_dev.controlplane import ControlPlane, _terminate, free_port, k8s_bin_dir, wait_for_start
 
 BRIDGE = "porter0"
 SUBNET = "10.244.0.0/24"
@@ -199,16 +198,7 @@ state = "{base / "state"}"
         self._spawn("kube-proxy", [str(bins / "kube-proxy"), "--config", str(path)])
 
     def _wait(self, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            for name, pid in self.pids.items():
-                if not _alive(pid):
-                    log = (self.workdir / "logs" / f"{name}.log").read_text()[-3000:]
-                    raise RuntimeError(f"{name} exited during start-up:\n{log}")
-            time.sleep(0.2)
-        raise TimeoutError(f"{what} not ready after {timeout}s; logs in {self.workdir / 'logs'}")
+        wait_for_start(ready, self.pids, self.workdir / "logs", what, timeout)
 
     def wait_ready(self, kubectl: list[str], timeout: float = 120.0) -> Node:
         """Until the node reports Ready (`kubectl` is the admin kubectl command line)."""
