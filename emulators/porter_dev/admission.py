@@ -28,6 +28,12 @@ def write_webhook_certificate(cert_dir: Path) -> bytes:
     return (cert_dir / "tls.crt").read_bytes()
 
 
+# The chart's own condition (charts/porter-identity/files/spec-changed.cel): spec-less updates skip the webhook.
+SPEC_CHANGED = (
+    (Path(__file__).parents[2] / "charts" / "porter-identity" / "files" / "spec-changed.cel").read_text().strip()
+)
+
+
 def webhook_configuration(port: int, ca_pem: bytes) -> dict[str, Any]:
     """One webhook per resource, CREATE and UPDATE only, failing closed, pointing at https://127.0.0.1:<port>."""
     hooks = [
@@ -46,6 +52,7 @@ def webhook_configuration(port: int, ca_pem: bytes) -> dict[str, Any]:
                     "scope": "*",
                 }
             ],
+            "matchConditions": [{"name": "spec-changed", "expression": SPEC_CHANGED}],
             "failurePolicy": "Fail",
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],

@@ -58,7 +58,7 @@ from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 from porter_dev import eks_auth, iam_rules
-from porter_dev.faults import Faults
+from porter_dev.faults import Faults, caller_of
 from porter_dev.iam_rules import Caller, IamRuleError
 from porter_dev.oidc import Issuers
 
@@ -389,7 +389,7 @@ class AwsEmulator:
         operation = "AssumeRoleForPodIdentity" if auth_match else _operation(method, path, params, match)
         if tags_match is not None:
             operation = "TagResource" if method == "POST" else "UntagResource"
-        fault = self.faults.on_call(service, operation)
+        fault = self.faults.on_call(service, operation, caller_of(environ.get("HTTP_USER_AGENT", "")))
         if fault == "invalid" and service == "sts" and operation == "AssumeRole":
             err = iam_rules.refuse_external_id(_one(params, "ExternalId") or "")
             return _query_error(start, service, err.status, err.code, err.message)

@@ -8,6 +8,7 @@ ARM 429 with Retry-After, AWS ThrottlingException, gRPC RESOURCE_EXHAUSTED). Off
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -73,6 +74,8 @@ class Faults:
     quotas: list[Quota] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
+    # Calls by caller (the SDK's app id in its User-Agent, e.g. botocore's AWS_SDK_UA_APP_ID), then service:Operation.
+    by_caller: dict[str, Counter[str]] = field(default_factory=dict)
     seed: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
@@ -104,15 +107,22 @@ class Faults:
             self.quotas = []
             self.calls.clear()
             self.injected.clear()
+            self.by_caller.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"calls": dict(self.calls), "injected": dict(self.injected)}
+            return {
+                "calls": dict(self.calls),
+                "injected": dict(self.injected),
+                "byCaller": {caller: dict(calls) for caller, calls in self.by_caller.items()},
+            }
 
-    def on_call(self, service: str, operation: str) -> str | None:
+    def on_call(self, service: str, operation: str, caller: str = "") -> str | None:
         """Record a call, apply latency, and return the fault to inject, if any."""
         with self._lock:
             self.calls[f"{service}:{operation}"] += 1
+            if caller:
+                self.by_caller.setdefault(caller, Counter())[f"{service}:{operation}"] += 1
             latency = self.latency_ms
             fault = None
             access = access_of(operation)
@@ -133,6 +143,15 @@ class Faults:
         if latency:
             time.sleep(latency / 1000.0)
         return fault
+
+
+_APP_ID = re.compile(r"(?:^| )app/([A-Za-z0-9_.-]+)")
+
+
+def caller_of(user_agent: str) -> str:
+    """The app id an SDK puts in its User-Agent (`app/<id>`), or empty."""
+    found = _APP_ID.search(user_agent)
+    return found.group(1) if found else ""
 
 
 class KeepAliveHandler(WSGIRequestHandler):

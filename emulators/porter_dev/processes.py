@@ -127,6 +127,11 @@ class AwsEmulator:
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/calls")["calls"]
         return calls
 
+    def calls_by_caller(self) -> dict[str, dict[str, int]]:
+        """Calls by the app id in the SDK's User-Agent (AWS_SDK_UA_APP_ID), then by service:Operation."""
+        found: dict[str, dict[str, int]] = _http("GET", f"{self.endpoint}/_porter/calls")["byCaller"]
+        return found
+
     def assume_role_calls(self) -> dict[str, int]:
         """sts:AssumeRole calls by role ARN, refused ones included (the ExternalId is never recorded)."""
         calls: dict[str, int] = _http("GET", f"{self.endpoint}/_porter/assume-role")

@@ -37,6 +37,26 @@ class RateLimits(BaseModel):
     gcp_write: Bucket = Bucket(per_second=10, burst=50)
 
 
+class LeaderElection(BaseModel):
+    """One Lease per release decides the replica that reconciles; every replica serves admission.
+
+    A leader that has not renewed for renew_deadline_seconds stops all cloud writes and exits; a standby takes
+    over lease_duration_seconds after it last saw the Lease change. The difference is the fencing margin."""
+
+    enabled: bool = False
+    lease_name: str = Field(default="porter-identity", min_length=1)
+    lease_namespace: str | None = None
+    lease_duration_seconds: float = Field(default=15.0, ge=1)
+    renew_deadline_seconds: float = Field(default=10.0, gt=0)
+    retry_period_seconds: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError("leader election needs retry_period < renew_deadline < lease_duration")
+        return self
+
+
 class Settings(BaseSettings):
     """Cluster facts and tuning; a connection never chooses the cluster, the operator's settings do."""
 
@@ -161,6 +181,11 @@ class Settings(BaseSettings):
         default=None, description="The operator's IAM service account (the chart: serviceAccount.gcpServiceAccount)."
     )
 
+    leader_election: LeaderElection = Field(
+        default_factory=LeaderElection,
+        description="Lease-based leader election (the chart turns it on), e.g. "
+        "PORTER_LEADER_ELECTION__ENABLED=true, PORTER_LEADER_ELECTION__LEASE_DURATION_SECONDS=15.",
+    )
     health_port: int = Field(
         default=8081, ge=0, le=65535, description="/healthz (liveness) and /readyz (readiness) port; 0 turns it off."
     )

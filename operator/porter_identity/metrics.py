@@ -63,6 +63,11 @@ RATE_LIMIT_WAIT = Histogram(
     registry=REGISTRY,
 )
 
+LEADER = Gauge(
+    "porter_identity_leader",
+    "1 while this replica holds the leader election Lease (and may write to clouds), else 0.",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "porter_identity_queue_depth",
     "Handler calls waiting for a free worker thread (PORTER_MAX_WORKERS): work queued, not yet started.",
@@ -140,8 +145,13 @@ def _boto_after_call(http_response: Any, parsed: dict[str, Any], model: Any, **_
     CLOUD_CALLS.labels("aws", model.name, outcome_of(int(http_response.status_code), code)).inc()
 
 
-def _boto_after_call_error(model: Any, **_: Any) -> None:
-    CLOUD_CALLS.labels("aws", model.name, "server_error").inc()
+def _boto_after_call_error(event_name: str, exception: Exception | None = None, **_: Any) -> None:
+    """No answer at all (connection error, or a write the fence refused before it was sent): no model here."""
+    from porter_identity.providers.fence import Fenced
+
+    if isinstance(exception, Fenced):
+        return  # never sent: not a cloud call
+    CLOUD_CALLS.labels("aws", event_name.rsplit(".", 1)[-1], "server_error").inc()
 
 
 def instrument_boto3(client: Any) -> Any:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import socket
+import uuid
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -12,42 +17,33 @@ from typing import Any
 import kopf
 import uvloop
 
-from porter_identity import GROUP, VERSION, health, metrics
+from porter_identity import GROUP, VERSION, health, metrics, webhook
 from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
 from porter_identity.config import Settings
-from porter_identity.handlers import admission, connection, drift, roleset  # noqa: F401 - registers the handlers
+from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
 from porter_identity.handlers import namespaces as _namespaces
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
 from porter_identity.kube.events import Events
+from porter_identity.kube.lease import Leases
 from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.leader import Elector
 from porter_identity.links import registry
 from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.providers import clients
+from porter_identity.providers.fence import FENCE
 from porter_identity.providers.iam import AssumedRoles
 from porter_identity.reconcile import claims, guard, shard
 
 
-@kopf.on.startup()
-async def configure(
-    settings: kopf.OperatorSettings,
-    memo: kopf.Memo,
-    logger: Any,
-    by_service_account: kopf.Index[connection.ClaimKey, claims.Claim] | None = None,
-    allowed_identities: kopf.Index[str, str] | None = None,
-    **_: Any,
-) -> None:
-    assert by_service_account is not None, "kopf passes every index to startup handlers too"
-    config = Settings()
+def services(memo: kopf.Memo, config: Settings) -> None:
+    """What admission and reconcile share, built before kopf starts: a standby serves admission from it too."""
     # No file: deny unless a namespace annotation allows (docs/security.md). A broken file stops the operator.
     memo.policy = policy.load(config.policy_file) if config.policy_file else None
-    _serve_webhook(settings, config, logger)
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
     memo.settings = config
     memo.shard = shard.parse(config.shard_selector)
     memo.clouds = clients.build(config)
@@ -60,18 +56,27 @@ async def configure(
         registry.build(config, memo.clouds, memo.service_accounts, memo.own_identities),
         config.block_broad_permissions,
     )
-    # Runs outside a connection's handler (sweep, woken claimants) read ownership and policy from the same indexes.
-    memo.by_service_account = by_service_account
-    memo.allowed_identities = allowed_identities
     memo.events = Events(kube)
     memo.live_annotations = _namespaces.LiveAnnotations(kube)
     memo.roleset_service = RoleSetService(
         AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube), config.aws_account_id
     )
-    if config.health_port:
-        memo.health = Health(config.health_stall_seconds, partial(_indexed, kube, memo.namespaces, by_service_account))
-        memo.health.start_heartbeat()
-        memo.health.serve(config.health_port)
+
+
+@kopf.on.startup()
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    by_service_account: kopf.Index[connection.ClaimKey, claims.Claim] | None = None,
+    allowed_identities: kopf.Index[str, str] | None = None,
+    **_: Any,
+) -> None:
+    """kopf's own settings, and the indexes for the runs outside a connection's handler (sweep, woken claimants,
+    the webhook), which read ownership and policy from the same indexes."""
+    assert by_service_account is not None, "kopf passes every index to startup handlers too"
+    config: Settings = memo.settings
+    memo.by_service_account = by_service_account
+    memo.allowed_identities = allowed_identities
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
     # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).
@@ -110,19 +115,6 @@ def _indexed(kube: Any, namespaces: list[str], index: kopf.Index[connection.Clai
     listed = [item for page in pages for item in page["items"]]
     indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
     return health.readiness(True, (str(item["metadata"]["uid"]) for item in listed), indexed)
-
-
-def _serve_webhook(settings: kopf.OperatorSettings, config: Settings, logger: Any) -> None:
-    if not config.webhook_port or not config.webhook_cert_dir:
-        logger.warning("validating webhook off (PORTER_WEBHOOK_PORT=0 or no PORTER_WEBHOOK_CERT_DIR): CRD rules only")
-        return
-    certs = Path(config.webhook_cert_dir)
-    settings.admission.server = kopf.WebhookServer(
-        port=config.webhook_port, certfile=str(certs / "tls.crt"), pkeyfile=str(certs / "tls.key")
-    )
-    # The chart (or the test fixture) owns the ValidatingWebhookConfiguration: the operator may not write it.
-    settings.admission.managed = None
-    admission.register()
 
 
 def _kube_client(pool_size: int) -> Any:
@@ -186,15 +178,119 @@ def _configure_logging(log_format: str) -> None:
 
 def run(namespaces: list[str], log_format: str = "text") -> int:
     _configure_logging(log_format)
-    if Settings().shard_selector:
+    config = Settings()
+    if config.shard_selector:
         shard_filters.register_index()
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
-    kopf.run(
-        loop=uvloop.new_event_loop(),
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        # the drift sweep reports orphans only in the namespaces this operator serves
-        memo=kopf.Memo(namespaces=namespaces),
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_main(config, namespaces))
+    finally:
+        loop.close()
+
+
+async def _main(config: Settings, namespaces: list[str]) -> int:
+    # the drift sweep reports orphans only in the namespaces this operator serves
+    memo = kopf.Memo(namespaces=namespaces)
+    services(memo, config)
+    election = config.leader_election
+    memo.leading = not election.enabled
+    if election.enabled:
+        FENCE.close()  # a standby writes nothing, whatever a stray thread tries
+    await _serve(memo, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    operator = partial(
+        kopf.operator, standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo, stop_flag=stop
     )
-    return 0
+    if not election.enabled:
+        await operator()
+        return 0
+    elector = Elector(_leases(memo, config), _identity(), election, FENCE)
+    if not await _first(elector.acquire(), stop.wait()):
+        return 0
+    memo.leading = True
+    started = asyncio.Event()
+    reconciling = asyncio.create_task(operator(ready_flag=started))
+    await _first(started.wait(), _finished(reconciling))
+
+    holding = asyncio.create_task(elector.hold())
+
+    def handover() -> None:
+        """SIGTERM (a rolling update, a drain): writes stop and the Lease is released at once, so a standby takes
+        over at its next try; kopf then winds down with every cloud write refused."""
+        FENCE.close()
+        holding.cancel()
+        memo.releasing = asyncio.ensure_future(elector.release())
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # after kopf's own, which it installs as it starts
+        loop.add_signal_handler(signum, handover)
+    await asyncio.wait({reconciling, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if (
+        holding.done() and not holding.cancelled()
+    ):  # lost: the fence is closed; let kopf stop, then exit for a fresh start as a standby
+        stop.set()
+        await asyncio.wait({reconciling}, timeout=election.renew_deadline_seconds)
+        return 1
+    holding.cancel()
+    await elector.release()
+    await asyncio.wait({reconciling})
+    return 0 if reconciling.exception() is None else 1
+
+
+async def _first(wanted: Coroutine[Any, Any, Any], stopped: Coroutine[Any, Any, Any]) -> bool:
+    """Whether `wanted` finished before `stopped`; the other is cancelled."""
+    tasks = [asyncio.create_task(wanted), asyncio.create_task(stopped)]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    return tasks[0].done() and not tasks[0].cancelled()
+
+
+async def _finished(task: asyncio.Task[Any]) -> bool:
+    await asyncio.wait({task})
+    return True
+
+
+async def _serve(memo: kopf.Memo, config: Settings) -> None:
+    """Admission, health and metrics on every replica, leader or standby."""
+    if config.webhook_port and config.webhook_cert_dir:
+        memo.webhook = await webhook.serve(memo, config.webhook_port, Path(config.webhook_cert_dir))
+    else:
+        logging.getLogger(__name__).warning(
+            "validating webhook off (PORTER_WEBHOOK_PORT=0 or no PORTER_WEBHOOK_CERT_DIR): CRD rules only"
+        )
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    if config.health_port:
+        memo.health = Health(config.health_stall_seconds, partial(_ready, memo))
+        memo.health.start_heartbeat()
+        memo.health.serve(config.health_port)
+
+
+def _ready(memo: kopf.Memo) -> str | None:
+    """A standby is ready once its webhook serves (before this is asked); the leader once every connection is
+    indexed. Readiness latches (health.Health), so a standby that becomes leader stays in the webhook's Service."""
+    if not memo.leading:
+        return None
+    index = memo.get("by_service_account")
+    if index is None:
+        return "starting: kopf has not indexed the connections yet"
+    return _indexed(memo.kube, memo.namespaces, index)
+
+
+def _leases(memo: kopf.Memo, config: Settings) -> Leases:
+    election = config.leader_election
+    namespace = election.lease_namespace or config.operator_namespace
+    if not namespace:
+        raise SystemExit("leader election needs PORTER_LEADER_ELECTION__LEASE_NAMESPACE or PORTER_OPERATOR_NAMESPACE")
+    return Leases(memo.kube, namespace, election.lease_name, timeout=election.renew_deadline_seconds / 2)
+
+
+def _identity() -> str:
+    """Unique per process, readable in `kubectl get lease`: the pod's name (its hostname) and a random suffix."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from porter_identity import metrics
-from porter_identity.config import Bucket, RateLimits, Settings
+from porter_identity.config import Bucket, LeaderElection, RateLimits, Settings
 from porter_identity.reconcile.outcome import OUTSIDE_THE_SPEC, STATE, UNLINKED, Action, Reason, State
 
 # Settings the chart sets from something other than `config.<camelCase>`; None: only through `extraEnv`.
@@ -33,6 +33,16 @@ CHART: dict[str, str | None] = {
     "operator_azure_client_id": "`serviceAccount.azureClientId`",
     "operator_gcp_service_account": "`serviceAccount.gcpServiceAccount`",
     "health_port": "`health.port`",
+    "leader_election": "`leaderElection.*` (lease named after the release, in its namespace)",
+}
+# What each leader election field means (its model holds only the rules that order them).
+LEADER_ELECTION = {
+    "enabled": "whether a Lease decides the one replica that reconciles",
+    "lease_name": "the Lease's name",
+    "lease_namespace": "the Lease's namespace; defaults to PORTER_OPERATOR_NAMESPACE",
+    "lease_duration_seconds": "a standby takes over this long after it last saw the Lease change",
+    "renew_deadline_seconds": "a leader that has not renewed for this long stops all cloud writes and exits",
+    "retry_period_seconds": "how often the Lease is renewed or tried",
 }
 
 # What each reason means and what to do about it: prose the code cannot hold; the state comes from the code.
@@ -220,6 +230,10 @@ def settings() -> str:
     rows = []
     for name, info in Settings.model_fields.items():
         env = f"PORTER_{name.upper()}"
+        if name == "leader_election":
+            for field, finfo in LeaderElection.model_fields.items():
+                rows.append([f"`{env}__{field.upper()}`", _default(finfo), LEADER_ELECTION[field], chart_value(name)])
+            continue
         if isinstance(info.get_default(call_default_factory=True), BaseModel):
             for bucket, binfo in RateLimits.model_fields.items():
                 limits: Bucket | None = binfo.get_default(call_default_factory=True)

@@ -18,11 +18,12 @@ from porter_dev import REPO_ROOT
 from porter_dev.chart import CHART, helm, template, value_args
 from porter_identity.api import crd
 from porter_identity.api.policy import load as load_policy
-from porter_identity.config import RateLimits, Settings
+from porter_identity.config import LeaderElection, RateLimits, Settings
 
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 # Settings the chart sets from other values (ports, mounted files), not from `config`.
 FROM_OTHER_VALUES = {"metrics_port", "health_port", "rate_limits", "webhook_port", "webhook_cert_dir", "policy_file"}
+FROM_OTHER_VALUES |= {"leader_election"}  # leaderElection.*, with the release's name and namespace
 # The release namespace and the operator's own identities (serviceAccount.*), never a connection's target.
 FROM_OTHER_VALUES |= {
     "operator_namespace",
@@ -73,7 +74,8 @@ def test_lint_strict_is_clean(files: list[Path]) -> None:
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
-        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"replica": 2}, "additional properties 'replica' not allowed"),
+        ({"replicas": 0}, "/replicas"),
         ({"config": {"awsAccountId": "12345"}}, "/config/awsAccountId"),
         ({"config": {"awsAccountId": 123456789012}}, "/config/awsAccountId"),
         ({"config": {"azureSubscriptionId": "not-a-guid"}}, "/config/azureSubscriptionId"),
@@ -160,13 +162,17 @@ def test_rendered_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch)
 # --- Deployment ------------------------------------------------------------------------------------------------------
 
 
-def test_deployment_is_one_recreated_restricted_pod_with_probes_and_limits() -> None:
+def test_deployment_is_two_rolling_restricted_pods_with_probes_and_limits() -> None:
     objects = render()
     deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     c = container(objects)
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["securityContext"] == {
@@ -301,7 +307,11 @@ def test_rate_limits_reach_the_operator_as_settings(monkeypatch: pytest.MonkeyPa
 
 
 def test_secrets_are_readable_only_in_the_listed_namespaces_and_names() -> None:
-    default = [o for o in render() if o["kind"] in ("Role", "RoleBinding")]
+    default = [
+        o
+        for o in render()
+        if o["kind"] in ("Role", "RoleBinding") and not o["metadata"]["name"].endswith("-leader-election")
+    ]
     assert sorted((o["kind"], o["metadata"]["namespace"]) for o in default) == [
         ("Role", "porter-system"),
         ("RoleBinding", "porter-system"),
@@ -310,7 +320,7 @@ def test_secrets_are_readable_only_in_the_listed_namespaces_and_names() -> None:
     [role] = [o for o in default if o["kind"] == "Role"]
     assert role["rules"][0]["resourceNames"] == ["porter-external-id"]
     full = render(None, FULL_VALUES)
-    roles = [o for o in full if o["kind"] == "Role"]
+    roles = [o for o in full if o["kind"] == "Role" and not o["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["porter-roles", "porter-system"]
     for role in roles:
         assert role["rules"] == [
@@ -418,3 +428,38 @@ def test_metrics_service_and_optional_service_monitor() -> None:
     off = render({"metrics": {"enabled": False}})
     assert env_of(off)["PORTER_METRICS_PORT"] == "0"
     assert not [o for o in off if o["kind"] == "Service" and o["metadata"]["name"].endswith("-metrics")]
+
+
+# --- High availability -----------------------------------------------------------------------------------------------
+
+
+def test_leader_election_is_on_with_the_releases_lease_and_only_that_lease_granted() -> None:
+    objects = render()
+    election = json.loads(env_of(objects)["PORTER_LEADER_ELECTION"])
+    settings = LeaderElection.model_validate(election)
+    assert settings.enabled and settings.lease_name == one(objects, "Deployment")["metadata"]["name"]
+    assert settings.lease_duration_seconds > settings.renew_deadline_seconds > settings.retry_period_seconds
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"].endswith("-leader-election"))
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [settings.lease_name],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+def test_a_disruption_budget_keeps_a_webhook_up_and_goes_away_with_one_replica() -> None:
+    budget = one(render(), "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert not [o for o in render({"replicas": 1}) if o["kind"] == "PodDisruptionBudget"]
+
+
+def test_spec_less_updates_never_reach_the_webhook_and_the_sandbox_uses_the_same_condition() -> None:
+    from porter_dev.admission import SPEC_CHANGED
+
+    hooks = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
+    assert [h["matchConditions"] for h in hooks] == [[{"name": "spec-changed", "expression": SPEC_CHANGED}]] * 2
+    assert "object.spec != oldObject.spec" in SPEC_CHANGED

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kopf
 from kubernetes import client
@@ -25,13 +23,13 @@ if TYPE_CHECKING:  # memo.clouds holds it only when Azure is configured
 
 CONNECTION_PATH = "validate-connection"
 ROLESET_PATH = "validate-roleset"
-OPERATIONS: list[Literal["CREATE", "UPDATE"]] = ["CREATE", "UPDATE"]
 M = TypeVar("M", bound=BaseModel)
 FORBIDDEN = 403
 INVALID = 422
 # The reads an answer may need (the Namespace before a refusal, the budget's list, an Azure identity's client id)
-# run here, never in kopf's worker pool: there an answer would queue behind every reconcile in flight.
-_READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="admission")
+# run here (porter_identity.webhook), never in kopf's worker pool: there an answer would queue behind every
+# reconcile in flight.
+READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="admission")
 
 
 def _unchanged(kind: str, operation: str | None, old: kopf.Body | None, new: kopf.Body | None) -> bool:
@@ -137,7 +135,7 @@ def validate_roleset(
             raise kopf.AdmissionError("spec.accountId is immutable; create a new PorterRoleSet instead", INVALID)
 
 
-def _reads(
+def reads(
     operation: str | None,
     old: kopf.Body | None,
     new: kopf.Body | None,
@@ -162,26 +160,3 @@ def _reads(
     if own.azure_client_ids and spec.azure is not None:
         return True
     return not namespaces.check(memo, allowed_identities, spec, namespace or "").allowed
-
-
-async def _on_connection(**kwargs: Any) -> None:
-    """Answered on the event loop when it needs no read (an allowed create, every bookkeeping patch): kopf runs a
-    sync handler in its worker pool, where it would wait for the reconciles (cloud calls) ahead of it."""
-    if _reads(**kwargs):
-        await asyncio.get_running_loop().run_in_executor(_READS, partial(validate_connection, **kwargs))
-    else:
-        validate_connection(**kwargs)
-
-
-async def _on_roleset(**kwargs: Any) -> None:
-    """No read at all: always answered on the event loop."""
-    validate_roleset(**kwargs)
-
-
-def register() -> None:
-    """Only when the webhook is served: kopf refuses to start with admission handlers and no server."""
-    # cast: kopf's WebhookFn protocol spells out every keyword; these take the few they use and **_.
-    on_connection = kopf.on.validate(GROUP, VERSION, connection.PLURAL, id=CONNECTION_PATH, operations=OPERATIONS)
-    on_connection(cast(Any, _on_connection))
-    on_roleset = kopf.on.validate(GROUP, VERSION, roleset.PLURAL, id=ROLESET_PATH, operations=OPERATIONS)
-    on_roleset(cast(Any, _on_roleset))

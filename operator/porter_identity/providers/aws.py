@@ -25,6 +25,7 @@ from porter_identity.errors import (
     translating,
 )
 from porter_identity.model import Association, AssociationSummary, Role, role_name
+from porter_identity.providers import fence
 from porter_identity.providers.pacing import Pacer
 from porter_identity.providers.recent import Recent
 
@@ -127,8 +128,8 @@ class AwsProvider:
         self.cluster_name = cluster_name
         self._privileges: Recent[RolePolicies] = Recent(privilege_cache_seconds)
         self._roles: Recent[Role] = Recent(role_share_seconds)
-        self.iam = metrics.instrument_boto3(session.client("iam", config=config))
-        self.eks = metrics.instrument_boto3(session.client("eks", config=config))
+        self.iam = fence.guard_boto3(metrics.instrument_boto3(session.client("iam", config=config)))
+        self.eks = fence.guard_boto3(metrics.instrument_boto3(session.client("eks", config=config)))
         if pacer is not None and pacer.fixed:
             pacer.pace_boto3(self.iam)
             pacer.pace_boto3(self.eks)

@@ -33,6 +33,7 @@ from porter_identity.errors import (
     translating,
 )
 from porter_identity.model import Credential, Identity
+from porter_identity.providers import fence
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import READ_METHODS, Pacer
 from porter_identity.providers.recent import Recent
@@ -109,6 +110,14 @@ class _ArmPacing(SansIOHTTPPolicy[Any, Any]):
         self._pacer.wait("read" if request.http_request.method in READ_METHODS else "write")
 
 
+class _ArmFence(SansIOHTTPPolicy[Any, Any]):
+    """A per-retry pipeline policy: no ARM write attempt leaves a replica whose fence is closed."""
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        if request.http_request.method not in READ_METHODS:
+            fence.FENCE.check("azure", request.http_request.method)
+
+
 class AzureProvider:
     """Talks to ARM for one subscription; writes to one identity are serialised (Azure allows one at a time)."""
 
@@ -134,7 +143,7 @@ class AzureProvider:
             connection_verify=connection_verify,
             retry_total=retry_total,
             transport=transport,
-            per_retry_policies=[_ArmCallMetrics(), *pacing],
+            per_retry_policies=[_ArmFence(), _ArmCallMetrics(), *pacing],
         )
         # Role assignments (Microsoft.Authorization) have no call in azure-mgmt-msi: one pipeline with the same
         # credential scope, retries, metrics and connection pool serves that single read.
@@ -144,6 +153,7 @@ class AzureProvider:
                 policies.RequestIdPolicy(),
                 ARMChallengeAuthenticationPolicy(credential, ARM_SCOPE),
                 policies.RetryPolicy(retry_total=retry_total),
+                _ArmFence(),
                 _ArmCallMetrics(),
                 *pacing,
                 policies.ContentDecodePolicy(),

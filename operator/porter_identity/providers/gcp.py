@@ -24,6 +24,7 @@ from porter_identity.errors import (
     translating,
 )
 from porter_identity.model import project_of
+from porter_identity.providers import fence
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.providers.pacing import Pacer, is_read
 from porter_identity.providers.recent import Recent
@@ -170,6 +171,8 @@ class GcpProvider:
         )
 
     def _call(self, operation: str) -> AbstractContextManager[None]:
+        if not is_read(operation):
+            fence.FENCE.check("gcp", operation)
         if self.pacer is not None:
             self.pacer.wait("read" if is_read(operation) else "write")
         return _counted(operation)

@@ -17,6 +17,7 @@ from porter_identity import metrics
 from porter_identity.errors import NotFound
 from porter_identity.iam.policy import compact
 from porter_identity.model import POLICY_PATH, ManagedPolicy, ObservedRole
+from porter_identity.providers import fence
 from porter_identity.providers.aws import translated
 
 SESSION_NAME = "porter-identity"
@@ -47,7 +48,7 @@ class AssumedRoles:
             cached = self._sessions.get(key)
         if cached is not None:
             return cached
-        sts = metrics.instrument_boto3(self._base.client("sts", config=self.config(region)))
+        sts = fence.guard_boto3(metrics.instrument_boto3(self._base.client("sts", config=self.config(region))))
 
         def refresh() -> dict[str, str]:
             with translated():
@@ -83,7 +84,7 @@ class IamRoles:
     """IAM calls for one account through an assumed-role session."""
 
     def __init__(self, session: boto3.session.Session, config: Config, account_id: str) -> None:
-        self.iam = metrics.instrument_boto3(session.client("iam", config=config))
+        self.iam = fence.guard_boto3(metrics.instrument_boto3(session.client("iam", config=config)))
         self.account_id = account_id
 
     def policy_arn(self, name: str) -> str:

@@ -1,0 +1,111 @@
+"""The validating webhook's HTTPS server, on every replica; its certificate is reloaded when its files change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from porter_identity.handlers import admission
+
+log = logging.getLogger("porter_identity.webhook")
+RELOAD_SECONDS = 2.0
+
+Validate = Callable[..., None]
+Reads = Callable[..., bool]
+
+
+class Certificate:
+    """tls.crt/tls.key of a mounted Secret. The kubelet swaps a Secret volume's files atomically (a symlink to a new
+    directory), so a change shows as a new inode: then the context loads the new pair and every new handshake
+    presents it. A pair that does not load (a half-finished write) keeps the old one until the next look."""
+
+    def __init__(self, directory: Path) -> None:
+        self.crt, self.key = directory / "tls.crt", directory / "tls.key"
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._stamp = self._stat()
+        self.context.load_cert_chain(self.crt, self.key)
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in (os.stat(self.crt), os.stat(self.key)))
+
+    def reload_if_changed(self) -> bool:
+        try:
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return False
+            self.context.load_cert_chain(self.crt, self.key)
+        except (OSError, ssl.SSLError) as err:
+            log.warning("webhook certificate not reloaded yet", extra={"error": type(err).__name__})
+            return False
+        self._stamp = stamp
+        log.info("webhook certificate reloaded", extra={"file": str(self.crt)})
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_SECONDS)
+            self.reload_if_changed()
+
+
+def answer(uid: str, refusal: kopf.AdmissionError | None) -> dict[str, Any]:
+    """An admission.k8s.io/v1 AdmissionReview response."""
+    response: dict[str, Any] = {"uid": uid, "allowed": refusal is None}
+    if refusal is not None:
+        response["status"] = {"message": str(refusal), "code": refusal.code or 500}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def app(memo: kopf.Memo) -> web.Application:
+    routes: dict[str, tuple[Validate, Reads | None]] = {
+        admission.CONNECTION_PATH: (admission.validate_connection, admission.reads),
+        admission.ROLESET_PATH: (admission.validate_roleset, None),
+    }
+    application = web.Application()
+    for path, (validate, reads) in routes.items():
+        application.router.add_post(f"/{path}", partial(_review, memo, validate, reads))
+    return application
+
+
+async def _review(memo: kopf.Memo, validate: Validate, reads: Reads | None, request: web.Request) -> web.Response:
+    review = await request.json()
+    req: dict[str, Any] = review.get("request") or {}
+    kwargs = {
+        "operation": req.get("operation"),
+        "old": req.get("oldObject"),
+        "new": req.get("object"),
+        "namespace": req.get("namespace"),
+        "memo": memo,
+        # The leader's in-memory index; a standby has none and reads the Namespace when the answer depends on it.
+        "allowed_identities": memo.get("allowed_identities"),
+    }
+    refusal: kopf.AdmissionError | None = None
+    try:
+        if reads is not None and reads(**kwargs):
+            # Off the event loop: the Namespace, the budget's list or an Azure identity is read first.
+            await asyncio.get_running_loop().run_in_executor(admission.READS, partial(validate, **kwargs))
+        else:
+            validate(**kwargs)
+    except kopf.AdmissionError as err:
+        refusal = err
+    except Exception as err:  # the API server applies the failure policy to a 500; say which check broke
+        log.exception("admission check failed", extra={"error": type(err).__name__})
+        refusal = kopf.AdmissionError(f"the operator could not check this object: {type(err).__name__}", code=500)
+    return web.json_response(answer(str(req.get("uid", "")), refusal))
+
+
+async def serve(memo: kopf.Memo, port: int, cert_dir: Path) -> web.AppRunner:
+    certificate = Certificate(cert_dir)
+    runner = web.AppRunner(app(memo), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, port=port, ssl_context=certificate.context).start()
+    memo.certificate_watch = asyncio.get_running_loop().create_task(certificate.watch())
+    return runner

@@ -1,0 +1,121 @@
+"""The webhook's own server: AdmissionReview in, the same answers as the checks, and a certificate that reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from porter_dev.admission import write_webhook_certificate
+from porter_identity import webhook
+from tests.unit.test_admission import ALLOWED, DENIED, memo, sic
+
+
+def review(obj: dict[str, Any], operation: str = "CREATE", old: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "u-1", "operation": operation, "namespace": "shop", "object": obj, "oldObject": old},
+    }
+
+
+async def post(app_memo: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with TestClient(TestServer(webhook.app(app_memo))) as http:
+        answer = await http.post(f"/{path}", json=body)
+        assert answer.status == 200
+        found: dict[str, Any] = await answer.json()
+        return found
+
+
+def test_an_allowed_connection_is_admitted_with_its_uid() -> None:
+    found = asyncio.run(post(memo(), "validate-connection", review(dict(sic(ALLOWED)))))
+    assert found["kind"] == "AdmissionReview"
+    assert found["response"] == {"uid": "u-1", "allowed": True}
+
+
+def test_a_refusal_carries_the_checks_message_and_code() -> None:
+    found = asyncio.run(post(memo(policy=None, live="aws:shop-*"), "validate-connection", review(dict(sic(DENIED)))))
+    assert found["response"]["allowed"] is False
+    assert found["response"]["status"]["code"] == 403
+    assert "not allowed by policy" in found["response"]["status"]["message"]
+
+
+def test_a_standby_without_the_index_reads_the_namespace_and_admits() -> None:
+    """No `allowed_identities` in the memo (a standby): the live annotation decides."""
+    standby = memo(policy=None, live="aws:billing-*")
+    assert standby.get("allowed_identities") is None
+    found = asyncio.run(post(standby, "validate-connection", review(dict(sic(DENIED)))))
+    assert found["response"]["allowed"] is True
+
+
+def test_an_invalid_spec_is_refused_with_422_and_the_field() -> None:
+    found = asyncio.run(post(memo(), "validate-connection", review(dict(sic({"serviceAccountName": "app"})))))
+    assert found["response"]["allowed"] is False
+    assert found["response"]["status"]["code"] == 422
+
+
+def test_roleset_path_is_served() -> None:
+    body = review({"metadata": {"name": "r"}, "spec": {"accountId": "nope"}})
+    found = asyncio.run(post(memo(), "validate-roleset", body))
+    assert found["response"]["allowed"] is False
+    assert found["response"]["status"]["code"] == 422
+
+
+def _presented(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_a_rotated_secret_is_served_without_a_restart(tmp_path: Path) -> None:
+    """As the kubelet updates a Secret volume: a new directory, then the `..data` symlink swapped atomically."""
+    first, second = tmp_path / "one", tmp_path / "two"
+    first.mkdir(), second.mkdir()
+    write_webhook_certificate(first)
+    write_webhook_certificate(second)
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    (mount / "..data").symlink_to(first)
+    for name in ("tls.crt", "tls.key"):
+        (mount / name).symlink_to(Path("..data") / name)
+    certificate = webhook.Certificate(mount)
+
+    async def scenario() -> tuple[bytes, bytes, bool]:
+        from aiohttp import web
+
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=certificate.context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        before = await asyncio.to_thread(_presented, port)
+        unchanged = certificate.reload_if_changed()
+        swap = mount / "..data_tmp"
+        swap.symlink_to(second)
+        os.replace(swap, mount / "..data")
+        assert certificate.reload_if_changed()
+        after = await asyncio.to_thread(_presented, port)
+        await runner.cleanup()
+        return before, after, unchanged
+
+    before, after, unchanged = asyncio.run(scenario())
+    assert not unchanged
+    assert before != after
+    assert ssl.DER_cert_to_PEM_cert(after).strip() == (second / "tls.crt").read_text().strip()
+
+
+def test_a_half_written_pair_keeps_the_old_certificate(tmp_path: Path) -> None:
+    write_webhook_certificate(tmp_path)
+    certificate = webhook.Certificate(tmp_path)
+    (tmp_path / "tls.key").write_text("not a key")
+    assert not certificate.reload_if_changed()
