@@ -240,6 +240,7 @@ state = "{base / "state"}"
         for pid in _shims(self.workdir / "containerd"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        _unmount_under(self.workdir)
         subprocess.run(["iptables", "-D", *REJECT_OFF_BRIDGE], capture_output=True)
         if self.chains_before:
             for table in IPTABLES_TABLES:
@@ -251,6 +252,16 @@ state = "{base / "state"}"
     def _tasks(self) -> list[str]:
         listed = subprocess.run(self.ctr("tasks", "list", "--quiet"), capture_output=True, text=True)
         return listed.stdout.split()
+
+
+def _unmount_under(root: Path) -> None:
+    """The kubelet bind-mounts its root dir onto itself and mounts every pod's volumes (tmpfs) under it; nothing
+    unmounts them when it is killed. Deepest first, so the workdir can be removed."""
+    prefix = str(root.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted({m for m in mounts if m.startswith(prefix)}, key=len, reverse=True):
+        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", point], capture_output=True)
 
 
 def _chains(table: str) -> set[str]:
