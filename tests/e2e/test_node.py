@@ -8,7 +8,9 @@ serves it and the emulators (on the bridge gateway, where pods reach them) are t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,6 +208,28 @@ def run_workload(
     return answer
 
 
+def check(cluster: NodeCluster, namespace: str, name: str) -> dict[str, Any]:
+    """`porter-identity check` from the host, with the release's AWS settings: its JSON verdict."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PORTER_"))},
+        **cluster.aws.env,
+        "KUBECONFIG": str(cluster.control_plane.kubeconfig),
+        "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
+        "PORTER_AWS_REGION": AWS_REGION,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "porter_identity.cli", "check", f"{namespace}/{name}", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout, done.stderr
+    verdict: dict[str, Any] = json.loads(done.stdout)
+    assert (done.returncode == 0) == verdict["ok"], (done.returncode, verdict)
+    return verdict
+
+
 @pytest.fixture(scope="module")
 def installed(node_cluster: NodeCluster) -> Iterator[NodeCluster]:
     """The chart installed (never waited on by helm: the tests wait, and say what is missing)."""
@@ -280,6 +304,9 @@ def test_an_aws_connection_becomes_ready_and_a_pod_gets_the_role(
     # The workload: boto3's default chain in the pod, through the node's Pod Identity Agent and EKS Auth.
     answer = run_workload(installed, namespace, service_account, AWS_WORKLOAD, aws_pod_env(installed), EKS_TOKEN)
     assert answer.get("arn", "").startswith(f"arn:aws:sts::{AWS_ACCOUNT_ID}:assumed-role/{role}/"), answer
+    # The check's verdict names the identity the pod saw.
+    verdict = check(installed, namespace, "checkout")
+    assert (verdict["ok"], verdict["reason"], verdict["identity"]) == (True, "IdentityObtained", answer["arn"])
 
 
 def test_after_the_connection_is_deleted_the_pod_is_refused(installed: NodeCluster, workload: dict[str, str]) -> None:
@@ -291,6 +318,9 @@ def test_after_the_connection_is_deleted_the_pod_is_refused(installed: NodeClust
     assert answer.get("error") == "CredentialRetrievalError", answer
     # The refusal is EKS Auth's, passed on by the agent.
     assert "ResourceNotFoundException" in answer["message"], answer
+    # The check agrees: there is nothing to get credentials from.
+    verdict = check(installed, namespace, "checkout")
+    assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
 
 
 def test_upgrade_with_a_changed_value_rolls_the_pod_and_admission_keeps_working(
@@ -310,7 +340,8 @@ def test_upgrade_with_a_changed_value_rolls_the_pod_and_admission_keeps_working(
 
     pod = wait_for(rolled, 120, interval=1, what="the old operator pod replaced by a new one (Recreate)")
     assert pod["metadata"]["annotations"]["porter.run/test-revision"] == "2"
-    assert wait_available(installed)["metadata"]["uid"] == pod["metadata"]["uid"]
+    pod = wait_available(installed)  # with its address now
+    assert pod["metadata"]["uid"] != before
     # Until the Service's endpoints (and kube-proxy's rules) follow the new pod, failurePolicy Fail refuses every
     # connection: that is the chart's promise (nothing unchecked gets in), and it lasts until the new pod serves.
     wait_for(lambda: webhook_endpoints(installed) == {pod["status"]["podIP"]}, 60, what="the Service to follow")
@@ -331,9 +362,14 @@ def test_uninstall_leaves_only_the_crds(installed: NodeCluster) -> None:
     out = helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "120s",
                kubeconfig=installed.control_plane.kubeconfig, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    left = installed.kubectl("-n", NAMESPACE, "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings",
-                             "-o", "name").stdout.split()  # fmt: skip
-    assert set(left) - {"serviceaccount/default", "configmap/kube-root-ca.crt"} == set()
+
+    def left() -> set[str]:
+        out = installed.kubectl("-n", NAMESPACE, "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings",
+                                "-o", "name").stdout.split()  # fmt: skip
+        return set(out) - {"serviceaccount/default", "configmap/kube-root-ca.crt"}
+
+    # The pod goes last: the garbage collector deletes it after its ReplicaSet, and it stops gracefully.
+    wait_for(lambda: not left(), 60, interval=1, what="the release's objects to go")
     cluster_wide = installed.kubectl("get", "clusterroles,clusterrolebindings,validatingwebhookconfigurations", "-o",
                                      "name").stdout.split()  # fmt: skip
     assert [name for name in cluster_wide if RELEASE in name] == []
