@@ -2,7 +2,7 @@
 # Install everything the tests and the sandbox need, from package registries only: etcd (Debian),
 # a virtualenv with the project and its test/dev
 # extras (PyPI), and the Kubernetes binaries and helm (Go module proxy).
-# The local node's parts are installed by hack/install-node-deps.sh (no test tier uses the node yet).
+# Then the local node's parts (hack/install-node-deps.sh): tests/e2e/test_node.py runs the chart on a real node.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -31,4 +31,5 @@ echo "$root/emulators" > "$site/porter-dev.pth"
 bash hack/build-k8s.sh >/dev/null
 bash hack/build-helm.sh >/dev/null
 bash hack/build-gitops.sh >/dev/null
+bash hack/install-node-deps.sh
 echo "dependencies ready"

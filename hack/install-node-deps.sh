@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the local node's parts (porter_dev.node, porter_dev.images) from package registries only: containerd + runc,
 # the CNI bridge plugins, iptables for kube-proxy, debootstrap + buildah (Debian), and kubelet, kube-scheduler and
-# kube-proxy built from the Kubernetes Go modules.
+# kube-proxy built from the Kubernetes Go modules. hack/install-deps.sh (make deps, make test) calls it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -1,4 +1,7 @@
-"""Shared fixtures: a real control plane, the AWS emulator and the operator process, started once per session."""
+"""Shared fixtures: a real control plane, the AWS emulator and the operator process, started once per session.
+
+`node_cluster` is another, separate control plane with a real node (porter_dev.node): only the tests that ask for
+it start it, so the node-less tiers stay fast."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,9 @@ from porter_dev.admission import webhook_configuration, write_policy, write_webh
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
+from porter_dev.images import base_image, operator_image
+from porter_dev.node import GATEWAY, Node
+from porter_dev.pod_identity_agent import PodIdentityAgent
 from porter_dev.processes import AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
 
 GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
@@ -214,6 +221,71 @@ def operator(
     yield op.wait_ready()
     kubectl("delete", "validatingwebhookconfiguration", admission.NAME, check=False)
     op.stop()
+
+
+@dataclass
+class NodeCluster:
+    """A control plane with one real node, the emulators on the bridge gateway (pods reach them there) and the
+    operator image built from the Dockerfile and imported into the node's containerd."""
+
+    control_plane: ControlPlane
+    node: Node
+    aws: AwsEmulator
+    azure: AzureEmulator
+    gcp: GcpEmulator
+    agent: PodIdentityAgent  # what EKS runs on every node: pods get AWS credentials from it
+    image: str  # the operator image, imagePullPolicy Never
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(self.control_plane.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:
+    """Started once, only for the tests that ask for it; everything it started stops by pid, the bridge and the
+    iptables rules it added go. A part that cannot start fails the tests that need it (never a skip)."""
+    root = tmp_path_factory.mktemp("node")
+    image, image_archive = operator_image()  # cached in .cache/images by the hash of its inputs
+    sandbox, sandbox_archive = base_image()  # its command sleeps forever: every pod's sandbox
+    # The API server and the emulators bind the bridge gateway, so the bridge comes first.
+    Node.create_bridge()
+    cp = ControlPlane(workdir=root / "cluster", address=GATEWAY, serves_node=True)
+    node = Node(workdir=root / "node", control_plane=cp)
+    logs = root / "logs"
+    aws = AwsEmulator(logdir=logs, host=GATEWAY)
+    azure = AzureEmulator(logdir=logs, host=GATEWAY)
+    gcp = GcpEmulator(logdir=logs, host=GATEWAY)
+    agent = PodIdentityAgent(logdir=logs, eks_auth_endpoint="", cluster=EKS_CLUSTER)
+    cluster = NodeCluster(cp, node, aws, azure, gcp, agent, image)
+    kubectl = [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig)]
+    try:
+        cp.start()
+        aws.start()
+        azure.start()
+        gcp.start()
+        aws.client("eks").create_cluster(
+            name=EKS_CLUSTER, roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": []}
+        )
+        # EKS Auth checks pod tokens against this cluster's issuer (the API server's).
+        aws.set_cluster_issuer(EKS_CLUSTER, cp.server, cp.ca_file)
+        agent.eks_auth_endpoint = aws.endpoint  # its port is known once it listens
+        agent.start()
+        node.start(sandbox, [sandbox_archive, image_archive]).wait_ready(kubectl)
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+        yield cluster
+    finally:
+        node.stop(kubectl)
+        agent.stop()
+        for emulator in (gcp, azure, aws):
+            emulator.stop()
+        cp.stop()
 
 
 @pytest.fixture

@@ -796,16 +796,18 @@ def _https(method: str, url: str, ca_file: Path, body: Any = None, timeout: floa
 
 @dataclass
 class AzureEmulator:
-    """The ARM Managed Identity fake as its own process on a loopback HTTPS port."""
+    """The ARM Managed Identity fake as its own process on a loopback HTTPS port (or `host`, e.g. the node's
+    bridge gateway; its certificate names that address too)."""
 
     logdir: Path
     port: int = 0
     tenant_id: str = DEFAULT_TENANT
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def cert_dir(self) -> Path:
@@ -823,7 +825,8 @@ class AzureEmulator:
         self.port = self.port or free_port()
         self.ca_file.unlink(missing_ok=True)  # wait for this run's certificate, not a stale one
         log = self.logdir / "azure-emulator.log"
-        args = ["--port", str(self.port), "--cert-dir", str(self.cert_dir), "--tenant-id", self.tenant_id]
+        args = ["--host", self.host, "--port", str(self.port), "--cert-dir", str(self.cert_dir)]
+        args += ["--tenant-id", self.tenant_id]
         self.proc = spawn_module("porter_dev.azure", args, log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -613,20 +613,21 @@ class GcpEmulator:
     port: int = 0
     control_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"  # or e.g. the node's bridge gateway, so pods reach it
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def control_url(self) -> str:
-        return f"http://127.0.0.1:{self.control_port}"
+        return f"http://{self.host}:{self.control_port}"
 
     def start(self) -> GcpEmulator:
         self.port = self.port or free_port()
         self.control_port = self.control_port or free_port()
         log = self.logdir / "gcp-emulator.log"
-        args = ["--port", str(self.port), "--control-port", str(self.control_port)]
+        args = ["--host", self.host, "--port", str(self.port), "--control-port", str(self.control_port)]
         self.proc = spawn_module("porter_dev.gcp", args, log)
         _wait_http(f"{self.control_url}/_porter/health", self.proc, log)
         return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 from collections.abc import Callable
@@ -30,6 +31,7 @@ NODE_NAME = "porter-node"
 # The address the EKS Pod Identity Agent serves on every node (link-local, host network); on this node it is one
 # more address of the bridge, so pods reach it the way they do on EKS (porter_dev.pod_identity_agent).
 POD_IDENTITY_AGENT_ADDRESS = "169.254.170.23"
+IPTABLES_TABLES = ("filter", "nat", "mangle")
 REJECT_OFF_BRIDGE = ["FORWARD", "-s", SUBNET, "!", "-d", SUBNET, "-m", "comment", "--comment", "porter-node",
                      "-j", "REJECT"]  # fmt: skip
 
@@ -46,6 +48,9 @@ class Node:
     control_plane: ControlPlane
     pids: dict[str, int] = field(default_factory=dict)
     ip_forward: str = ""
+    # iptables chains per table before the node started: the kubelet leaves its own (KUBE-FIREWALL,
+    # KUBE-KUBELET-CANARY, ...) behind, and kube-proxy --cleanup removes only kube-proxy's.
+    chains_before: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def socket(self) -> Path:
@@ -67,6 +72,7 @@ class Node:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.create_bridge()
         self.ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        self.chains_before = {table: _chains(table) for table in IPTABLES_TABLES}
         # The bridge plugin turns on forwarding (isGateway); pods still may not leave the bridge.
         if subprocess.run(["iptables", "-C", *REJECT_OFF_BRIDGE], capture_output=True).returncode != 0:
             subprocess.run(["iptables", "-I", *REJECT_OFF_BRIDGE], check=True)
@@ -234,7 +240,11 @@ state = "{base / "state"}"
         for pid in _shims(self.workdir / "containerd"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        _unmount_under(self.workdir)
         subprocess.run(["iptables", "-D", *REJECT_OFF_BRIDGE], capture_output=True)
+        if self.chains_before:
+            for table in IPTABLES_TABLES:
+                _remove_chains(table, _chains(table) - self.chains_before.get(table, set()))
         _ip("link", "delete", BRIDGE, check=False)
         if self.ip_forward:
             Path("/proc/sys/net/ipv4/ip_forward").write_text(self.ip_forward)
@@ -242,6 +252,37 @@ state = "{base / "state"}"
     def _tasks(self) -> list[str]:
         listed = subprocess.run(self.ctr("tasks", "list", "--quiet"), capture_output=True, text=True)
         return listed.stdout.split()
+
+
+def _unmount_under(root: Path) -> None:
+    """The kubelet bind-mounts its root dir onto itself and mounts every pod's volumes (tmpfs) under it; nothing
+    unmounts them when it is killed. Deepest first, so the workdir can be removed."""
+    prefix = str(root.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted({m for m in mounts if m.startswith(prefix)}, key=len, reverse=True):
+        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", point], capture_output=True)
+
+
+def _chains(table: str) -> set[str]:
+    listed = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True)
+    return {line.split()[1] for line in listed.stdout.splitlines() if line.startswith("-N ")}
+
+
+def _remove_chains(table: str, chains: set[str]) -> None:
+    """Delete the rules that jump to `chains` (in any chain), then empty and delete the chains themselves."""
+    if not chains:
+        return
+    listed = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=True)
+    for line in listed.stdout.splitlines():
+        words = line.split()
+        if words[:1] == ["-A"] and words[1] not in chains and "-j" in words and words[words.index("-j") + 1] in chains:
+            # iptables -S quotes comments; shlex gives the argument list back as iptables -D wants it.
+            subprocess.run(["iptables", "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True)
+    for chain in chains:
+        subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+    for chain in chains:
+        subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
 
 def _shims(containerd_dir: Path) -> list[int]:

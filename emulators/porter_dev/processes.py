@@ -86,15 +86,17 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 @dataclass
 class AwsEmulator:
-    """moto + Pod Identity API on a loopback port; `env` is what an AWS SDK needs to use it."""
+    """moto + Pod Identity API on a loopback port (or `host`, e.g. the node's bridge gateway, so pods reach it);
+    `env` is what an AWS SDK needs to use it."""
 
     logdir: Path
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -109,7 +111,7 @@ class AwsEmulator:
     def start(self) -> AwsEmulator:
         self.port = self.port or free_port()
         log = self.logdir / "aws-emulator.log"
-        self.proc = spawn_module("porter_dev.aws", ["--port", str(self.port)], log)
+        self.proc = spawn_module("porter_dev.aws", ["--host", self.host, "--port", str(self.port)], log)
         _wait_http(f"{self.endpoint}/_porter/health", self.proc, log)
         return self
 

@@ -412,6 +412,18 @@ def test_policy_is_mounted_where_the_operator_reads_it() -> None:
     assert one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"][annotation] != before
 
 
+def test_extra_volumes_are_mounted_next_to_the_chart_own() -> None:
+    volume = {"name": "ca", "configMap": {"name": "corp-ca"}}
+    mount = {"name": "ca", "mountPath": "/etc/porter/ca", "readOnly": True}
+    objects = render({"extraVolumes": [volume], "extraVolumeMounts": [mount]})
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert volume in volumes and {"policy", "tmp"} <= {v["name"] for v in volumes}
+    assert mount in container(objects)["volumeMounts"]
+    assert "ca" not in {v["name"] for v in one(render(), "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    refused = helm("template", "rel", str(CHART), *value_args({"extraVolumeMounts": [{"name": "ca"}]}), check=False)
+    assert refused.returncode != 0 and "mountPath" in refused.stderr
+
+
 def test_metrics_service_and_optional_service_monitor() -> None:
     objects = render()
     service = one(objects, "Service", "-metrics")

@@ -1,0 +1,378 @@
+"""The operator the way users run it: its image built from the Dockerfile, installed by the Helm chart on a real node.
+
+The tests of this module run in order on one release (install, admission, a connection, a workload that uses
+it, upgrade, uninstall): each step starts from what the one before left. The node, the control plane that
+serves it and the emulators (on the bridge gateway, where pods reach them) are the session's `node_cluster`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from porter_dev.chart import CHART, helm, value_args
+from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
+from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, pod_identity_trust_policy
+from tests.conftest import EKS_CLUSTER, GROUP, VERSION, NodeCluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+RELEASE = "porter-identity"
+NAMESPACE = "porter-system"
+FULLNAME = RELEASE  # the chart's full name when the release is named after it
+WEBHOOK = "validate-connection.identity.porter.run"
+
+
+# What EKS's Pod Identity webhook adds to a pod whose ServiceAccount has an association (docs: "Understand how
+# EKS Pod Identity works"); EKS injects it, this test writes it into the pod spec itself.
+@dataclass(frozen=True)
+class Token:
+    """A projected ServiceAccount token: what each cloud's injection mounts into the pod."""
+
+    audience: str
+    directory: str
+    file: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory}/{self.file}"
+
+
+EKS_TOKEN = Token(
+    "pods.eks.amazonaws.com", "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount", "eks-pod-identity-token"
+)
+
+
+# The workload: the real SDK and its default credential chain, nothing of ours. One JSON line on stdout.
+AWS_WORKLOAD = """
+import json, boto3
+try:
+    print(json.dumps({"arn": boto3.client("sts").get_caller_identity()["Arn"]}))
+except Exception as err:
+    print(json.dumps({"error": type(err).__name__, "message": str(err)}))
+"""
+
+
+def release_values(cluster: NodeCluster, **more: Any) -> dict[str, Any]:
+    repository, tag = cluster.image.rsplit(":", 1)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "config": {
+            "eksClusterName": EKS_CLUSTER,
+            "awsRegion": AWS_REGION,
+            "awsAccountId": AWS_ACCOUNT_ID,
+            "oidcIssuer": cluster.control_plane.server,
+            "retryBaseSeconds": 0.5,
+            "retryMaxSeconds": 4,
+        },
+        # The emulator's endpoint and moto's test keys: the operator's own AWS credentials, as Pod Identity or
+        # IRSA would give them in a cluster.
+        "extraEnv": [{"name": k, "value": v} for k, v in cluster.aws.env.items()],
+        "policy": {"rules": [{"name": "workloads", "namespaces": ["wl-*"], "aws": {"roles": ["*"]}}]},
+        # Small enough for this machine's node; the chart's defaults are for a cluster.
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        **more,
+    }
+
+
+def operator_pods(cluster: NodeCluster) -> list[dict[str, Any]]:
+    """The release's pods that are not on their way out."""
+    listed = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/instance=" + RELEASE, "-o",
+                             "json")  # fmt: skip
+    return [p for p in json.loads(listed.stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def operator_pod(cluster: NodeCluster) -> dict[str, Any]:
+    pods = operator_pods(cluster)
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+def webhook_endpoints(cluster: NodeCluster) -> set[str]:
+    out = cluster.kubectl("-n", NAMESPACE, "get", "endpointslices", "-l",
+                          f"kubernetes.io/service-name={FULLNAME}-webhook", "-o", "json")  # fmt: skip
+    return {
+        address
+        for found in json.loads(out.stdout)["items"]
+        for endpoint in found.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint["addresses"]
+    }
+
+
+def apply_dry_run(cluster: NodeCluster, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """A server-side dry run: the webhook answers it like a real apply, nothing is stored."""
+    return cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(obj), check=False)
+
+
+def wait_available(cluster: NodeCluster) -> dict[str, Any]:
+    waited = cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=Available", f"deployment/{FULLNAME}",
+                             "--timeout=240s", check=False)  # fmt: skip
+    if waited.returncode != 0:
+        described = cluster.kubectl("-n", NAMESPACE, "describe", "pods", check=False).stdout
+        raise AssertionError(f"the operator Deployment is not Available: {waited.stderr}\n{described[-4000:]}")
+    return operator_pod(cluster)
+
+
+def connection(namespace: str, name: str, service_account: str, role: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ServiceIdentityConnection",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"serviceAccountName": service_account, "aws": {"role": role}},
+    }
+
+
+def ready_condition(cluster: NodeCluster, namespace: str, name: str) -> dict[str, Any] | None:
+    out = cluster.kubectl("-n", namespace, "get", "sic", name, "-o", "json", check=False)
+    if out.returncode != 0:
+        return None
+    conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == "Ready"), None)
+
+
+def aws_pod_env(cluster: NodeCluster) -> dict[str, str]:
+    return {
+        # As EKS's Pod Identity webhook sets them.
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://{POD_IDENTITY_AGENT_ADDRESS}/v1/credentials",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": EKS_TOKEN.path,
+        "AWS_DEFAULT_REGION": AWS_REGION,
+        "AWS_REGION": AWS_REGION,
+        # Where "AWS" is here: the emulator (an endpoint, not a credential).
+        "AWS_ENDPOINT_URL": cluster.aws.endpoint,
+    }
+
+
+def run_workload(
+    cluster: NodeCluster, namespace: str, service_account: str, script: str, env: dict[str, str], token: Token
+) -> dict[str, Any]:
+    """Run `script` with the operator image's Python in a pod of `service_account`, with `env` and `token`
+    mounted (as the cloud's injection would); its last JSON line, parsed."""
+    name = f"workload-{uuid.uuid4().hex[:6]}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "serviceAccountName": service_account,
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "app",
+                    "image": cluster.image,
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", script],
+                    "env": [{"name": k, "value": v} for k, v in env.items()],
+                    "volumeMounts": [{"name": "cloud-token", "mountPath": token.directory, "readOnly": True}],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "cloud-token",
+                    "projected": {
+                        "sources": [
+                            {
+                                "serviceAccountToken": {
+                                    "audience": token.audience,
+                                    "expirationSeconds": 86400,
+                                    "path": token.file,
+                                }
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+
+    def finished() -> str | None:
+        out = cluster.kubectl("-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}")
+        return out.stdout if out.stdout in ("Succeeded", "Failed") else None
+
+    phase = wait_for(finished, 120, interval=1, what=f"workload pod {name} to finish")
+    logs = cluster.kubectl("-n", namespace, "logs", name).stdout
+    cluster.kubectl("-n", namespace, "delete", "pod", name, "--wait=false")
+    assert phase == "Succeeded", logs
+    lines = [line for line in logs.splitlines() if line.startswith("{")]
+    assert lines, logs
+    answer: dict[str, Any] = json.loads(lines[-1])
+    return answer
+
+
+def check(cluster: NodeCluster, namespace: str, name: str) -> dict[str, Any]:
+    """`porter-identity check` from the host, with the release's AWS settings: its JSON verdict."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PORTER_"))},
+        **cluster.aws.env,
+        "KUBECONFIG": str(cluster.control_plane.kubeconfig),
+        "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
+        "PORTER_AWS_REGION": AWS_REGION,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "porter_identity.cli", "check", f"{namespace}/{name}", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout, done.stderr
+    verdict: dict[str, Any] = json.loads(done.stdout)
+    assert (done.returncode == 0) == verdict["ok"], (done.returncode, verdict)
+    return verdict
+
+
+@pytest.fixture(scope="module")
+def installed(node_cluster: NodeCluster) -> Iterator[NodeCluster]:
+    """The chart installed (never waited on by helm: the tests wait, and say what is missing)."""
+    out = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
+               *value_args(release_values(node_cluster)), kubeconfig=node_cluster.control_plane.kubeconfig,
+               check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    yield node_cluster
+    helm("uninstall", RELEASE, "--namespace", NAMESPACE, kubeconfig=node_cluster.control_plane.kubeconfig,
+         check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workload(installed: NodeCluster) -> dict[str, str]:
+    """A namespace the policy covers, a ServiceAccount and an IAM role it may be linked to."""
+    namespace = f"wl-{uuid.uuid4().hex[:6]}"
+    installed.kubectl("create", "namespace", namespace)
+    installed.kubectl("-n", namespace, "create", "serviceaccount", "checkout")
+    role = f"checkout-{uuid.uuid4().hex[:6]}"
+    installed.aws.client("iam").create_role(RoleName=role, AssumeRolePolicyDocument=pod_identity_trust_policy())
+    return {"namespace": namespace, "serviceAccount": "checkout", "role": role}
+
+
+def test_deployment_becomes_available_non_root_with_a_read_only_root(installed: NodeCluster) -> None:
+    pod = wait_available(installed)
+    [status] = pod["status"]["containerStatuses"]
+    assert status["ready"] and status["image"].endswith(installed.image.split("/", 1)[1])
+    name = pod["metadata"]["name"]
+    # The process itself, seen from inside the container: the image's user, not root.
+    assert installed.kubectl("-n", NAMESPACE, "exec", name, "--", "id", "-u").stdout.strip() == "65532"
+    written = installed.kubectl("-n", NAMESPACE, "exec", name, "--", "touch", "/opt/x", check=False)
+    assert written.returncode != 0 and "Read-only file system" in written.stderr
+    # /tmp is the chart's emptyDir: writable.
+    assert installed.kubectl("-n", NAMESPACE, "exec", name, "--", "touch", "/tmp/x", check=False).returncode == 0
+
+
+def test_the_webhook_is_served_from_the_pod_and_refuses_a_bad_connection(
+    installed: NodeCluster, workload: dict[str, str]
+) -> None:
+    pod_ip = wait_available(installed)["status"]["podIP"]
+    # The webhook Service sends to the ready operator pod, and to nothing else.
+    wait_for(lambda: webhook_endpoints(installed) == {pod_ip}, 30, what="the webhook Service to select the pod")
+    # Porter's own roles are refused whatever the policy says.
+    bad = connection(workload["namespace"], "bad", workload["serviceAccount"], "porter-manager")
+    refused = installed.kubectl("apply", "-f", "-", stdin=json.dumps(bad), check=False)
+    assert refused.returncode != 0
+    assert f'admission webhook "{WEBHOOK}" denied the request' in refused.stderr
+    assert "porter-manager" in refused.stderr
+    # A namespace no rule covers.
+    installed.kubectl("create", "namespace", "uncovered", check=False)
+    uncovered = connection("uncovered", "any", "any", workload["role"])
+    refused = installed.kubectl("apply", "-f", "-", stdin=json.dumps(uncovered), check=False)
+    assert f'admission webhook "{WEBHOOK}" denied the request' in refused.stderr
+    assert "not allowed by policy" in refused.stderr
+
+
+def test_an_aws_connection_becomes_ready_and_a_pod_gets_the_role(
+    installed: NodeCluster, workload: dict[str, str]
+) -> None:
+    namespace, service_account, role = workload["namespace"], workload["serviceAccount"], workload["role"]
+    installed.kubectl("apply", "-f", "-", stdin=json.dumps(connection(namespace, "checkout", service_account, role)))
+
+    def ready() -> dict[str, Any] | None:
+        found = ready_condition(installed, namespace, "checkout")
+        return found if found and found["status"] == "True" else None
+
+    wait_for(ready, 60, interval=0.5, what="the connection to be Ready")
+    associations = installed.aws.client("eks").list_pod_identity_associations(clusterName=EKS_CLUSTER)
+    assert [(a["namespace"], a["serviceAccount"]) for a in associations["associations"]] == [
+        (namespace, service_account)
+    ]
+    # The workload: boto3's default chain in the pod, through the node's Pod Identity Agent and EKS Auth.
+    answer = run_workload(installed, namespace, service_account, AWS_WORKLOAD, aws_pod_env(installed), EKS_TOKEN)
+    assert answer.get("arn", "").startswith(f"arn:aws:sts::{AWS_ACCOUNT_ID}:assumed-role/{role}/"), answer
+    # The check's verdict names the identity the pod saw.
+    verdict = check(installed, namespace, "checkout")
+    assert (verdict["ok"], verdict["reason"], verdict["identity"]) == (True, "IdentityObtained", answer["arn"])
+
+
+def test_after_the_connection_is_deleted_the_pod_is_refused(installed: NodeCluster, workload: dict[str, str]) -> None:
+    namespace, service_account = workload["namespace"], workload["serviceAccount"]
+    installed.kubectl("-n", namespace, "delete", "sic", "checkout", "--timeout=60s")
+    associations = installed.aws.client("eks").list_pod_identity_associations(clusterName=EKS_CLUSTER)
+    assert associations["associations"] == []
+    answer = run_workload(installed, namespace, service_account, AWS_WORKLOAD, aws_pod_env(installed), EKS_TOKEN)
+    assert answer.get("error") == "CredentialRetrievalError", answer
+    # The refusal is EKS Auth's, passed on by the agent.
+    assert "ResourceNotFoundException" in answer["message"], answer
+    # The check agrees: there is nothing to get credentials from.
+    verdict = check(installed, namespace, "checkout")
+    assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
+
+
+def test_upgrade_with_a_changed_value_rolls_the_pod_and_admission_keeps_working(
+    installed: NodeCluster, workload: dict[str, str]
+) -> None:
+    before = wait_available(installed)["metadata"]["uid"]
+    values = release_values(installed, podAnnotations={"porter.run/test-revision": "2"})
+    out = helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *value_args(values),
+               kubeconfig=installed.control_plane.kubeconfig, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "REVISION: 2" in out.stdout
+
+    def rolled() -> dict[str, Any] | None:
+        pods = operator_pods(installed)
+        new = [p for p in pods if p["metadata"]["uid"] != before]
+        return new[0] if len(pods) == 1 and new else None
+
+    pod = wait_for(rolled, 120, interval=1, what="the old operator pod replaced by a new one (Recreate)")
+    assert pod["metadata"]["annotations"]["porter.run/test-revision"] == "2"
+    pod = wait_available(installed)  # with its address now
+    assert pod["metadata"]["uid"] != before
+    # Until the Service's endpoints (and kube-proxy's rules) follow the new pod, failurePolicy Fail refuses every
+    # connection: that is the chart's promise (nothing unchecked gets in), and it lasts until the new pod serves.
+    wait_for(lambda: webhook_endpoints(installed) == {pod["status"]["podIP"]}, 60, what="the Service to follow")
+    good = connection(workload["namespace"], "after-upgrade", workload["serviceAccount"], workload["role"])
+
+    def admitted() -> subprocess.CompletedProcess[str] | None:
+        out = apply_dry_run(installed, good)
+        assert out.returncode == 0 or "failed calling webhook" in out.stderr, out.stderr
+        return out if out.returncode == 0 else None
+
+    wait_for(admitted, 60, interval=1, what="the new pod to admit an allowed connection")
+    bad = connection(workload["namespace"], "bad", workload["serviceAccount"], "porter-manager")
+    refused = apply_dry_run(installed, bad)
+    assert f'admission webhook "{WEBHOOK}" denied the request' in refused.stderr
+
+
+def test_uninstall_leaves_only_the_crds(installed: NodeCluster) -> None:
+    out = helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "120s",
+               kubeconfig=installed.control_plane.kubeconfig, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+    def left() -> set[str]:
+        out = installed.kubectl("-n", NAMESPACE, "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings",
+                                "-o", "name").stdout.split()  # fmt: skip
+        return set(out) - {"serviceaccount/default", "configmap/kube-root-ca.crt"}
+
+    # The pod goes last: the garbage collector deletes it after its ReplicaSet, and it stops gracefully.
+    wait_for(lambda: not left(), 60, interval=1, what="the release's objects to go")
+    cluster_wide = installed.kubectl("get", "clusterroles,clusterrolebindings,validatingwebhookconfigurations", "-o",
+                                     "name").stdout.split()  # fmt: skip
+    assert [name for name in cluster_wide if RELEASE in name] == []
+    crds = installed.kubectl("get", "crds", "-o", "name").stdout.split()
+    assert {f"customresourcedefinition.apiextensions.k8s.io/{p}.{GROUP}" for p in
+            ("serviceidentityconnections", "porterrolesets")} <= set(crds)  # fmt: skip
