@@ -77,7 +77,7 @@ async def configure(
     config: Settings = memo.settings
     memo.by_service_account = by_service_account
     memo.allowed_identities = allowed_identities
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
     # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).
     settings.scanning.disabled = True
@@ -218,6 +218,7 @@ async def _main(config: Settings, namespaces: list[str]) -> int:
     await _first(started.wait(), _finished(reconciling))
 
     holding = asyncio.create_task(elector.hold())
+    memo.after_takeover = asyncio.create_task(drift.after_takeover(memo, election.lease_duration_seconds))
 
     def handover() -> None:
         """SIGTERM (a rolling update, a drain): writes stop and the Lease is released at once, so a standby takes

@@ -164,6 +164,16 @@ ACTIONS: dict[Action, tuple[str, str, str]] = {
     ),
     Action.SKIPPED: ("Normal", "connection", "on delete: an association that is not this connection's was left"),
     Action.RETAINED: ("Normal", "both", "on delete with `deletionPolicy: Retain`: the link or roles were kept"),
+    Action.PAUSED: (
+        "Normal",
+        "connection",
+        "`identity.porter.run/reconcile-policy: skip`: a reconcile, drift repair or delete left the link untouched",
+    ),
+    Action.DETACHED: (
+        "Normal",
+        "connection",
+        "on delete with `identity.porter.run/reconcile-policy: detach-on-delete`: the link was kept (as Retain)",
+    ),
     Action.RELEASED: (
         "Normal",
         "PorterRoleSet",

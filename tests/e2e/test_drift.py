@@ -19,6 +19,7 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
+from porter_identity.reconcile import reconcile_policy
 from porter_identity.reconcile.azure import credential_name
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, wait_for
 from tests.e2e.helpers import Connections, instead_of_the_session_operator
@@ -235,3 +236,56 @@ def test_orphans_are_reported_once_and_left_in_place(
     assert fics.get(RG, uami, stale).name == stale
     assert len(reported(orphan)) == 1 and len(sa_events("left")) == 1
     assert value(scrape(operator), "porter_identity_orphaned_links", provider="aws") >= 1
+
+
+def _annotate(conns: Connections, name: str, value: str | None) -> None:
+    conns.custom.patch_namespaced_custom_object(
+        "identity.porter.run",
+        "v1alpha1",
+        conns.namespace,
+        "serviceidentityconnections",
+        name,
+        {"metadata": {"annotations": {reconcile_policy.ANNOTATION: value}}},
+    )
+
+
+def test_with_reconcile_policy_skip_an_outside_delete_is_not_repaired_and_the_event_says_why(
+    conns: Connections, aws: AwsEmulator, make_role: Any
+) -> None:
+    role = make_role()
+    conns.create("paused", "paused", aws={"role": role})
+    old = conns.wait_ready("paused")["status"]["aws"]["associationId"]
+    _annotate(conns, "paused", "skip")
+    aws.client("eks").delete_pod_identity_association(clusterName=EKS_CLUSTER, associationId=old)
+
+    def paused_events() -> list[client.CoreV1Event]:
+        return [e for e in conns.events("paused") if e.reason == "Paused" and "running it again" in e.message]
+
+    [event, *_] = wait_for(paused_events, SWEEP_WAIT, what="a Paused Event from the sweep")
+    assert reconcile_policy.ANNOTATION in event.message and "remove the annotation" in event.message
+    listed = aws.client("eks").list_pod_identity_associations(clusterName=EKS_CLUSTER, namespace=conns.namespace)
+    assert [a for a in listed["associations"] if a["serviceAccount"] == "paused"] == []  # not repaired
+    assert not drift_events(conns, "paused")
+
+    _annotate(conns, "paused", None)  # resume: repaired at once, not at the next sweep only
+
+    def recreated() -> str | None:
+        recorded = ((conns.get("paused") or {}).get("status") or {}).get("aws", {}).get("associationId")
+        return recorded if recorded and recorded != old else None
+
+    assert wait_for(recreated, SWEEP_WAIT, what="the link back after the annotation went")
+
+
+def test_with_reconcile_policy_detach_on_delete_the_link_outlives_the_connection_and_is_no_orphan(
+    conns: Connections, aws: AwsEmulator, make_role: Any
+) -> None:
+    role = make_role()
+    conns.create("detached", "detached", aws={"role": role})
+    kept = conns.wait_ready("detached")["status"]["aws"]["associationId"]
+    _annotate(conns, "detached", "detach-on-delete")
+    conns.delete("detached")
+    conns.wait_gone("detached")
+    assert describe(aws, kept)["serviceAccount"] == "detached"
+    [event] = [e for e in conns.events("detached") if e.reason == "Detached"]
+    assert reconcile_policy.ANNOTATION in event.message
+    aws.client("eks").delete_pod_identity_association(clusterName=EKS_CLUSTER, associationId=kept)  # tidy up

@@ -228,18 +228,29 @@ def test_a_frozen_leader_that_wakes_after_its_lease_is_fenced_and_exits(
     creator.start()
     conns = Connections(api, namespace)
     wait_for(lambda: any((conns.condition(n) or {}).get("status") == "True" for n in names), 60)
+    # A frozen pod fails its readiness probe and leaves the webhook Service: its admission is not under test here.
+    replicas.ops.pop("a")
     os.killpg(leader.proc.pid, signal.SIGSTOP)
     time.sleep(0.5)  # calls already on the wire land
     frozen_writes = writes(aws, "replica-a")
-    wait_for(lambda: any(leading(op) for n, op in replicas.ops.items() if n != "a"), 30, what="a new leader")
+    wait_for(lambda: any(leading(op) for op in replicas.ops.values()), 30, what="a new leader")
     os.killpg(leader.proc.pid, signal.SIGCONT)
 
     exit_code = wait_for(lambda: leader.proc.poll() if leader.proc else None, 30, what="the old leader to exit")
     creator.join(timeout=120)
-    for name in names:
-        conns.wait_ready(name, timeout=120)
-    assert failures == []
+    # As with a kill: a request on the wire to the frozen replica fails once, and is admitted when tried again.
+    assert all("(attempt 1)" in f and "EOF" in f for f in failures), failures
+    assert len(failures) <= 2, failures
+
+    def unready() -> list[str]:
+        return [n for n in names if (conns.condition(n) or {}).get("status") != "True"]
+
+    try:
+        wait_for(lambda: not unready(), 90, what="every connection Ready")
+    except AssertionError:
+        raise AssertionError({n: (conns.get(n) or {}).get("status") for n in unready()[:3]}) from None
     assert exit_code == 1
+    leader.stop()
     assert "leader election lost" in leader.log()
     assert writes(aws, "replica-a") == frozen_writes  # not one write after it woke up
 

@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,10 +92,13 @@ def operator_pods(cluster: NodeCluster) -> list[dict[str, Any]]:
     return [p for p in json.loads(listed.stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
-def operator_pod(cluster: NodeCluster) -> dict[str, Any]:
+REPLICAS = 2  # the chart's default: one leader, every replica serves the webhook
+
+
+def all_pods(cluster: NodeCluster) -> list[dict[str, Any]]:
     pods = operator_pods(cluster)
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]
+    assert len(pods) == REPLICAS, [p["metadata"]["name"] for p in pods]
+    return pods
 
 
 def webhook_endpoints(cluster: NodeCluster) -> set[str]:
@@ -113,13 +118,22 @@ def apply_dry_run(cluster: NodeCluster, obj: dict[str, Any]) -> subprocess.Compl
     return cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(obj), check=False)
 
 
-def wait_available(cluster: NodeCluster) -> dict[str, Any]:
+def wait_available(cluster: NodeCluster) -> list[dict[str, Any]]:
     waited = cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=Available", f"deployment/{FULLNAME}",
                              "--timeout=240s", check=False)  # fmt: skip
     if waited.returncode != 0:
         described = cluster.kubectl("-n", NAMESPACE, "describe", "pods", check=False).stdout
         raise AssertionError(f"the operator Deployment is not Available: {waited.stderr}\n{described[-4000:]}")
-    return operator_pod(cluster)
+    rolled = cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{FULLNAME}", "--timeout=240s",
+                             check=False)  # fmt: skip
+    assert rolled.returncode == 0, rolled.stderr
+    return wait_for(lambda: _all_ready(cluster), 60, interval=1, what="every replica ready")
+
+
+def _all_ready(cluster: NodeCluster) -> list[dict[str, Any]] | None:
+    pods = operator_pods(cluster)
+    ready = [p for p in pods if all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])]
+    return pods if len(pods) == REPLICAS and len(ready) == REPLICAS else None
 
 
 def connection(namespace: str, name: str, service_account: str, role: str) -> dict[str, Any]:
@@ -254,7 +268,8 @@ def workload(installed: NodeCluster) -> dict[str, str]:
 
 
 def test_deployment_becomes_available_non_root_with_a_read_only_root(installed: NodeCluster) -> None:
-    pod = wait_available(installed)
+    pods = wait_available(installed)
+    pod = pods[0]
     [status] = pod["status"]["containerStatuses"]
     assert status["ready"] and status["image"].endswith(installed.image.split("/", 1)[1])
     name = pod["metadata"]["name"]
@@ -264,14 +279,17 @@ def test_deployment_becomes_available_non_root_with_a_read_only_root(installed: 
     assert written.returncode != 0 and "Read-only file system" in written.stderr
     # /tmp is the chart's emptyDir: writable.
     assert installed.kubectl("-n", NAMESPACE, "exec", name, "--", "touch", "/tmp/x", check=False).returncode == 0
+    # One replica holds the release's Lease; the other waits.
+    lease = json.loads(installed.kubectl("-n", NAMESPACE, "get", "lease", FULLNAME, "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"].split("_")[0] in {p["metadata"]["name"] for p in pods}
 
 
 def test_the_webhook_is_served_from_the_pod_and_refuses_a_bad_connection(
     installed: NodeCluster, workload: dict[str, str]
 ) -> None:
-    pod_ip = wait_available(installed)["status"]["podIP"]
-    # The webhook Service sends to the ready operator pod, and to nothing else.
-    wait_for(lambda: webhook_endpoints(installed) == {pod_ip}, 30, what="the webhook Service to select the pod")
+    pod_ips = {p["status"]["podIP"] for p in wait_available(installed)}
+    # The webhook Service sends to every ready replica, leader or standby, and to nothing else.
+    wait_for(lambda: webhook_endpoints(installed) == pod_ips, 30, what="the webhook Service to select the pods")
     # Porter's own roles are refused whatever the policy says.
     bad = connection(workload["namespace"], "bad", workload["serviceAccount"], "porter-manager")
     refused = installed.kubectl("apply", "-f", "-", stdin=json.dumps(bad), check=False)
@@ -323,36 +341,46 @@ def test_after_the_connection_is_deleted_the_pod_is_refused(installed: NodeClust
     assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
 
 
-def test_upgrade_with_a_changed_value_rolls_the_pod_and_admission_keeps_working(
+def test_upgrade_with_a_changed_value_rolls_the_pods_and_admission_never_fails(
     installed: NodeCluster, workload: dict[str, str]
 ) -> None:
-    before = wait_available(installed)["metadata"]["uid"]
-    values = release_values(installed, podAnnotations={"porter.run/test-revision": "2"})
-    out = helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *value_args(values),
-               kubeconfig=installed.control_plane.kubeconfig, check=False)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "REVISION: 2" in out.stdout
-
-    def rolled() -> dict[str, Any] | None:
-        pods = operator_pods(installed)
-        new = [p for p in pods if p["metadata"]["uid"] != before]
-        return new[0] if len(pods) == 1 and new else None
-
-    pod = wait_for(rolled, 120, interval=1, what="the old operator pod replaced by a new one (Recreate)")
-    assert pod["metadata"]["annotations"]["porter.run/test-revision"] == "2"
-    pod = wait_available(installed)  # with its address now
-    assert pod["metadata"]["uid"] != before
-    # Until the Service's endpoints (and kube-proxy's rules) follow the new pod, failurePolicy Fail refuses every
-    # connection: that is the chart's promise (nothing unchecked gets in), and it lasts until the new pod serves.
-    wait_for(lambda: webhook_endpoints(installed) == {pod["status"]["podIP"]}, 60, what="the Service to follow")
+    """RollingUpdate with maxUnavailable 0, a preStop sleep and the webhook on every replica: admission answers
+    all through the upgrade, and the leader's Lease passes to a new pod."""
+    before = {p["metadata"]["uid"] for p in wait_available(installed)}
     good = connection(workload["namespace"], "after-upgrade", workload["serviceAccount"], workload["role"])
+    answers: list[subprocess.CompletedProcess[str]] = []
+    done = threading.Event()
 
-    def admitted() -> subprocess.CompletedProcess[str] | None:
-        out = apply_dry_run(installed, good)
-        assert out.returncode == 0 or "failed calling webhook" in out.stderr, out.stderr
-        return out if out.returncode == 0 else None
+    def keep_applying() -> None:
+        while not done.is_set():
+            answers.append(apply_dry_run(installed, good))
+            time.sleep(0.5)
 
-    wait_for(admitted, 60, interval=1, what="the new pod to admit an allowed connection")
+    applier = threading.Thread(target=keep_applying)
+    applier.start()
+    try:
+        values = release_values(installed, podAnnotations={"porter.run/test-revision": "2"})
+        out = helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, *value_args(values),
+                   kubeconfig=installed.control_plane.kubeconfig, check=False)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "REVISION: 2" in out.stdout
+
+        def rolled() -> list[dict[str, Any]] | None:
+            pods = _all_ready(installed)
+            return pods if pods and not {p["metadata"]["uid"] for p in pods} & before else None
+
+        pods = wait_for(rolled, 240, interval=1, what="both operator pods replaced by new ones (RollingUpdate)")
+        assert all(p["metadata"]["annotations"]["porter.run/test-revision"] == "2" for p in pods)
+        ips = {p["status"]["podIP"] for p in pods}
+        wait_for(lambda: webhook_endpoints(installed) == ips, 60, what="the Service to follow")
+        time.sleep(2)
+    finally:
+        done.set()
+        applier.join()
+    failed = [a.stderr for a in answers if a.returncode != 0]
+    assert len(answers) > 10 and failed == [], failed[:3]
+    lease = json.loads(installed.kubectl("-n", NAMESPACE, "get", "lease", FULLNAME, "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"].split("_")[0] in {p["metadata"]["name"] for p in pods}
     bad = connection(workload["namespace"], "bad", workload["serviceAccount"], "porter-manager")
     refused = apply_dry_run(installed, bad)
     assert f'admission webhook "{WEBHOOK}" denied the request' in refused.stderr

@@ -14,8 +14,9 @@ from kubernetes import client
 
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
-from porter_dev.processes import Operator
-from tests.conftest import AZURE_SUBSCRIPTION
+from porter_dev.processes import AwsEmulator, Operator
+from porter_identity.handlers import shard as shard_filters
+from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GROUP
 from tests.e2e.helpers import Connections, instead_of_the_session_operator
 
 pytestmark = pytest.mark.e2e
@@ -53,8 +54,9 @@ def shards(control_plane: ControlPlane, operator: Operator, workdir: Path) -> It
         operator,
         control_plane,
         workdir,
-        a={"PORTER_SHARD_SELECTOR": "porter.run/shard=a", "PORTER_ROLESETS": "false"},
-        b={"PORTER_SHARD_SELECTOR": "porter.run/shard=b", "PORTER_ROLESETS": "true"},
+        # AWS_SDK_UA_APP_ID: botocore's User-Agent app id, so the AWS emulator counts each shard's calls apart
+        a={"PORTER_SHARD_SELECTOR": "porter.run/shard=a", "PORTER_ROLESETS": "false", "AWS_SDK_UA_APP_ID": "shard-a"},
+        b={"PORTER_SHARD_SELECTOR": "porter.run/shard=b", "PORTER_ROLESETS": "true", "AWS_SDK_UA_APP_ID": "shard-b"},
     ) as started:
         yield started
 
@@ -88,6 +90,47 @@ def test_two_shards_serve_disjoint_namespaces_and_leave_the_rest_alone(
         assert spaces["b"] in _namespaces_reconciled(shards["b"])
         assert spaces["a"] not in _namespaces_reconciled(shards["b"])
         assert spaces["none"] not in _namespaces_reconciled(shards["a"]) | _namespaces_reconciled(shards["b"])
+    finally:
+        for ns in spaces.values():
+            core.delete_namespace(ns)
+
+
+def test_shards_keep_their_own_finalizers_through_deletes_and_write_only_their_own_links(
+    api: client.ApiClient, shards: dict[str, Operator], make_role: Any, aws: AwsEmulator
+) -> None:
+    """Each shard has a finalizer of its own (kopf adds and removes finalizers by `when`): with one name, shard B
+    would take shard A's off, and a delete in between would skip A's cloud delete."""
+    core = client.CoreV1Api(api)
+    spaces = {key: _labelled_namespace(core, {"porter.run/shard": key}) for key in ("a", "b")}
+    names = [f"c{i:02d}" for i in range(12)]
+    finalizers = {s: shard_filters.finalizer(GROUP, f"porter.run/shard={s}") for s in spaces}
+    try:
+        role = make_role()
+        conns = {s: Connections(api, ns) for s, ns in spaces.items()}
+        for c in conns.values():
+            for name in names:
+                c.create(name, name, aws={"role": role})
+        for c in conns.values():  # deletes while the shards are still creating
+            for name in names[::2]:
+                c.delete(name)
+        for s, c in conns.items():
+            for name in names[1::2]:
+                ready = c.wait_ready(name)
+                assert ready["metadata"]["finalizers"] == [finalizers[s]]
+            for name in names[::2]:
+                c.wait_gone(name)
+        eks = aws.client("eks")
+        for ns in spaces.values():
+            listed = eks.list_pod_identity_associations(clusterName=EKS_CLUSTER, namespace=ns)["associations"]
+            assert sorted(a["serviceAccount"] for a in listed) == names[1::2]  # deleted ones left nothing behind
+        calls = aws.calls_by_caller()
+        for s in spaces:
+            made = calls.get(f"shard-{s}", {})
+            created = made.get("eks:CreatePodIdentityAssociation", 0)
+            # A connection deleted before its link was made needs no create; none is made twice; what a shard
+            # made and did not delete is exactly the links of its own namespace.
+            assert len(names) // 2 <= created <= len(names), made
+            assert created - made.get("eks:DeletePodIdentityAssociation", 0) == len(names) // 2, made
     finally:
         for ns in spaces.values():
             core.delete_namespace(ns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -11,6 +12,7 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from porter_identity import GROUP, VERSION, metrics
+from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.connection import PLURAL, SINGULAR, ServiceIdentityConnection
 from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
@@ -18,12 +20,21 @@ from porter_identity.handlers import namespaces
 from porter_identity.handlers.shard import in_shard
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.events import Events
-from porter_identity.links.base import Result
+from porter_identity.links.base import Change, Result
 from porter_identity.links.lifecycle import Lifecycle, Step, recorded
 from porter_identity.providers.locks import KeyedLocks
-from porter_identity.reconcile import backoff, claims, conditions, guard
+from porter_identity.reconcile import backoff, claims, conditions, guard, reconcile_policy
 from porter_identity.reconcile.drift import DRIFT_CORRECTED
-from porter_identity.reconcile.outcome import NOT_CLAIMING, OUTSIDE_THE_SPEC, Outcome, Reason, State, stalled
+from porter_identity.reconcile.outcome import (
+    NOT_CLAIMING,
+    OUTSIDE_THE_SPEC,
+    Action,
+    Outcome,
+    Reason,
+    State,
+    stalled,
+)
+from porter_identity.reconcile.reconcile_policy import ReconcilePolicy
 
 KIND = SINGULAR
 # One reconcile of a connection at a time, by uid: kopf's handlers, a recheck and a sweep's rerun never overlap.
@@ -250,6 +261,37 @@ def _claimed(conn: ServiceIdentityConnection) -> bool:
     return ready is None or ready.status == "True" or ready.reason not in NOT_CLAIMING
 
 
+def _paused(memo: kopf.Memo, body: Mapping[str, Any], logger: Any, why: str) -> bool:
+    """Whether the object's reconcile-policy says skip; then the Event says what was not done, and why."""
+    annotations = (body.get("metadata") or {}).get("annotations")
+    pause, warning = reconcile_policy.of(annotations)
+    if warning is not None:
+        memo.events.post(body, "Warning", Action.PAUSED.value, warning)
+    if pause is not ReconcilePolicy.SKIP:
+        return False
+    message = reconcile_policy.paused_message(why)
+    memo.events.post(body, "Normal", Action.PAUSED.value, message)
+    logger.info(message, extra={"reason": Action.PAUSED.value})
+    return True
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field=("metadata", "annotations", reconcile_policy.ANNOTATION), when=in_shard)
+def reconcile_policy_changed(
+    body: kopf.Body, old: Any, new: Any, memo: kopf.Memo, namespace: str | None, name: str | None, **_: Any
+) -> None:
+    """Leaving skip resumes at once: the link is brought back to the spec (drift included)."""
+    if reconcile_policy.of({reconcile_policy.ANNOTATION: new} if new else None)[0] is ReconcilePolicy.SKIP:
+        return
+    rerun(
+        memo,
+        namespace or "",
+        name or "",
+        str(body.metadata.uid),
+        f"{reconcile_policy.ANNOTATION} is now {new or 'unset'}",
+        drifted=True,
+    )
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=in_shard)
 @kopf.on.create(GROUP, VERSION, PLURAL, when=in_shard)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=in_shard)
@@ -270,6 +312,8 @@ def reconcile(
         logger.warning(parsed.message, extra={"reason": parsed.reason.value})
         return
     conn = parsed
+    if _paused(memo, body, logger, "reconcile"):
+        return
     # With PORTER_BLOCK_BROAD_PERMISSIONS the identity's permissions are read on resume too (cached per identity):
     # a role made admin while the operator was down must lose its link. The policy is checked before the shortcut:
     # a rule withdrawn while the operator was down is enforced on resume.
@@ -316,7 +360,7 @@ def recheck(
 ) -> None:
     """A Stalled connection is looked at again; nothing is written or posted when nothing changed."""
     parsed = _parse(body)
-    if isinstance(parsed, Outcome):
+    if isinstance(parsed, Outcome) or reconcile_policy.of(body.metadata.annotations)[0] is ReconcilePolicy.SKIP:
         return
     _settle(body, patch, 0, memo, logger, by_service_account, allowed_identities, parsed)
 
@@ -348,6 +392,8 @@ def rerun(
     if isinstance(parsed, Outcome):
         return None
     conn = parsed
+    if _paused(memo, body, log, f"running it again ({why})"):
+        return None
     step = run(memo, conn, memo.by_service_account, memo.allowed_identities, ignoring)
     new = kstatus.next_status(conn, step.result.outcome, step.result.privilege, step.linked, step.result.status)
     doc = new.model_dump(mode="json", by_alias=True)
@@ -385,6 +431,15 @@ def delete(
             raise kopf.TemporaryError(message, delay=settings.stalled_recheck_seconds)
         return  # never linked: an unparseable spec is never applied
     conn = parsed
+    pause = reconcile_policy.of(body.metadata.annotations)[0]
+    if pause is ReconcilePolicy.SKIP:
+        message = reconcile_policy.paused_message("deleting the cloud link") + " (the link is left as it is)"
+        memo.events.post(body, "Normal", Action.PAUSED.value, message)
+        logger.info(message, extra={"reason": Action.PAUSED.value, "provider": conn.spec.provider.value})
+        return
+    if pause is ReconcilePolicy.DETACH_ON_DELETE:
+        # Kept exactly as deletionPolicy: Retain keeps it, so the drift sweep never takes it for an orphan.
+        conn = conn.model_copy(update={"spec": conn.spec.model_copy(update={"deletion_policy": DeletionPolicy.RETAIN})})
     lifecycle: Lifecycle = memo.lifecycle
     with LOCKS.hold(conn.metadata.uid):  # a sweep's rerun of this connection finishes first
         result: Result = lifecycle.delete(conn, _owner(by_service_account, conn))
@@ -402,6 +457,9 @@ def delete(
             else _backoff(result.outcome, retry, settings)
         )
         raise kopf.TemporaryError(result.outcome.message, delay=delay)
+    if pause is ReconcilePolicy.DETACH_ON_DELETE and result.change is not None:
+        message = f"{reconcile_policy.ANNOTATION} is detach-on-delete: {result.change.message}"
+        result = replace(result, change=Change(Action.DETACHED, message))
     if result.change is not None:
         memo.events.post(body, "Normal", result.change.reason, result.change.message)
         logger.info(result.change.message, extra={"reason": result.change.reason, "provider": conn.spec.provider.value})

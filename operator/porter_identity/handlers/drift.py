@@ -25,7 +25,7 @@ from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, Provider
 from porter_identity.config import Settings
 from porter_identity.errors import CloudError
-from porter_identity.handlers import connection, namespaces
+from porter_identity.handlers import connection, namespaces, shard
 from porter_identity.handlers.connection import ClaimKey
 from porter_identity.kube.events import Events
 from porter_identity.links.base import Link
@@ -145,6 +145,8 @@ class Sweeper:
         """An orphan in a served namespace that no connection on the API server claims (the index may lag,
         e.g. just after start-up): one list of the namespace's connections per sweep, only when there is one."""
         served: list[str] = self.memo.get("namespaces") or []
+        if not shard.serves(self.memo, orphan.namespace):
+            return False
         if served and not any(fnmatch.fnmatchcase(orphan.namespace, pattern) for pattern in served):
             return False
         if orphan.namespace not in cache:
@@ -204,7 +206,8 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
     sweeper = Sweeper(memo, stop)
     while True:
         await asyncio.sleep(interval)
-        view = _snapshot(index)
+        # Only this shard's connections: another shard repairs its own.
+        view = {g: [c for c in cs if shard.serves(memo, c.namespace)] for g, cs in _snapshot(index).items()}
         owners_index: kopf.Index[ClaimKey, Claim] | None = memo.get("by_service_account")
         owners = {key: list(owners_index[key]) for key in owners_index} if owners_index is not None else {}
         lifecycle: Lifecycle = memo.lifecycle
@@ -219,10 +222,33 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
             metrics.DRIFT_SWEEPS.labels("completed").inc()
 
 
+async def after_takeover(memo: kopf.Memo, delay: float) -> None:
+    """Once a lease duration after winning the Lease, every connection not settled is run once more.
+
+    The old leader may have written to an object in its last moments (a frozen one wakes up and patches before it
+    sees it lost). When that write is the finalizer kopf here was about to add, kopf's own patch changes nothing,
+    no watch event follows, and kopf would wait for one forever: controller-runtime's resync covers such lost
+    events; kopf has none, so this does, once, when the old leader can no longer write."""
+    await asyncio.sleep(delay)
+    index: kopf.Index[Group, Linked] | None = memo.get("drift_index")
+    if index is None:
+        return
+    waiting = [c for cs in _snapshot(index).values() for c in cs if not c.settled and shard.serves(memo, c.namespace)]
+    for c in waiting:
+        try:
+            await asyncio.to_thread(connection.rerun, memo, c.namespace, c.name, c.uid, "not settled after a takeover")
+        except (client.ApiException, CloudError) as err:
+            log.warning(f"after takeover, {c.namespace}/{c.name}: {err}")
+    if waiting:
+        log.info(f"after takeover: {len(waiting)} connections not settled were run again")
+
+
 @kopf.on.startup()
 async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
     """kopf passes every index to activities too; the sweep keeps this live view, filled as kopf watches."""
     drift_view: kopf.Index[Group, Linked] = kwargs["drift_view"]
+    memo.drift_index = drift_view
+    memo.namespace_labels = kwargs.get(shard.INDEX)  # registered only with a shard selector
     memo.drift_stop = threading.Event()
     memo.drift_task = asyncio.create_task(
         _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"

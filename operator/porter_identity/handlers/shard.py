@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import kopf
@@ -27,6 +28,19 @@ def in_shard(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> bool:
     index: kopf.Index[str, dict[str, str]] | None = kwargs.get(INDEX)
     found = list(index.get(namespace or "", [])) if index is not None else []
     return bool(found) and shard.matches(requirements, found[0])
+
+
+def finalizer(group: str, selector: str) -> str:
+    """One finalizer per shard: kopf adds and removes a finalizer by `when`, so with a shared name shard B would
+    take shard A's off A's objects (and a delete meanwhile would skip A's cloud delete)."""
+    if not selector:
+        return f"{group}/finalizer"
+    return f"{group}/finalizer-{hashlib.sha256(selector.encode()).hexdigest()[:12]}"
+
+
+def serves(memo: kopf.Memo, namespace: str) -> bool:
+    """`in_shard` outside a handler (the drift sweep), with the namespace label index the startup kept."""
+    return in_shard(namespace, memo, **{INDEX: memo.get("namespace_labels")})
 
 
 def serves_rolesets(memo: kopf.Memo, **_: Any) -> bool:

@@ -70,6 +70,8 @@ class Action(StrEnum):
     SKIPPED = "Skipped"
     RETAINED = "Retained"
     RELEASED = "Released"
+    PAUSED = "Paused"
+    DETACHED = "Detached"
     DRIFT_CORRECTED = "DriftCorrected"
     ORPHANED_LINK = "OrphanedLink"
     ORPHAN_DELETED = "OrphanDeleted"
