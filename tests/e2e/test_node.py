@@ -113,6 +113,14 @@ def webhook_endpoints(cluster: NodeCluster) -> set[str]:
     }
 
 
+def holder(cluster: NodeCluster) -> str:
+    """The pod that holds the release's Lease (its identity is the pod's hostname and a random suffix)."""
+    got = cluster.kubectl("-n", NAMESPACE, "get", "lease", FULLNAME, "-o", "json", check=False)
+    if got.returncode != 0:
+        return ""
+    return str(json.loads(got.stdout)["spec"].get("holderIdentity") or "").rsplit("_", 1)[0]
+
+
 def apply_dry_run(cluster: NodeCluster, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """A server-side dry run: the webhook answers it like a real apply, nothing is stored."""
     return cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(obj), check=False)
@@ -280,8 +288,8 @@ def test_deployment_becomes_available_non_root_with_a_read_only_root(installed: 
     # /tmp is the chart's emptyDir: writable.
     assert installed.kubectl("-n", NAMESPACE, "exec", name, "--", "touch", "/tmp/x", check=False).returncode == 0
     # One replica holds the release's Lease; the other waits.
-    lease = json.loads(installed.kubectl("-n", NAMESPACE, "get", "lease", FULLNAME, "-o", "json").stdout)
-    assert lease["spec"]["holderIdentity"].split("_")[0] in {p["metadata"]["name"] for p in pods}
+    names = {p["metadata"]["name"] for p in pods}
+    wait_for(lambda: holder(installed) in names, 60, what="one replica to hold the Lease")
 
 
 def test_the_webhook_is_served_from_the_pod_and_refuses_a_bad_connection(
@@ -379,8 +387,8 @@ def test_upgrade_with_a_changed_value_rolls_the_pods_and_admission_never_fails(
         applier.join()
     failed = [a.stderr for a in answers if a.returncode != 0]
     assert len(answers) > 10 and failed == [], failed[:3]
-    lease = json.loads(installed.kubectl("-n", NAMESPACE, "get", "lease", FULLNAME, "-o", "json").stdout)
-    assert lease["spec"]["holderIdentity"].split("_")[0] in {p["metadata"]["name"] for p in pods}
+    # The old leader released its Lease on SIGTERM (after its preStop sleep); a new pod holds it.
+    wait_for(lambda: holder(installed) in {p["metadata"]["name"] for p in pods}, 60, what="a new pod to lead")
     bad = connection(workload["namespace"], "bad", workload["serviceAccount"], "porter-manager")
     refused = apply_dry_run(installed, bad)
     assert f'admission webhook "{WEBHOOK}" denied the request' in refused.stderr
