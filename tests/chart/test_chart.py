@@ -475,3 +475,17 @@ def test_spec_less_updates_never_reach_the_webhook_and_the_sandbox_uses_the_same
     hooks = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
     assert [h["matchConditions"] for h in hooks] == [[{"name": "spec-changed", "expression": SPEC_CHANGED}]] * 2
     assert "object.spec != oldObject.spec" in SPEC_CHANGED
+
+
+def test_the_argo_cd_ignore_differences_name_what_the_chart_generates() -> None:
+    """docs/argocd/ignore-differences.yaml, for the release `porter-identity`: the Secret and the caBundle."""
+    ignored = yaml.safe_load((CHART.parents[1] / "docs" / "argocd" / "ignore-differences.yaml").read_text())
+    objects = template("porter-identity", "porter-system", None)
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["type"] == "kubernetes.io/tls")
+    hooks = one(objects, "ValidatingWebhookConfiguration")
+    names = {(i["kind"], i["name"]) for i in ignored["ignoreDifferences"]}
+    assert names == {
+        ("Secret", secret["metadata"]["name"]),
+        ("ValidatingWebhookConfiguration", hooks["metadata"]["name"]),
+    }
+    assert "RespectIgnoreDifferences=true" in ignored["syncPolicy"]["syncOptions"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,3 +144,17 @@ def instead_of_the_session_operator(
         for op in started.values():
             op.stop()
         operator.start().wait_ready()
+
+
+def check(env: dict[str, str], namespace: str, name: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """`porter-identity check NAMESPACE/NAME -o json` as a user runs it: (exit code, verdict)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "porter_identity.cli", "check", f"{namespace}/{name}", "-o", "json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout, done.stderr
+    verdict: dict[str, Any] = json.loads(done.stdout)
+    return done.returncode, verdict

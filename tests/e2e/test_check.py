@@ -19,6 +19,7 @@ from porter_dev.controlplane import ControlPlane
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
 from tests.conftest import AZURE_SUBSCRIPTION, GCP_PROJECT
+from tests.e2e import helpers
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
@@ -53,16 +54,7 @@ def check(
     }
 
     def run(namespace: str, name: str, *args: str) -> tuple[int, dict[str, Any]]:
-        done = subprocess.run(
-            [sys.executable, "-m", "porter_identity.cli", "check", f"{namespace}/{name}", "-o", "json", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.stdout, done.stderr
-        verdict: dict[str, Any] = json.loads(done.stdout)
-        return done.returncode, verdict
+        return helpers.check(env, namespace, name, *args)
 
     return run
 

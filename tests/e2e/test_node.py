@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from porter_dev.chart import CHART, helm, value_args
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, pod_identity_trust_policy
 from tests.conftest import EKS_CLUSTER, GROUP, VERSION, NodeCluster, wait_for
+from tests.e2e import helpers
 
 pytestmark = pytest.mark.e2e
 
@@ -239,16 +239,8 @@ def check(cluster: NodeCluster, namespace: str, name: str) -> dict[str, Any]:
         "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
         "PORTER_AWS_REGION": AWS_REGION,
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "porter_identity.cli", "check", f"{namespace}/{name}", "-o", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.stdout, done.stderr
-    verdict: dict[str, Any] = json.loads(done.stdout)
-    assert (done.returncode == 0) == verdict["ok"], (done.returncode, verdict)
+    code, verdict = helpers.check(env, namespace, name)
+    assert (code == 0) == verdict["ok"], (code, verdict)
     return verdict
 
 
