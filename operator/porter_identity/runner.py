@@ -28,6 +28,7 @@ from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
 from porter_identity.kube import secrets
+from porter_identity.kube.diffbase import SpecDiffBase
 from porter_identity.kube.events import Events
 from porter_identity.kube.lease import Leases
 from porter_identity.kube.serviceaccounts import ServiceAccounts
@@ -84,7 +85,7 @@ async def configure(
     # kopf's bookkeeping lives in status.kopf, so it travels in the same status patch as our conditions:
     # annotations would cost a second write (metadata and the status subresource are patched separately).
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS)
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name=KOPF_STATUS)
+    settings.persistence.diffbase_storage = SpecDiffBase(name=KOPF_STATUS)
     # Handlers post an Event for every state change themselves; kopf's own "Handler succeeded" log lines
     # would add one API write per connection. Only errors still become Events.
     settings.posting.level = logging.ERROR
