@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -97,6 +98,12 @@ def test_get_sic_shows_real_values_for_each_provider_and_describe_explains_them(
     assert re.search(
         r"Normal\s+Created\s+\S+\s+porter-identity\s+created EKS Pod Identity association a-\w+", events
     ), events
+
+    # kopf's last-handled state is the spec alone: labels a GitOps tool adds are not printed a second time.
+    kubectl("-n", namespace, "label", "sic", "api", "team=payments", "app.kubernetes.io/instance=shop")
+    labelled = json.loads(kubectl("-n", namespace, "get", "sic", "api", "-o", "json").stdout)
+    assert json.loads(labelled["status"]["kopf"]["last-handled-configuration"]) == {"spec": labelled["spec"]}
+    assert kubectl("-n", namespace, "describe", "sic", "api").stdout.count("payments") == 1  # the Labels line
 
     az = _describe_until(kubectl, "-n", namespace, "sic", "inventory", wanted=["Events:", "federated"])
     assert re.search(r"Credential Name:\s+porter-", az) and re.search(r"Client Id:\s+\S+", az)
