@@ -95,6 +95,9 @@ def test_install_creates_everything_and_uninstall_leaves_only_the_crds(
         ("Deployment", fullname),
         ("Role", f"{fullname}-external-id"),
         ("RoleBinding", f"{fullname}-external-id"),
+        ("Role", f"{fullname}-leader-election"),
+        ("RoleBinding", f"{fullname}-leader-election"),
+        ("PodDisruptionBudget", fullname),
         ("ClusterRole", fullname),
         ("ClusterRoleBinding", fullname),
         ("ValidatingWebhookConfiguration", fullname),
@@ -162,7 +165,7 @@ def _crd_uids(kubectl: Kubectl) -> dict[str, str]:
 def _labelled(kubectl: Kubectl, release: str, namespace: str) -> set[tuple[str, str]]:
     """Every object of the release, namespaced and cluster-wide, by the chart's instance label."""
     selector = f"app.kubernetes.io/instance={release}"
-    kinds = "serviceaccounts,configmaps,secrets,services,deployments,roles,rolebindings"
+    kinds = "serviceaccounts,configmaps,secrets,services,deployments,roles,rolebindings,poddisruptionbudgets"
     cluster_kinds = "clusterroles,clusterrolebindings,validatingwebhookconfigurations"
     found = set()
     for args in (["-n", namespace, "get", kinds], ["get", cluster_kinds]):
