@@ -377,7 +377,9 @@ def guarded(
 ) -> Iterator[dict[str, str]]:
     """The session operator restarted knowing its own identities, with a per-namespace budget in its policy."""
     iam = aws.client("iam")
-    if OPERATOR_ROLE not in {r["RoleName"] for r in iam.list_roles()["Roles"]}:
+    try:  # the session's account has more roles than one ListRoles page holds
+        iam.get_role(RoleName=OPERATOR_ROLE)
+    except iam.exceptions.NoSuchEntityException:
         iam.create_role(RoleName=OPERATOR_ROLE, AssumeRolePolicyDocument=pod_identity_trust_policy())
     ops_identity = f"ops-{uuid.uuid4().hex[:6]}"
     client_id = azure.seed_identity(AZURE_SUBSCRIPTION, "ops-rg", ops_identity)["properties"]["clientId"]
