@@ -48,10 +48,9 @@ import (
 GO
 go mod tidy -e >/dev/null 2>&1 || true
 go get "k8s.io/kubernetes@v$K8S_VERSION" >&2
-for b in "${want[@]}"; do
-  if [ ! -x "$bin/$b" ]; then
-    echo "building $b $K8S_VERSION (first run only, several minutes)" >&2
-    go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION" -o "$bin/$b" "k8s.io/kubernetes/cmd/$b" >&2
-  fi
-done
+build=()
+for b in "${want[@]}"; do [ -x "$bin/$b" ] || build+=("k8s.io/kubernetes/cmd/$b"); done
+echo "building ${build[*]##*/} $K8S_VERSION (first run only, several minutes)" >&2
+# One go build for all of them: the shared packages compile once and the links run in parallel.
+go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION" -o "$bin/" "${build[@]}" >&2
 echo "$bin"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install everything the tests and the sandbox need, from package registries only: etcd (Debian),
-# a virtualenv with the project and its test/dev
-# extras (PyPI), and the Kubernetes binaries and helm (Go module proxy).
-# Then the local node's parts (hack/install-node-deps.sh): tests/e2e/test_node.py runs the chart on a real node.
+# Install everything the tests and the sandbox need, from package registries only: etcd and the local node's parts
+# (Debian), a virtualenv with the project and its test/dev extras (PyPI), the Kubernetes binaries, helm and
+# hack/gitops (Go module proxy), and the node tier's images (debootstrap + buildah, porter_dev.images).
+# The Go builds use the CPU while pip and debootstrap mostly wait on downloads, so they run side by side.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,7 +16,21 @@ if ! command -v etcd >/dev/null 2>&1; then
   # Debian starts a system etcd on the default ports; ours run on free ports of their own.
   as_root systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
+bash hack/install-node-deps.sh packages
 command -v go >/dev/null 2>&1 || { echo "Go is required to build kube-apiserver (https://go.dev/dl)"; exit 1; }
+
+logs=${PORTER_CACHE:-$root/.cache}/logs
+mkdir -p "$logs"
+# Waits for a background step; on failure shows the end of its log.
+finish() {
+  if ! wait "$1"; then
+    echo "$2 failed; the end of $3:" >&2
+    tail -n 40 "$3" >&2
+    exit 1
+  fi
+}
+(bash hack/build-k8s.sh node && bash hack/build-helm.sh && bash hack/build-gitops.sh) >"$logs/go-builds.log" 2>&1 &
+go_builds=$!
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -28,8 +42,9 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$root/emulators" > "$site/porter-dev.pth"
 
-bash hack/build-k8s.sh >/dev/null
-bash hack/build-helm.sh >/dev/null
-bash hack/build-gitops.sh >/dev/null
-bash hack/install-node-deps.sh
+# The operator image (and its Debian base) for the node tier, cached by the hash of its inputs.
+.venv/bin/python -m porter_dev.images operator >"$logs/images.log" 2>&1 &
+images=$!
+finish "$go_builds" "building the Kubernetes binaries, helm and hack/gitops" "$logs/go-builds.log"
+finish "$images" "building the operator image" "$logs/images.log"
 echo "dependencies ready"
