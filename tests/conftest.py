@@ -274,6 +274,8 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
         )
         # EKS Auth checks pod tokens against this cluster's issuer (the API server's).
         aws.set_cluster_issuer(EKS_CLUSTER, cp.server, cp.ca_file)
+        # So does Google STS, for the workload pool this cluster's issuer is a provider of (fleet registration).
+        gcp.add_workload_pool_provider(f"{GCP_PROJECT}.svc.id.goog", cp.server, cp.ca_file)
         agent.eks_auth_endpoint = aws.endpoint  # its port is known once it listens
         agent.start()
         node.start(sandbox, [sandbox_archive, image_archive]).wait_ready(kubectl)

@@ -22,7 +22,7 @@ import pytest
 from porter_dev.chart import CHART, helm, value_args
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, pod_identity_trust_policy
-from tests.conftest import EKS_CLUSTER, GROUP, VERSION, NodeCluster, wait_for
+from tests.conftest import EKS_CLUSTER, GCP_PROJECT, GROUP, VERSION, NodeCluster, wait_for
 from tests.e2e import helpers
 
 pytestmark = pytest.mark.e2e
@@ -53,11 +53,31 @@ EKS_TOKEN = Token(
 )
 
 
+# Fleet Workload Identity Federation, the form a cluster outside GKE uses (docs: "Authenticate to Google Cloud APIs
+# from fleet workloads"): a token whose audience is the workload pool, beside a credential configuration in a
+# ConfigMap, in one projected volume; GOOGLE_APPLICATION_CREDENTIALS names the configuration.
+POOL = f"{GCP_PROJECT}.svc.id.goog"
+GCP_TOKEN = Token(POOL, "/var/run/secrets/tokens/gcp-ksa", "token")
+GCP_CONFIG_FILE = "google-application-credentials.json"
+
+
 # The workload: the real SDK and its default credential chain, nothing of ours. One JSON line on stdout.
 AWS_WORKLOAD = """
 import json, boto3
 try:
     print(json.dumps({"arn": boto3.client("sts").get_caller_identity()["Arn"]}))
+except Exception as err:
+    print(json.dumps({"error": type(err).__name__, "message": str(err)}))
+"""
+
+GCP_WORKLOAD = """
+import json, google.auth
+from google.auth.transport.requests import Request
+try:
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    credentials.refresh(Request())
+    print(json.dumps({"email": credentials.service_account_email, "expiry": credentials.expiry.isoformat(),
+                      "kind": type(credentials).__module__}))
 except Exception as err:
     print(json.dumps({"error": type(err).__name__, "message": str(err)}))
 """
@@ -71,18 +91,33 @@ def release_values(cluster: NodeCluster, **more: Any) -> dict[str, Any]:
             "eksClusterName": EKS_CLUSTER,
             "awsRegion": AWS_REGION,
             "awsAccountId": AWS_ACCOUNT_ID,
+            "gcpProjectId": GCP_PROJECT,
             "oidcIssuer": cluster.control_plane.server,
             "retryBaseSeconds": 0.5,
             "retryMaxSeconds": 4,
         },
         # The emulator's endpoint and moto's test keys: the operator's own AWS credentials, as Pod Identity or
         # IRSA would give them in a cluster.
-        "extraEnv": [{"name": k, "value": v} for k, v in cluster.aws.env.items()],
-        "policy": {"rules": [{"name": "workloads", "namespaces": ["wl-*"], "aws": {"roles": ["*"]}}]},
+        "extraEnv": [{"name": k, "value": v} for k, v in {**cluster.aws.env, **gcp_env(cluster)}.items()],
+        "policy": {
+            "rules": [
+                {
+                    "name": "workloads",
+                    "namespaces": ["wl-*"],
+                    "aws": {"roles": ["*"]},
+                    "gcp": {"serviceAccounts": ["*"]},
+                }
+            ]
+        },
         # Small enough for this machine's node; the chart's defaults are for a cluster.
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         **more,
     }
+
+
+def gcp_env(cluster: NodeCluster) -> dict[str, str]:
+    """Where Google IAM is here: the emulator's plaintext gRPC endpoint (an endpoint, not a credential)."""
+    return {"PORTER_GCP_IAM_ENDPOINT": cluster.gcp.endpoint}
 
 
 def operator_pods(cluster: NodeCluster) -> list[dict[str, Any]]:
@@ -144,12 +179,14 @@ def _all_ready(cluster: NodeCluster) -> list[dict[str, Any]] | None:
     return pods if len(pods) == REPLICAS and len(ready) == REPLICAS else None
 
 
-def connection(namespace: str, name: str, service_account: str, role: str) -> dict[str, Any]:
+def connection(namespace: str, name: str, service_account: str, role: str = "", email: str = "") -> dict[str, Any]:
+    """A connection to the AWS `role` or, given `email`, to that GCP service account."""
+    cloud = {"gcp": {"serviceAccountEmail": email}} if email else {"aws": {"role": role}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ServiceIdentityConnection",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"serviceAccountName": service_account, "aws": {"role": role}},
+        "spec": {"serviceAccountName": service_account, **cloud},
     }
 
 
@@ -174,11 +211,19 @@ def aws_pod_env(cluster: NodeCluster) -> dict[str, str]:
 
 
 def run_workload(
-    cluster: NodeCluster, namespace: str, service_account: str, script: str, env: dict[str, str], token: Token
+    cluster: NodeCluster,
+    namespace: str,
+    service_account: str,
+    script: str,
+    env: dict[str, str],
+    token: Token,
+    config_map: str | None = None,
 ) -> dict[str, Any]:
     """Run `script` with the operator image's Python in a pod of `service_account`, with `env` and `token`
-    mounted (as the cloud's injection would); its last JSON line, parsed."""
+    mounted (as the cloud's injection would), and `config_map`'s keys beside the token; its last JSON line, parsed."""
     name = f"workload-{uuid.uuid4().hex[:6]}"
+    token_source = {"serviceAccountToken": {"audience": token.audience, "expirationSeconds": 86400, "path": token.file}}
+    sources = [token_source, *([{"configMap": {"name": config_map}}] if config_map else [])]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -199,17 +244,7 @@ def run_workload(
             "volumes": [
                 {
                     "name": "cloud-token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "audience": token.audience,
-                                    "expirationSeconds": 86400,
-                                    "path": token.file,
-                                }
-                            }
-                        ]
-                    },
+                    "projected": {"sources": sources},
                 }
             ],
         },
@@ -238,6 +273,11 @@ def check(cluster: NodeCluster, namespace: str, name: str) -> dict[str, Any]:
         "KUBECONFIG": str(cluster.control_plane.kubeconfig),
         "PORTER_EKS_CLUSTER_NAME": EKS_CLUSTER,
         "PORTER_AWS_REGION": AWS_REGION,
+        **gcp_env(cluster),
+        "PORTER_GCP_PROJECT_ID": GCP_PROJECT,
+        "PORTER_OIDC_ISSUER": cluster.control_plane.server,
+        "PORTER_GCP_STS_ENDPOINT": cluster.gcp.rest_endpoint,
+        "PORTER_GCP_IAM_CREDENTIALS_ENDPOINT": cluster.gcp.rest_endpoint,
     }
     code, verdict = helpers.check(env, namespace, name)
     assert (code == 0) == verdict["ok"], (code, verdict)
@@ -338,6 +378,80 @@ def test_after_the_connection_is_deleted_the_pod_is_refused(installed: NodeClust
     assert "ResourceNotFoundException" in answer["message"], answer
     # The check agrees: there is nothing to get credentials from.
     verdict = check(installed, namespace, "checkout")
+    assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
+
+
+@pytest.fixture(scope="module")
+def gcp_workload(installed: NodeCluster) -> dict[str, str]:
+    """A ServiceAccount in a namespace the policy covers, a customer's IAM service account, and the credential
+    configuration a fleet workload mounts for it."""
+    namespace = f"wl-{uuid.uuid4().hex[:6]}"
+    installed.kubectl("create", "namespace", namespace)
+    installed.kubectl("-n", namespace, "create", "serviceaccount", "reports")
+    email = installed.gcp.seed_service_account(GCP_PROJECT, f"reports-{uuid.uuid4().hex[:6]}")
+    rest = installed.gcp.rest_endpoint  # STS and IAM Credentials, where sts/iamcredentials.googleapis.com would be
+    configuration = {
+        "type": "external_account",
+        "audience": f"identitynamespace:{POOL}:{installed.control_plane.server}",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": f"{rest}/v1/token",
+        "service_account_impersonation_url": f"{rest}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+        "credential_source": {"file": GCP_TOKEN.path},
+    }
+    installed.kubectl("-n", namespace, "create", "configmap", "gcp-ksa",
+                      f"--from-literal={GCP_CONFIG_FILE}={json.dumps(configuration)}")  # fmt: skip
+    return {"namespace": namespace, "serviceAccount": "reports", "email": email}
+
+
+def run_gcp_workload(cluster: NodeCluster, found: dict[str, str]) -> dict[str, Any]:
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": f"{GCP_TOKEN.directory}/{GCP_CONFIG_FILE}"}
+    return run_workload(
+        cluster, found["namespace"], found["serviceAccount"], GCP_WORKLOAD, env, GCP_TOKEN, config_map="gcp-ksa"
+    )
+
+
+def test_a_gcp_connection_becomes_ready_and_a_pod_gets_the_service_account(
+    installed: NodeCluster, gcp_workload: dict[str, str]
+) -> None:
+    namespace, service_account, email = gcp_workload["namespace"], gcp_workload["serviceAccount"], gcp_workload["email"]
+    # Before the link, Google refuses the pod: its federated principal may not act as the service account.
+    answer = run_gcp_workload(installed, gcp_workload)
+    assert answer.get("error") == "RefreshError" and "iam.serviceAccounts.getAccessToken" in answer["message"], answer
+    linked = connection(namespace, "reports", service_account, email=email)
+    installed.kubectl("apply", "-f", "-", stdin=json.dumps(linked))
+
+    def ready() -> dict[str, Any] | None:
+        found = ready_condition(installed, namespace, "reports")
+        return found if found and found["status"] == "True" else None
+
+    wait_for(ready, 60, interval=0.5, what="the GCP connection to be Ready")
+    member = f"serviceAccount:{POOL}[{namespace}/{service_account}]"
+    policy = installed.gcp.client().get_iam_policy(
+        request={"resource": f"projects/{GCP_PROJECT}/serviceAccounts/{email}"}
+    )
+    assert [list(b.members) for b in policy.bindings if b.role == "roles/iam.workloadIdentityUser"] == [[member]]
+    # The workload: google-auth's default chain in the pod, through STS and generateAccessToken.
+    answer = run_gcp_workload(installed, gcp_workload)
+    assert (answer.get("email"), answer.get("kind")) == (email, "google.auth.identity_pool"), answer
+    # The check's verdict names the identity the pod got.
+    verdict = check(installed, namespace, "reports")
+    assert (verdict["ok"], verdict["reason"], verdict["identity"]) == (True, "IdentityObtained", email), verdict
+
+
+def test_after_the_gcp_connection_is_deleted_the_pod_is_refused(
+    installed: NodeCluster, gcp_workload: dict[str, str]
+) -> None:
+    namespace, email = gcp_workload["namespace"], gcp_workload["email"]
+    installed.kubectl("-n", namespace, "delete", "sic", "reports", "--timeout=60s")
+    policy = installed.gcp.client().get_iam_policy(
+        request={"resource": f"projects/{GCP_PROJECT}/serviceAccounts/{email}"}
+    )
+    assert [b for b in policy.bindings if b.role == "roles/iam.workloadIdentityUser"] == []
+    answer = run_gcp_workload(installed, gcp_workload)
+    # Google's refusal, from generateAccessToken: STS still federates the token, IAM no longer lets it act.
+    assert answer.get("error") == "RefreshError", answer
+    assert "PERMISSION_DENIED" in answer["message"] and "iam.serviceAccounts.getAccessToken" in answer["message"]
+    verdict = check(installed, namespace, "reports")
     assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
 
 
