@@ -229,16 +229,17 @@ def idle(scale: Scale) -> Iterator[dict[str, Any]]:
     threading.Thread(target=watcher.run_service_accounts, args=(core, sa_rv), daemon=True).start()
     events_before = len(core.list_event_for_all_namespaces().items)
     calls_before = scale.calls()
-    # The first sweep comes one interval after start; 20 s leaves the resync time to finish first and the
-    # counters time to be read before a second sweep.
-    op = scale.operator("idle", PORTER_DRIFT_SWEEP_SECONDS="20", PORTER_STALLED_RECHECK_SECONDS=str(RECHECK_SECONDS))
+    # The first sweep comes one interval after start, the next one interval after it ends. 45 s leaves the resync
+    # time to finish before the first (on a slow CI machine 20 s did not: the sweep saw 883 of 1,050 connections)
+    # and the counters time to be read before a second sweep adds its reads to them.
+    op = scale.operator("idle", PORTER_DRIFT_SWEEP_SECONDS="45", PORTER_STALLED_RECHECK_SECONDS=str(RECHECK_SECONDS))
     try:
         wait_for(
             lambda: (
                 value(scrape(op), "porter_identity_drift_sweeps_total", outcome="completed") >= 1
                 and _stalled_runs(scrape(op)) >= STALLED * 4
             ),
-            90,
+            150,
             interval=0.5,
             what="one drift sweep, and three rechecks of every Stalled connection",
         )
