@@ -31,6 +31,7 @@ GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconn
 EKS_CLUSTER = "e2e"
 AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
 GCP_PROJECT = "porter-e2e"
+GCP_POOL = f"{GCP_PROJECT}.svc.id.goog"  # its workload pool (GKE's default name for it)
 # The e2e operator's ServiceAccount and RBAC come from the Helm chart, rendered as this release in this namespace.
 OPERATOR_NAMESPACE = rbac.OPERATOR_NAMESPACE
 OPERATOR_RELEASE = rbac.OPERATOR_RELEASE
@@ -275,7 +276,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
         # EKS Auth checks pod tokens against this cluster's issuer (the API server's).
         aws.set_cluster_issuer(EKS_CLUSTER, cp.server, cp.ca_file)
         # So does Google STS, for the workload pool this cluster's issuer is a provider of (fleet registration).
-        gcp.add_workload_pool_provider(f"{GCP_PROJECT}.svc.id.goog", cp.server, cp.ca_file)
+        gcp.add_workload_pool_provider(GCP_POOL, cp.server, cp.ca_file)
         agent.eks_auth_endpoint = aws.endpoint  # its port is known once it listens
         agent.start()
         node.start(sandbox, [sandbox_archive, image_archive]).wait_ready(kubectl)

@@ -18,12 +18,11 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
-from tests.conftest import AZURE_SUBSCRIPTION, GCP_PROJECT
+from tests.conftest import AZURE_SUBSCRIPTION, GCP_POOL, GCP_PROJECT
 from tests.e2e import helpers
 from tests.e2e.helpers import Connections
 
 pytestmark = pytest.mark.e2e
-POOL = f"{GCP_PROJECT}.svc.id.goog"
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 
 Check = Callable[..., tuple[int, dict[str, Any]]]
@@ -36,7 +35,7 @@ def clouds_trust_cluster(
     """What cluster creation does in each cloud: the EKS cluster's issuer, Entra's fetch, the GKE pool's provider."""
     aws.set_cluster_issuer(eks_cluster, control_plane.server, control_plane.ca_file)
     azure.trust_issuer(control_plane.server, control_plane.ca_file)
-    gcp.add_workload_pool_provider(POOL, control_plane.server, control_plane.ca_file)
+    gcp.add_workload_pool_provider(GCP_POOL, control_plane.server, control_plane.ca_file)
 
 
 @pytest.fixture
@@ -125,7 +124,7 @@ def test_gcp_check_obtains_an_access_token_for_the_service_account(
     email = gcp_ready(conns, gcp, service_account)
     code, verdict = check(conns.namespace, "api")
     assert (code, verdict["reason"], verdict["identity"]) == (0, "IdentityObtained", email), verdict
-    assert f"serviceAccount:{POOL}[{conns.namespace}/api]" in verdict["steps"][3]["detail"]
+    assert f"serviceAccount:{GCP_POOL}[{conns.namespace}/api]" in verdict["steps"][3]["detail"]
 
 
 def test_text_output_names_the_identity(
@@ -246,7 +245,7 @@ def test_gcp_member_removed(check: Check, conns: Connections, gcp: GcpEmulator, 
     assert verdict["steps"][3] == {
         "step": "exchange",
         "ok": True,
-        "detail": f"Google STS federated token for workload pool {POOL}",
+        "detail": f"Google STS federated token for workload pool {GCP_POOL}",
     }
 
 

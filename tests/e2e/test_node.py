@@ -22,7 +22,7 @@ import pytest
 from porter_dev.chart import CHART, helm, value_args
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, pod_identity_trust_policy
-from tests.conftest import EKS_CLUSTER, GCP_PROJECT, GROUP, VERSION, NodeCluster, wait_for
+from tests.conftest import EKS_CLUSTER, GCP_POOL, GCP_PROJECT, GROUP, VERSION, NodeCluster, wait_for
 from tests.e2e import helpers
 
 pytestmark = pytest.mark.e2e
@@ -56,8 +56,7 @@ EKS_TOKEN = Token(
 # Fleet Workload Identity Federation, the form a cluster outside GKE uses (docs: "Authenticate to Google Cloud APIs
 # from fleet workloads"): a token whose audience is the workload pool, beside a credential configuration in a
 # ConfigMap, in one projected volume; GOOGLE_APPLICATION_CREDENTIALS names the configuration.
-POOL = f"{GCP_PROJECT}.svc.id.goog"
-GCP_TOKEN = Token(POOL, "/var/run/secrets/tokens/gcp-ksa", "token")
+GCP_TOKEN = Token(GCP_POOL, "/var/run/secrets/tokens/gcp-ksa", "token")
 GCP_CONFIG_FILE = "google-application-credentials.json"
 
 
@@ -76,8 +75,7 @@ from google.auth.transport.requests import Request
 try:
     credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     credentials.refresh(Request())
-    print(json.dumps({"email": credentials.service_account_email, "expiry": credentials.expiry.isoformat(),
-                      "kind": type(credentials).__module__}))
+    print(json.dumps({"email": credentials.service_account_email, "kind": type(credentials).__module__}))
 except Exception as err:
     print(json.dumps({"error": type(err).__name__, "message": str(err)}))
 """
@@ -392,7 +390,7 @@ def gcp_workload(installed: NodeCluster) -> dict[str, str]:
     rest = installed.gcp.rest_endpoint  # STS and IAM Credentials, where sts/iamcredentials.googleapis.com would be
     configuration = {
         "type": "external_account",
-        "audience": f"identitynamespace:{POOL}:{installed.control_plane.server}",
+        "audience": f"identitynamespace:{GCP_POOL}:{installed.control_plane.server}",
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
         "token_url": f"{rest}/v1/token",
         "service_account_impersonation_url": f"{rest}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
@@ -425,7 +423,7 @@ def test_a_gcp_connection_becomes_ready_and_a_pod_gets_the_service_account(
         return found if found and found["status"] == "True" else None
 
     wait_for(ready, 60, interval=0.5, what="the GCP connection to be Ready")
-    member = f"serviceAccount:{POOL}[{namespace}/{service_account}]"
+    member = f"serviceAccount:{GCP_POOL}[{namespace}/{service_account}]"
     policy = installed.gcp.client().get_iam_policy(
         request={"resource": f"projects/{GCP_PROJECT}/serviceAccounts/{email}"}
     )
