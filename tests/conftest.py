@@ -20,6 +20,7 @@ from kubernetes import client, config
 from porter_dev import REPO_ROOT, admission, rbac
 from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
+from porter_dev.azure_workload_identity import WorkloadIdentityWebhook
 from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
 from porter_dev.images import base_image, operator_image
@@ -32,6 +33,8 @@ EKS_CLUSTER = "e2e"
 AZURE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000e2e0"
 GCP_PROJECT = "porter-e2e"
 GCP_POOL = f"{GCP_PROJECT}.svc.id.goog"  # its workload pool (GKE's default name for it)
+# The public cloud's Entra host: node pods reach the Azure emulator under this name (hostAliases), on port 443.
+ENTRA_HOST = "login.microsoftonline.com"
 # The e2e operator's ServiceAccount and RBAC come from the Helm chart, rendered as this release in this namespace.
 OPERATOR_NAMESPACE = rbac.OPERATOR_NAMESPACE
 OPERATOR_RELEASE = rbac.OPERATOR_RELEASE
@@ -235,6 +238,7 @@ class NodeCluster:
     azure: AzureEmulator
     gcp: GcpEmulator
     agent: PodIdentityAgent  # what EKS runs on every node: pods get AWS credentials from it
+    azure_webhook: WorkloadIdentityWebhook  # what AKS runs: labelled pods get a token for Entra and its settings
     image: str  # the operator image, imagePullPolicy Never
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -260,10 +264,12 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
     node = Node(workdir=root / "node", control_plane=cp)
     logs = root / "logs"
     aws = AwsEmulator(logdir=logs, host=GATEWAY)
-    azure = AzureEmulator(logdir=logs, host=GATEWAY)
+    # ARM and Entra on one port; 443, so pods that resolve the public Entra host to the gateway reach Entra.
+    azure = AzureEmulator(logdir=logs, host=GATEWAY, port=443, names=(ENTRA_HOST,))
     gcp = GcpEmulator(logdir=logs, host=GATEWAY)
     agent = PodIdentityAgent(logdir=logs, eks_auth_endpoint="", cluster=EKS_CLUSTER)
-    cluster = NodeCluster(cp, node, aws, azure, gcp, agent, image)
+    azure_webhook = WorkloadIdentityWebhook(logs, cp.kubeconfig, GATEWAY, free_port(), azure.tenant_id)
+    cluster = NodeCluster(cp, node, aws, azure, gcp, agent, azure_webhook, image)
     kubectl = [str(k8s_bin_dir() / "kubectl"), "--kubeconfig", str(cp.kubeconfig)]
     try:
         cp.start()
@@ -277,6 +283,10 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
         aws.set_cluster_issuer(EKS_CLUSTER, cp.server, cp.ca_file)
         # So does Google STS, for the workload pool this cluster's issuer is a provider of (fleet registration).
         gcp.add_workload_pool_provider(GCP_POOL, cp.server, cp.ca_file)
+        # And Entra, for the federated credentials of managed identities.
+        azure.trust_issuer(cp.server, cp.ca_file)
+        azure_webhook.start()
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(azure_webhook.configuration()))
         agent.eks_auth_endpoint = aws.endpoint  # its port is known once it listens
         agent.start()
         node.start(sandbox, [sandbox_archive, image_archive]).wait_ready(kubectl)
@@ -285,6 +295,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
         yield cluster
     finally:
         node.stop(kubectl)
+        azure_webhook.stop()
         agent.stop()
         for emulator in (gcp, azure, aws):
             emulator.stop()

@@ -804,6 +804,8 @@ class AzureEmulator:
     tenant_id: str = DEFAULT_TENANT
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    # More names its certificate holds, e.g. login.microsoftonline.com for pods whose /etc/hosts send it here.
+    names: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -826,7 +828,7 @@ class AzureEmulator:
         self.ca_file.unlink(missing_ok=True)  # wait for this run's certificate, not a stale one
         log = self.logdir / "azure-emulator.log"
         args = ["--host", self.host, "--port", str(self.port), "--cert-dir", str(self.cert_dir)]
-        args += ["--tenant-id", self.tenant_id]
+        args += ["--tenant-id", self.tenant_id, *(f"--name={n}" for n in self.names)]
         self.proc = spawn_module("porter_dev.azure", args, log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -904,10 +906,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--cert-dir", type=Path, required=True, help=f"where {CERT_NAME} and {KEY_NAME} are written")
     parser.add_argument("--tenant-id", default=DEFAULT_TENANT)
+    parser.add_argument("--name", action="append", default=[], help="another name its certificate holds")
     args = parser.parse_args(argv)
     from werkzeug.serving import run_simple
 
-    cert, key = write_certificate(args.cert_dir, hosts=dict.fromkeys((args.host, "127.0.0.1", "localhost")))
+    hosts = dict.fromkeys((args.host, "127.0.0.1", "localhost", *args.name))
+    cert, key = write_certificate(args.cert_dir, hosts=hosts)
     from porter_dev.faults import KeepAliveHandler
 
     run_simple(

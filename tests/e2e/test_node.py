@@ -18,11 +18,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from azure.mgmt.msi.models import FederatedIdentityCredential
 
+from porter_dev.azure import CERT_NAME
+from porter_dev.azure_workload_identity import AUDIENCE, USE_LABEL
 from porter_dev.chart import CHART, helm, value_args
+from porter_dev.node import GATEWAY
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, pod_identity_trust_policy
-from tests.conftest import EKS_CLUSTER, GCP_POOL, GCP_PROJECT, GROUP, VERSION, NodeCluster, wait_for
+from tests.conftest import (
+    AZURE_SUBSCRIPTION,
+    EKS_CLUSTER,
+    ENTRA_HOST,
+    GCP_POOL,
+    GCP_PROJECT,
+    GROUP,
+    VERSION,
+    NodeCluster,
+    wait_for,
+)
 from tests.e2e import helpers
 
 pytestmark = pytest.mark.e2e
@@ -59,6 +73,15 @@ EKS_TOKEN = Token(
 GCP_TOKEN = Token(GCP_POOL, "/var/run/secrets/tokens/gcp-ksa", "token")
 GCP_CONFIG_FILE = "google-application-credentials.json"
 
+# Azure Workload Identity: the test-only webhook (porter_dev.azure_workload_identity) injects the token and the
+# settings into pods labelled for it. The pods also get what only this machine needs: the public Entra host sent
+# to the emulator (/etc/hosts) and the emulator's CA (an endpoint's certificate, not a credential).
+AZURE_CA = "azure-emulator-ca"  # a ConfigMap in each namespace whose pods talk to the emulator
+AZURE_CA_DIR = "/etc/porter-dev/azure"
+AZURE_CA_FILE = f"{AZURE_CA_DIR}/{CERT_NAME}"
+ENTRA_ALIASES = [{"ip": GATEWAY, "hostnames": [ENTRA_HOST]}]
+OPERATOR_IDENTITY = ("porter-system-rg", "porter-identity-operator")  # the operator's own managed identity
+
 
 # The workload: the real SDK and its default credential chain, nothing of ours. One JSON line on stdout.
 AWS_WORKLOAD = """
@@ -80,9 +103,42 @@ except Exception as err:
     print(json.dumps({"error": type(err).__name__, "message": str(err)}))
 """
 
+# The access token's claims say whose it is; the token itself is never printed.
+AZURE_WORKLOAD = """
+import base64, json
+from azure.identity import DefaultAzureCredential
+try:
+    token = DefaultAzureCredential().get_token("https://management.azure.com/.default").token
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    print(json.dumps({"clientId": claims["appid"], "principalId": claims["oid"]}))
+except Exception as err:
+    print(json.dumps({"error": type(err).__name__, "message": str(err)}))
+"""
+
+
+def operator_azure_identity(cluster: NodeCluster) -> dict[str, Any]:
+    """The operator's own user-assigned identity, federated with its ServiceAccount as an AKS admin would do
+    (az identity federated-credential create); seeding it again returns the same identity."""
+    resource_group, name = OPERATOR_IDENTITY
+    identity = cluster.azure.seed_identity(AZURE_SUBSCRIPTION, resource_group, name)
+    subject = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
+    credential = FederatedIdentityCredential(issuer=cluster.control_plane.server, subject=subject, audiences=[AUDIENCE])
+    msi = cluster.azure.client(AZURE_SUBSCRIPTION)
+    msi.federated_identity_credentials.create_or_update(resource_group, name, "operator", credential)
+    return identity
+
 
 def release_values(cluster: NodeCluster, **more: Any) -> dict[str, Any]:
     repository, tag = cluster.image.rsplit(":", 1)
+    operator_client_id = operator_azure_identity(cluster)["properties"]["clientId"]
+    # Where each cloud is here (endpoints, not credentials), and moto's test keys: the operator's own AWS
+    # credentials, as Pod Identity or IRSA would give them in a cluster. Its Azure credential is workload identity.
+    env = {
+        **cluster.aws.env,
+        **gcp_env(cluster),
+        "PORTER_AZURE_CA_FILE": AZURE_CA_FILE,
+        "REQUESTS_CA_BUNDLE": AZURE_CA_FILE,  # for Entra, which azure-identity reaches through requests
+    }
     return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "config": {
@@ -90,19 +146,24 @@ def release_values(cluster: NodeCluster, **more: Any) -> dict[str, Any]:
             "awsRegion": AWS_REGION,
             "awsAccountId": AWS_ACCOUNT_ID,
             "gcpProjectId": GCP_PROJECT,
+            "azureSubscriptionId": AZURE_SUBSCRIPTION,
+            "azureArmEndpoint": cluster.azure.endpoint,
             "oidcIssuer": cluster.control_plane.server,
             "retryBaseSeconds": 0.5,
             "retryMaxSeconds": 4,
         },
-        # The emulator's endpoint and moto's test keys: the operator's own AWS credentials, as Pod Identity or
-        # IRSA would give them in a cluster.
-        "extraEnv": [{"name": k, "value": v} for k, v in {**cluster.aws.env, **gcp_env(cluster)}.items()],
+        "serviceAccount": {"azureClientId": operator_client_id},
+        "extraEnv": [{"name": k, "value": v} for k, v in env.items()],
+        "extraVolumes": [{"name": "azure-ca", "configMap": {"name": AZURE_CA}}],
+        "extraVolumeMounts": [{"name": "azure-ca", "mountPath": AZURE_CA_DIR, "readOnly": True}],
+        "hostAliases": ENTRA_ALIASES,
         "policy": {
             "rules": [
                 {
                     "name": "workloads",
                     "namespaces": ["wl-*"],
                     "aws": {"roles": ["*"]},
+                    "azure": {"identities": ["*"]},
                     "gcp": {"serviceAccounts": ["*"]},
                 }
             ]
@@ -214,21 +275,29 @@ def run_workload(
     service_account: str,
     script: str,
     env: dict[str, str],
-    token: Token,
+    token: Token | None,
     config_map: str | None = None,
+    directory: str = "",
+    labels: dict[str, str] | None = None,
+    host_aliases: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run `script` with the operator image's Python in a pod of `service_account`, with `env` and `token`
-    mounted (as the cloud's injection would), and `config_map`'s keys beside the token; its last JSON line, parsed."""
+    mounted (as the cloud's injection would), and `config_map`'s keys beside the token (or in `directory`); its
+    last JSON line, parsed."""
     name = f"workload-{uuid.uuid4().hex[:6]}"
-    token_source = {"serviceAccountToken": {"audience": token.audience, "expirationSeconds": 86400, "path": token.file}}
-    sources = [token_source, *([{"configMap": {"name": config_map}}] if config_map else [])]
+    sources: list[dict[str, Any]] = [{"configMap": {"name": config_map}}] if config_map else []
+    if token:
+        token_source = {"audience": token.audience, "expirationSeconds": 86400, "path": token.file}
+        sources.insert(0, {"serviceAccountToken": token_source})
+    mounts = [{"name": "cloud-token", "mountPath": directory or (token.directory if token else ""), "readOnly": True}]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
         "spec": {
             "serviceAccountName": service_account,
             "restartPolicy": "Never",
+            "hostAliases": host_aliases or [],
             "containers": [
                 {
                     "name": "app",
@@ -236,15 +305,10 @@ def run_workload(
                     "imagePullPolicy": "Never",
                     "command": ["python", "-c", script],
                     "env": [{"name": k, "value": v} for k, v in env.items()],
-                    "volumeMounts": [{"name": "cloud-token", "mountPath": token.directory, "readOnly": True}],
+                    "volumeMounts": mounts if sources else [],
                 }
             ],
-            "volumes": [
-                {
-                    "name": "cloud-token",
-                    "projected": {"sources": sources},
-                }
-            ],
+            "volumes": [{"name": "cloud-token", "projected": {"sources": sources}}] if sources else [],
         },
     }
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
@@ -276,15 +340,27 @@ def check(cluster: NodeCluster, namespace: str, name: str) -> dict[str, Any]:
         "PORTER_OIDC_ISSUER": cluster.control_plane.server,
         "PORTER_GCP_STS_ENDPOINT": cluster.gcp.rest_endpoint,
         "PORTER_GCP_IAM_CREDENTIALS_ENDPOINT": cluster.gcp.rest_endpoint,
+        "PORTER_AZURE_SUBSCRIPTION_ID": AZURE_SUBSCRIPTION,
+        "PORTER_AZURE_ARM_ENDPOINT": cluster.azure.endpoint,
+        "PORTER_AZURE_AUTHORITY": cluster.azure.endpoint,  # Entra, at the address this host knows it by
+        "PORTER_AZURE_CA_FILE": str(cluster.azure.ca_file),
     }
     code, verdict = helpers.check(env, namespace, name)
     assert (code == 0) == verdict["ok"], (code, verdict)
     return verdict
 
 
+def azure_ca(cluster: NodeCluster, namespace: str) -> None:
+    """The emulator's certificate as a ConfigMap of `namespace`, for its pods to trust."""
+    from_file = f"--from-file={CERT_NAME}={cluster.azure.ca_file}"
+    cluster.kubectl("-n", namespace, "create", "configmap", AZURE_CA, from_file)
+
+
 @pytest.fixture(scope="module")
 def installed(node_cluster: NodeCluster) -> Iterator[NodeCluster]:
     """The chart installed (never waited on by helm: the tests wait, and say what is missing)."""
+    node_cluster.kubectl("create", "namespace", NAMESPACE)
+    azure_ca(node_cluster, NAMESPACE)
     out = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
                *value_args(release_values(node_cluster)), kubeconfig=node_cluster.control_plane.kubeconfig,
                check=False)  # fmt: skip
@@ -453,6 +529,82 @@ def test_after_the_gcp_connection_is_deleted_the_pod_is_refused(
     assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
 
 
+@pytest.fixture(scope="module")
+def azure_workload(installed: NodeCluster) -> dict[str, str]:
+    """A ServiceAccount in a namespace the policy covers and a customer's user-assigned managed identity."""
+    namespace = f"wl-{uuid.uuid4().hex[:6]}"
+    installed.kubectl("create", "namespace", namespace)
+    installed.kubectl("-n", namespace, "create", "serviceaccount", "ledger")
+    azure_ca(installed, namespace)
+    identity = installed.azure.seed_identity(AZURE_SUBSCRIPTION, "ledger-rg", f"ledger-{uuid.uuid4().hex[:6]}")
+    return {
+        "namespace": namespace,
+        "serviceAccount": "ledger",
+        "resourceGroup": "ledger-rg",
+        "identity": identity["name"],
+        "clientId": identity["properties"]["clientId"],
+        "principalId": identity["properties"]["principalId"],
+    }
+
+
+def run_azure_workload(cluster: NodeCluster, found: dict[str, str], client_id: str = "") -> dict[str, Any]:
+    """A pod labelled for workload identity; given `client_id`, its manifest names the identity itself (the
+    webhook keeps a variable the container sets), so Entra is asked even when the ServiceAccount names none."""
+    env = {"REQUESTS_CA_BUNDLE": AZURE_CA_FILE, **({"AZURE_CLIENT_ID": client_id} if client_id else {})}
+    return run_workload(
+        cluster, found["namespace"], found["serviceAccount"], AZURE_WORKLOAD, env, None, config_map=AZURE_CA,
+        directory=AZURE_CA_DIR, labels={USE_LABEL: "true"}, host_aliases=ENTRA_ALIASES,
+    )  # fmt: skip
+
+
+def federated(cluster: NodeCluster, found: dict[str, str]) -> list[tuple[str, str]]:
+    msi = cluster.azure.client(AZURE_SUBSCRIPTION)
+    listed = msi.federated_identity_credentials.list(found["resourceGroup"], found["identity"])
+    return [(c.issuer, c.subject) for c in listed]
+
+
+def test_an_azure_connection_becomes_ready_and_a_pod_gets_the_identity(
+    installed: NodeCluster, azure_workload: dict[str, str]
+) -> None:
+    namespace, service_account = azure_workload["namespace"], azure_workload["serviceAccount"]
+    # Before the link, Entra refuses the pod: no federated credential of the identity trusts its token.
+    answer = run_azure_workload(installed, azure_workload, client_id=azure_workload["clientId"])
+    assert answer.get("error") == "ClientAuthenticationError" and "AADSTS70021" in answer["message"], answer
+    linked = connection(namespace, "ledger", service_account)
+    linked["spec"].pop("aws")
+    linked["spec"]["azure"] = {"identityName": azure_workload["identity"], "resourceGroup": "ledger-rg"}
+    installed.kubectl("apply", "-f", "-", stdin=json.dumps(linked))
+
+    def ready() -> dict[str, Any] | None:
+        found = ready_condition(installed, namespace, "ledger")
+        return found if found and found["status"] == "True" else None
+
+    wait_for(ready, 60, interval=0.5, what="the Azure connection to be Ready")
+    # Made by the operator in its pod, with its own workload identity token.
+    subject = f"system:serviceaccount:{namespace}:{service_account}"
+    assert federated(installed, azure_workload) == [(installed.control_plane.server, subject)]
+    # The workload: the webhook's injection from the ServiceAccount the operator annotated, then
+    # DefaultAzureCredential's default chain in the pod.
+    answer = run_azure_workload(installed, azure_workload)
+    assert answer == {"clientId": azure_workload["clientId"], "principalId": azure_workload["principalId"]}, answer
+    verdict = check(installed, namespace, "ledger")
+    assert (verdict["ok"], verdict["reason"]) == (True, "IdentityObtained"), verdict
+    assert f"client {answer['clientId']} (principal {answer['principalId']})" in verdict["identity"], verdict
+
+
+def test_after_the_azure_connection_is_deleted_the_pod_is_refused(
+    installed: NodeCluster, azure_workload: dict[str, str]
+) -> None:
+    namespace = azure_workload["namespace"]
+    installed.kubectl("-n", namespace, "delete", "sic", "ledger", "--timeout=60s")
+    assert federated(installed, azure_workload) == []
+    # Even a pod whose manifest still names the identity is refused, by Entra.
+    answer = run_azure_workload(installed, azure_workload, client_id=azure_workload["clientId"])
+    assert answer.get("error") == "ClientAuthenticationError" and "AADSTS70021" in answer["message"], answer
+    verdict = check(installed, namespace, "ledger")
+    assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
+
+
 def test_upgrade_with_a_changed_value_rolls_the_pods_and_admission_never_fails(
     installed: NodeCluster, workload: dict[str, str]
 ) -> None:
@@ -506,7 +658,8 @@ def test_uninstall_leaves_only_the_crds(installed: NodeCluster) -> None:
     def left() -> set[str]:
         out = installed.kubectl("-n", NAMESPACE, "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings",
                                 "-o", "name").stdout.split()  # fmt: skip
-        return set(out) - {"serviceaccount/default", "configmap/kube-root-ca.crt"}
+        # The CA ConfigMap is this test's, made before the install.
+        return set(out) - {"serviceaccount/default", "configmap/kube-root-ca.crt", f"configmap/{AZURE_CA}"}
 
     # The pod goes last: the garbage collector deletes it after its ReplicaSet, and it stops gracefully.
     wait_for(lambda: not left(), 60, interval=1, what="the release's objects to go")
