@@ -2,6 +2,8 @@
 .PHONY: deps dev down test lint crds unit
 
 VENV := .venv/bin
+# Test processes: each runs whole files (--dist loadfile) with its own control plane and emulators.
+WORKERS ?= 2
 
 deps:
 	bash hack/install-deps.sh
@@ -25,4 +27,4 @@ unit:
 	$(VENV)/pytest tests/unit -q
 
 test: deps lint
-	$(VENV)/pytest -q
+	$(VENV)/pytest -q -n $(WORKERS) --dist loadfile

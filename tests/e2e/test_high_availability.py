@@ -203,16 +203,17 @@ def test_a_leader_stopped_gracefully_hands_over_at_once_and_admission_never_fail
     wait_for(lambda: any((conns.condition(n) or {}).get("status") == "True" for n in names), 60)
     leader = replicas.ops.pop("a")  # out of the endpoints first
     time.sleep(1)
-    stopped_at = time.monotonic()
-    leader.stop()
+    leader.stop()  # returns once the process has exited; how long its graceful stop takes depends on the load
+    exited_at = time.monotonic()
     replicas.leader(timeout=30)
-    handover = time.monotonic() - stopped_at
+    handover = time.monotonic() - exited_at
     creator.join(timeout=120)
     for name in names:
         conns.wait_ready(name, timeout=120)
     assert failures == []
     assert "leader election lost" not in leader.log()
-    assert handover <= RETRY + 5, f"handover took {handover:.1f}s"
+    # Released: a standby leads at its next try after the exit, not when the lease would have run out.
+    assert handover <= RETRY + 2 < LEASE_SECONDS, f"a standby led {handover:.1f}s after the leader exited"
 
 
 def test_a_frozen_leader_that_wakes_after_its_lease_is_fenced_and_exits(
