@@ -202,8 +202,14 @@ async def _main(config: Settings, namespaces: list[str]) -> int:
     await _serve(memo, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        if memo.get("webhook") is not None:
+            webhook.drain(memo.webhook.app)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stopping)
     operator = partial(
         kopf.operator, standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo, stop_flag=stop
     )
@@ -227,7 +233,7 @@ async def _main(config: Settings, namespaces: list[str]) -> int:
         FENCE.close()
         holding.cancel()
         memo.releasing = asyncio.ensure_future(elector.release())
-        stop.set()
+        stopping()
 
     for signum in (signal.SIGTERM, signal.SIGINT):  # after kopf's own, which it installs as it starts
         loop.add_signal_handler(signum, handover)

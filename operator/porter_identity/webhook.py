@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from porter_identity.handlers import admission
 
 log = logging.getLogger("porter_identity.webhook")
 RELOAD_SECONDS = 2.0
+DRAINING = web.AppKey("draining", threading.Event)  # set once, never cleared: the process is on its way out
 
 Validate = Callable[..., None]
 Reads = Callable[..., bool]
@@ -70,6 +72,7 @@ def app(memo: kopf.Memo) -> web.Application:
         admission.ROLESET_PATH: (admission.validate_roleset, None),
     }
     application = web.Application()
+    application[DRAINING] = threading.Event()
     for path, (validate, reads) in routes.items():
         application.router.add_post(f"/{path}", partial(_review, memo, validate, reads))
     return application
@@ -99,7 +102,19 @@ async def _review(memo: kopf.Memo, validate: Validate, reads: Reads | None, requ
     except Exception as err:  # the API server applies the failure policy to a 500; say which check broke
         log.exception("admission check failed", extra={"error": type(err).__name__})
         refusal = kopf.AdmissionError(f"the operator could not check this object: {type(err).__name__}", code=500)
-    return web.json_response(answer(str(req.get("uid", "")), refusal))
+    response = web.json_response(answer(str(req.get("uid", "")), refusal))
+    if request.app[DRAINING].is_set():
+        response.force_close()
+    return response
+
+
+def drain(application: web.Application) -> None:
+    """On SIGTERM. The API server keeps its connections to a webhook alive, and a Service's connection stays with
+    the pod it reached whatever the endpoints say since, so it would go on sending here until the process exits
+    and then see EOF or a reset. From now on every answer says `Connection: close`: the API server dials again,
+    and the Service sends it to a replica that stays. An idle connection is not closed from this side: a request
+    the API server is sending at that moment would fail with EOF (it does not retry a POST)."""
+    application[DRAINING].set()
 
 
 async def serve(memo: kopf.Memo, port: int, cert_dir: Path) -> web.AppRunner:

@@ -58,6 +58,23 @@ def test_an_invalid_spec_is_refused_with_422_and_the_field() -> None:
     assert found["response"]["status"]["code"] == 422
 
 
+def test_once_draining_every_answer_closes_its_connection() -> None:
+    """SIGTERM: the API server must dial again (through the Service, to a replica that stays) rather than reuse a
+    kept-alive connection to this one."""
+
+    async def headers() -> tuple[str | None, str | None]:
+        application = webhook.app(memo())
+        async with TestClient(TestServer(application)) as http:
+            before = await http.post("/validate-connection", json=review(dict(sic(ALLOWED))))
+            webhook.drain(application)
+            after = await http.post("/validate-connection", json=review(dict(sic(ALLOWED))))
+            assert (await after.json())["response"]["allowed"] is True  # still answered
+            return before.headers.get("Connection"), after.headers.get("Connection")
+
+    before, after = asyncio.run(headers())
+    assert before != "close" and after == "close"
+
+
 def test_roleset_path_is_served() -> None:
     body = review({"metadata": {"name": "r"}, "spec": {"accountId": "nope"}})
     found = asyncio.run(post(memo(), "validate-roleset", body))
