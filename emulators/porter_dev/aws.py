@@ -600,11 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # AWS managed policies (AdministratorAccess, ...) exist in every real account; moto loads them only when asked.
     os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-    from werkzeug.serving import run_simple
+    from porter_dev.faults import serve
 
-    from porter_dev.faults import KeepAliveHandler
-
-    run_simple(args.host, args.port, AwsEmulator(), threaded=True, request_handler=KeepAliveHandler)
+    serve(AwsEmulator(), args.host, args.port)
     return 0
 
 

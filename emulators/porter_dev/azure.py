@@ -908,20 +908,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenant-id", default=DEFAULT_TENANT)
     parser.add_argument("--name", action="append", default=[], help="another name its certificate holds")
     args = parser.parse_args(argv)
-    from werkzeug.serving import run_simple
+    from porter_dev.faults import serve
 
     hosts = dict.fromkeys((args.host, "127.0.0.1", "localhost", *args.name))
     cert, key = write_certificate(args.cert_dir, hosts=hosts)
-    from porter_dev.faults import KeepAliveHandler
-
-    run_simple(
-        args.host,
-        args.port,
-        ManagedIdentityApp(tenant_id=args.tenant_id),
-        threaded=True,
-        request_handler=KeepAliveHandler,
-        ssl_context=(str(cert), str(key)),
-    )
+    serve(ManagedIdentityApp(tenant_id=args.tenant_id), args.host, args.port, tls=(str(cert), str(key)))
     return 0
 
 

@@ -15,8 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler
-
 
 @dataclass
 class Rule:
@@ -154,8 +152,15 @@ def caller_of(user_agent: str) -> str:
     return found.group(1) if found else ""
 
 
-class KeepAliveHandler(WSGIRequestHandler):
-    """HTTP/1.1 with keep-alive, as the real endpoints serve: werkzeug's HTTP/1.0 default closes every
-    connection, so every SDK call would pay a new TCP (and, for ARM, TLS) handshake that clouds do not charge."""
+def serve(app: Any, host: str, port: int, tls: tuple[str, str] | None = None) -> None:
+    """Serve a WSGI app until the process is stopped, with HTTP/1.1 keep-alive as the real endpoints have, so SDK
+    calls reuse their connections (werkzeug's development server closes every one: each call then paid a TCP,
+    and for ARM a TLS, handshake that no cloud charges). `tls` is (certificate file, key file)."""
+    from cheroot import wsgi
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-    protocol_version = "HTTP/1.1"
+    server = wsgi.Server((host, port), app, numthreads=32, request_queue_size=256)
+    if tls is not None:
+        server.ssl_adapter = BuiltinSSLAdapter(*tls)
+    print(f"serving on {'https' if tls else 'http'}://{host}:{port}", flush=True)
+    server.safe_start()

@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from porter_dev.processes import AwsEmulator
+from tests.provider.keepalive import opened_connections
 
 
 @pytest.fixture
@@ -133,3 +134,18 @@ def test_injected_latency_delays_calls(aws: AwsEmulator, eks: Any, eks_cluster: 
     started = time.monotonic()
     eks.list_pod_identity_associations(clusterName=eks_cluster)
     assert time.monotonic() - started >= 0.2
+
+
+def test_sdk_calls_reuse_their_connection(aws: AwsEmulator, eks_cluster: str, make_role: Any, ns: str) -> None:
+    """Keep-alive, as AWS endpoints serve: a new TCP connection per call would charge the operator a cost no cloud
+    does (urllib3 logs each connection it opens or reopens)."""
+    client = aws.client("eks")
+    client.list_pod_identity_associations(clusterName=eks_cluster)  # the first connection
+    role = make_role()
+    with opened_connections() as opened:
+        for i in range(5):
+            client.create_pod_identity_association(
+                clusterName=eks_cluster, namespace=ns, serviceAccount=f"ka{i}", roleArn=role
+            )
+            client.list_pod_identity_associations(clusterName=eks_cluster, namespace=ns)
+    assert opened == []

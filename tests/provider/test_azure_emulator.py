@@ -19,6 +19,7 @@ from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 
 from porter_dev.azure import CONCURRENT_WRITES, DEFAULT_TENANT, AzureEmulator
+from tests.provider.keepalive import opened_connections
 
 SUB = "00000000-0000-4000-8000-000000000001"
 ISSUER = "https://oidc.example.test/cluster-1"
@@ -412,3 +413,14 @@ def test_tls_certificate_is_only_trusted_through_the_ca_file(azure: AzureEmulato
         raw(azure, "/_porter/health", context=ssl.create_default_context())
     assert isinstance(err.value.reason, ssl.SSLCertVerificationError)
     assert raw(azure, "/_porter/health")[0] == 200
+
+
+def test_sdk_calls_reuse_their_tls_connection(azure: AzureEmulator, msi: ManagedServiceIdentityClient) -> None:
+    """Keep-alive, as ARM serves: a TLS handshake per call would charge the operator a cost ARM does not."""
+    azure.seed_identity(SUB, "ka-rg", "ka-id")
+    msi.user_assigned_identities.get("ka-rg", "ka-id")  # the first connection
+    with opened_connections() as opened:
+        for i in range(5):
+            msi.federated_identity_credentials.create_or_update("ka-rg", "ka-id", f"cred{i}", fic(f"system:sa:ka:s{i}"))
+            msi.user_assigned_identities.get("ka-rg", "ka-id")
+    assert opened == []
