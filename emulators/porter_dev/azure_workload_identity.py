@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from porter_dev.azure import CERT_NAME, write_certificate
-from porter_dev.processes import spawn_module, stop_process
+from porter_dev.processes import send_json, spawn_module, stop_process
 
 USE_LABEL = "azure.workload.identity/use"
 CLIENT_ID = "azure.workload.identity/client-id"
@@ -142,12 +142,7 @@ def make_handler(kubeconfig: Path, tenant_id: str, authority: str) -> type[BaseH
             return self._answer(200 if self.path == "/healthz" else 404, {})
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             sys.stderr.write(f"azure-workload-identity-webhook: {format % args}\n")

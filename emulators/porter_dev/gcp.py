@@ -68,7 +68,7 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2
 from porter_dev.controlplane import free_port
 from porter_dev.faults import Faults
 from porter_dev.gcp_sts import GRANTING_ROLES, TokenService
-from porter_dev.processes import _http, _wait_http, spawn_module, stop_process
+from porter_dev.processes import _http, _wait_http, send_json, spawn_module, stop_process
 
 SERVICE = "google.iam.admin.v1.IAM"
 PROJECTS_SERVICE = "google.cloud.resourcemanager.v3.Projects"
@@ -561,12 +561,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._json(404, {"message": f"no control route {method} {path}"})
 
     def _json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
 
 @dataclass

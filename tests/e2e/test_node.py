@@ -238,9 +238,17 @@ def _all_ready(cluster: NodeCluster) -> list[dict[str, Any]] | None:
     return pods if len(pods) == REPLICAS and len(ready) == REPLICAS else None
 
 
-def connection(namespace: str, name: str, service_account: str, role: str = "", email: str = "") -> dict[str, Any]:
-    """A connection to the AWS `role` or, given `email`, to that GCP service account."""
-    cloud = {"gcp": {"serviceAccountEmail": email}} if email else {"aws": {"role": role}}
+def connection(
+    namespace: str, name: str, service_account: str, role: str = "", email: str = "", azure: str = ""
+) -> dict[str, Any]:
+    """A connection to the AWS `role`, or given `email` to that GCP service account, or given `azure`
+    ("resource-group/identity") to that managed identity."""
+    cloud: dict[str, Any] = {"aws": {"role": role}}
+    if email:
+        cloud = {"gcp": {"serviceAccountEmail": email}}
+    if azure:
+        resource_group, identity = azure.split("/")
+        cloud = {"azure": {"identityName": identity, "resourceGroup": resource_group}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ServiceIdentityConnection",
@@ -255,6 +263,14 @@ def ready_condition(cluster: NodeCluster, namespace: str, name: str) -> dict[str
         return None
     conditions = json.loads(out.stdout).get("status", {}).get("conditions", [])
     return next((c for c in conditions if c["type"] == "Ready"), None)
+
+
+def wait_ready(cluster: NodeCluster, namespace: str, name: str) -> None:
+    def ready() -> dict[str, Any] | None:
+        found = ready_condition(cluster, namespace, name)
+        return found if found and found["status"] == "True" else None
+
+    wait_for(ready, 60, interval=0.5, what=f"connection {namespace}/{name} to be Ready")
 
 
 def aws_pod_env(cluster: NodeCluster) -> dict[str, str]:
@@ -423,12 +439,7 @@ def test_an_aws_connection_becomes_ready_and_a_pod_gets_the_role(
 ) -> None:
     namespace, service_account, role = workload["namespace"], workload["serviceAccount"], workload["role"]
     installed.kubectl("apply", "-f", "-", stdin=json.dumps(connection(namespace, "checkout", service_account, role)))
-
-    def ready() -> dict[str, Any] | None:
-        found = ready_condition(installed, namespace, "checkout")
-        return found if found and found["status"] == "True" else None
-
-    wait_for(ready, 60, interval=0.5, what="the connection to be Ready")
+    wait_ready(installed, namespace, "checkout")
     associations = installed.aws.client("eks").list_pod_identity_associations(clusterName=EKS_CLUSTER)
     assert [(a["namespace"], a["serviceAccount"]) for a in associations["associations"]] == [
         (namespace, service_account)
@@ -493,12 +504,7 @@ def test_a_gcp_connection_becomes_ready_and_a_pod_gets_the_service_account(
     assert answer.get("error") == "RefreshError" and "iam.serviceAccounts.getAccessToken" in answer["message"], answer
     linked = connection(namespace, "reports", service_account, email=email)
     installed.kubectl("apply", "-f", "-", stdin=json.dumps(linked))
-
-    def ready() -> dict[str, Any] | None:
-        found = ready_condition(installed, namespace, "reports")
-        return found if found and found["status"] == "True" else None
-
-    wait_for(ready, 60, interval=0.5, what="the GCP connection to be Ready")
+    wait_ready(installed, namespace, "reports")
     member = f"serviceAccount:{GCP_POOL}[{namespace}/{service_account}]"
     policy = installed.gcp.client().get_iam_policy(
         request={"resource": f"projects/{GCP_PROJECT}/serviceAccounts/{email}"}
@@ -570,16 +576,10 @@ def test_an_azure_connection_becomes_ready_and_a_pod_gets_the_identity(
     # Before the link, Entra refuses the pod: no federated credential of the identity trusts its token.
     answer = run_azure_workload(installed, azure_workload, client_id=azure_workload["clientId"])
     assert answer.get("error") == "ClientAuthenticationError" and "AADSTS70021" in answer["message"], answer
-    linked = connection(namespace, "ledger", service_account)
-    linked["spec"].pop("aws")
-    linked["spec"]["azure"] = {"identityName": azure_workload["identity"], "resourceGroup": "ledger-rg"}
+    identity = f"{azure_workload['resourceGroup']}/{azure_workload['identity']}"
+    linked = connection(namespace, "ledger", service_account, azure=identity)
     installed.kubectl("apply", "-f", "-", stdin=json.dumps(linked))
-
-    def ready() -> dict[str, Any] | None:
-        found = ready_condition(installed, namespace, "ledger")
-        return found if found and found["status"] == "True" else None
-
-    wait_for(ready, 60, interval=0.5, what="the Azure connection to be Ready")
+    wait_ready(installed, namespace, "ledger")
     # Made by the operator in its pod, with its own workload identity token.
     subject = f"system:serviceaccount:{namespace}:{service_account}"
     assert federated(installed, azure_workload) == [(installed.control_plane.server, subject)]
