@@ -334,10 +334,19 @@ def _admission(
     }
 
 
+def machine_seconds() -> float:
+    """A fixed pure-Python loop, timed: this machine's speed at that moment. The shared 2-core machines here vary
+    by up to 2x within an hour, which moves throughput and CPU figures as much as any change of ours does."""
+    started = time.perf_counter()
+    sum(i * i for i in range(5_000_000))
+    return round(time.perf_counter() - started, 3)
+
+
 def run(
     n: int, provider: str, latency_ms: float, out: Path, timeout: float, options: Options | None = None
 ) -> dict[str, Any]:
     options = options or Options()
+    speed_before = machine_seconds()
     workdir = out / "work"
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh etcd and emulators for every run
     providers = _spread(n, provider)
@@ -457,6 +466,7 @@ def run(
             },
             "admission": admission,
             "profile": profile,
+            "machine_loop_seconds": {"before": speed_before, "after": machine_seconds()},
         }  # fmt: skip
     finally:
         if op is not None:
@@ -584,6 +594,16 @@ def markdown(fig: dict[str, Any]) -> str:
         ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
         ("restarted operator's peak RSS after its full resync", f"{fig['operator']['resync_peak_rss_mb']} MB"),
+        *(
+            [
+                (
+                    "machine: a fixed pure-Python loop before / after the run (lower is faster)",
+                    f"{speed['before']} / {speed['after']} s",
+                )
+            ]
+            if (speed := fig.get("machine_loop_seconds"))
+            else []
+        ),
     ]
     table = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     return table + ("\n" + profiling.markdown(fig["profile"]) if fig.get("profile") else "")
