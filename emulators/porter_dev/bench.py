@@ -251,9 +251,15 @@ def _only(env: dict[str, str], provider: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in unused}
 
 
-def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str]) -> Operator:
+def _operator(cp: ControlPlane, workdir: Path, env: dict[str, str], n: int = 0) -> Operator:
+    """Started and ready: a restarted one is ready once it has indexed all `n` connections (minutes at 10,000)."""
     kubeconfig = rbac.chart_kubeconfig(cp.kubeconfig, workdir / "operator.kubeconfig")
-    return Operator(kubeconfig=kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start().wait_ready()
+    operator = Operator(kubeconfig=kubeconfig, logfile=workdir / "logs" / "operator.log", env=env).start()
+    try:
+        return operator.wait_ready(timeout=max(60.0, n / 20))
+    except BaseException:
+        operator.stop()  # not yet the caller's to stop
+        raise
 
 
 @dataclass
@@ -450,7 +456,7 @@ def run(
         # one full resync: a restarted operator lists everything and must find nothing to do
         writes_before = watcher.writes_after()
         op.stop()
-        op = _operator(cp, workdir, op_env)
+        op = _operator(cp, workdir, op_env, n)
         assert op.proc is not None
         _wait_quiet(op.proc.pid, timeout=max(60.0, n / 20))
         resynced = _calls(aws, azure, gcp)
