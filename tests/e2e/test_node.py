@@ -21,7 +21,7 @@ import pytest
 from azure.mgmt.msi.models import FederatedIdentityCredential
 
 from porter_dev.azure import CERT_NAME
-from porter_dev.azure_workload_identity import AUDIENCE, USE_LABEL
+from porter_dev.azure_workload_identity import AUDIENCE, CLIENT_ID, USE_LABEL
 from porter_dev.chart import CHART, helm, value_args
 from porter_dev.node import GATEWAY
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
@@ -598,6 +598,11 @@ def test_after_the_azure_connection_is_deleted_the_pod_is_refused(
     namespace = azure_workload["namespace"]
     installed.kubectl("-n", namespace, "delete", "sic", "ledger", "--timeout=60s")
     assert federated(installed, azure_workload) == []
+    # The annotations the webhook reads are gone too: a new pod gets no client id from them.
+    account = installed.kubectl(
+        "-n", namespace, "get", "serviceaccount", azure_workload["serviceAccount"], "-o", "json"
+    )
+    assert CLIENT_ID not in (json.loads(account.stdout)["metadata"].get("annotations") or {})
     # Even a pod whose manifest still names the identity is refused, by Entra.
     answer = run_azure_workload(installed, azure_workload, client_id=azure_workload["clientId"])
     assert answer.get("error") == "ClientAuthenticationError" and "AADSTS70021" in answer["message"], answer
