@@ -77,11 +77,14 @@ class Health:
 
             def _answer(self, status: int, text: str) -> None:
                 body = f"{text}\n".encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the prober gave up waiting (a busy resync): no traceback on stderr for that
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Probes every few seconds are not news."""
