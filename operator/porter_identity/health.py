@@ -39,6 +39,9 @@ class Health:
         self.last_tick = time.monotonic()
         self._ready_check = ready_check
         self._ready = False
+        # One check at a time: at 10,000 connections a check's list takes longer than a probe waits, and probes
+        # that each started another list piled up and starved the resync they were waiting for.
+        self._checking = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def start_heartbeat(self) -> None:
@@ -55,10 +58,14 @@ class Health:
     def ready(self) -> str | None:
         if self._ready:
             return None
+        if not self._checking.acquire(blocking=False):
+            return "warming up: the previous readiness check is still running"
         try:
             problem = self._ready_check()
         except Exception as err:  # an API hiccup while warming up means "not yet", not a crash
             return f"warming up: {type(err).__name__}"
+        finally:
+            self._checking.release()
         self._ready = problem is None
         return problem
 

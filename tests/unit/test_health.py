@@ -38,6 +38,27 @@ def test_readiness_latches_once_true() -> None:
     assert health.ready() is None, "a ready operator stays ready: readiness is about warm caches, not load"
 
 
+def test_a_probe_during_a_running_check_does_not_start_another() -> None:
+    import threading
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow() -> str | None:
+        calls.append(1)
+        started.set()
+        release.wait(10)
+        return None
+
+    health = Health(30, slow)
+    first = threading.Thread(target=health.ready)
+    first.start()
+    assert started.wait(10)
+    assert health.ready() == "warming up: the previous readiness check is still running"
+    release.set()
+    first.join(10)
+    assert (health.ready(), len(calls)) == (None, 1)  # latched by the first check, no second one
+
+
 def test_an_api_error_while_warming_up_is_not_ready_not_a_crash() -> None:
     def failing() -> str | None:
         raise ConnectionRefusedError
