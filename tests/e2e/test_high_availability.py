@@ -181,10 +181,16 @@ def test_kill_9_of_the_leader_hands_over_with_one_link_each_and_no_standby_write
         for assoc in page["associations"]:
             per_sa[assoc["serviceAccount"]] = per_sa.get(assoc["serviceAccount"], 0) + 1
     assert per_sa == dict.fromkeys(names, 1)
-    # The standbys wrote nothing while they were standbys; the one that stayed one wrote nothing at all.
+    # The standbys wrote nothing while they were standbys. On this loaded machine a new leader may miss its renew
+    # deadline and hand over once more, through the Lease: every leader but the last said it lost and exited, and a
+    # replica that never led wrote nothing at all.
     assert standby_writes == {"b": 0, "c": 0}
-    still_standby = ({"b", "c"} - {new_leader}).pop()
-    assert writes(aws, f"replica-{still_standby}") == 0
+    led = [n for n in ("b", "c") if "leader election won" in replicas.ops[n].log()]
+    assert new_leader in led
+    lost = [n for n in led if "leader election lost" in replicas.ops[n].log()]
+    assert len(lost) == len(led) - 1, (led, lost)
+    for name in {"b", "c"} - set(led):
+        assert writes(aws, f"replica-{name}") == 0
     assert writes(aws, f"replica-{new_leader}") > 0
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     FIGURES.write_text(json.dumps({"takeover_seconds": round(takeover, 2), "lease": ELECTION, "connections": N}))
