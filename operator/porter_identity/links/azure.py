@@ -68,6 +68,33 @@ class AzureLink:
                 return found
         return None
 
+    def _write(
+        self, conn: ServiceIdentityConnection, wanted: Credential, action: decide.Action, where: str
+    ) -> tuple[Credential, Change]:
+        """PUT the credential; what ARM answers (201 or 200) tells a create from taking over one by our name."""
+        spec = conn.spec.azure
+        assert spec is not None
+        try:
+            created = self.cloud.put_credential(spec.resource_group, spec.identity_name, wanted)
+        except Conflict:
+            ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+            legacy = self._legacy(spec.resource_group, spec.identity_name, ns, sa)
+            if legacy is None:
+                raise
+            # Upgrade without a gap: Azure allows one credential per issuer and subject, so the one an earlier
+            # release named is kept under its name instead of being replaced.
+            kept = decide.desired(self.issuer, ns, sa, legacy.name)
+            return kept, Change(
+                outcome.Action.ADOPTED, f"adopted federated identity credential {legacy.name} on {where}"
+            )
+        if created:
+            verb = outcome.Action.CREATED
+        elif action is decide.Action.CREATE and conn.status.azure is None:
+            verb = outcome.Action.ADOPTED  # one by this cluster's name was there: a lost status, or an earlier run
+        else:
+            verb = outcome.Action.UPDATED
+        return wanted, Change(verb, f"{verb.lower()} federated identity credential {wanted.name} on {where}")
+
     def same_identity(self, a: str, b: str) -> bool:
         return _key_of(a) == _key_of(b)
 
@@ -76,13 +103,16 @@ class AzureLink:
         assert spec is not None
         ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
         where = _where(spec.resource_group, spec.identity_name)
-        wanted = decide.desired(self.issuer, ns, sa, self._recorded_name(conn))
+        recorded = self._recorded_name(conn)
+        wanted = decide.desired(self.issuer, ns, sa, recorded)
         step = f"reading {where}"
         change: Change | None = None
         privilege: Check | None = None
         try:
             try:
-                identity = self.cloud.get_identity(spec.resource_group, spec.identity_name)
+                # As for AWS roles: a first create shares the identity read with the connections created with it.
+                read = self.cloud.get_identity if recorded else self.cloud.shared_identity
+                identity = read(spec.resource_group, spec.identity_name)
             except NotFound:
                 return Result(
                     outcome.stalled(
@@ -100,31 +130,15 @@ class AzureLink:
             refusal = least.blocked(privilege, block_broad)
             if refusal is not None:
                 return Result(refusal, None, privilege=privilege)
-            step = f"reading federated identity credential {wanted.name} on {where}"
-            observed = self.cloud.get_credential(spec.resource_group, spec.identity_name, wanted.name)
-            action = decide.plan_apply(wanted, observed)
+            if recorded is None:
+                action = decide.Action.CREATE  # the name is this cluster's for this ServiceAccount: no read first
+            else:
+                step = f"reading federated identity credential {wanted.name} on {where}"
+                observed = self.cloud.get_credential(spec.resource_group, spec.identity_name, wanted.name)
+                action = decide.plan_apply(wanted, observed)
             if action is not decide.Action.KEEP:
                 step = f"writing federated identity credential {wanted.name} on {where}"
-                try:
-                    self.cloud.put_credential(spec.resource_group, spec.identity_name, wanted)
-                except Conflict:
-                    legacy = self._legacy(spec.resource_group, spec.identity_name, ns, sa)
-                    if legacy is None:
-                        raise
-                    # Upgrade without a gap: Azure allows one credential per issuer and subject, so the one an
-                    # earlier release named is kept under its name instead of being replaced.
-                    wanted = decide.desired(self.issuer, ns, sa, legacy.name)
-                    action = decide.Action.KEEP
-                    change = Change(
-                        outcome.Action.ADOPTED, f"adopted federated identity credential {legacy.name} on {where}"
-                    )
-                if change is None:
-                    verb = outcome.Action.CREATED if action is decide.Action.CREATE else outcome.Action.UPDATED
-                    change = Change(verb, f"{verb.lower()} federated identity credential {wanted.name} on {where}")
-            elif conn.status.azure is None:
-                change = Change(
-                    outcome.Action.ADOPTED, f"adopted federated identity credential {wanted.name} on {where}"
-                )
+                wanted, change = self._write(conn, wanted, action, where)
         except LimitExceeded as err:
             return Result(
                 outcome.stalled(

@@ -41,6 +41,9 @@ from porter_identity.providers.recent import Recent
 ARM_SCOPE = "https://management.azure.com/.default"  # what azure-mgmt-msi asks tokens for
 AUTHORIZATION_API_VERSION = "2022-04-01"  # Microsoft.Authorization roleAssignments (list, $filter=principalId)
 CONCURRENT_WRITES = "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
+# As ROLE_SHARE_SECONDS for AWS: a burst of creates on one identity shares its read; a connection that already links
+# reads the identity afresh.
+IDENTITY_SHARE_SECONDS = 30.0
 
 
 def translate(err: HttpResponseError | ServiceRequestError | ServiceResponseError) -> CloudError:
@@ -132,6 +135,7 @@ class AzureProvider:
         pacer: Pacer | None = None,
         lock_wait_seconds: float | None = None,
         privilege_cache_seconds: float = 300.0,
+        identity_share_seconds: float = IDENTITY_SHARE_SECONDS,
     ) -> None:
         self.subscription_id = subscription_id
         transport = _pooled_transport(pool_size, connection_verify)
@@ -162,6 +166,7 @@ class AzureProvider:
         )
         self.writes = KeyedLocks(lock_wait_seconds)
         self._privileges: Recent[list[tuple[str, str]]] = Recent(privilege_cache_seconds)
+        self._identities: Recent[Identity] = Recent(identity_share_seconds)
 
     def _key(self, resource_group: str, identity: str) -> str:
         return f"/subscriptions/{self.subscription_id}/resourceGroups/{resource_group}/{identity}".lower()
@@ -176,6 +181,11 @@ class AzureProvider:
             principal_id=str(found.principal_id),
             tenant_id=str(found.tenant_id),
         )
+
+    def shared_identity(self, resource_group: str, name: str) -> Identity:
+        """`get_identity`, shared for `identity_share_seconds` by the connections created together on one identity.
+        A missing identity is not kept."""
+        return self._identities.get(self._key(resource_group, name), lambda: self.get_identity(resource_group, name))
 
     def role_assignments(self, principal_id: str) -> list[tuple[str, str]]:
         """(roleDefinitionId, scope) of every role assignment of the principal visible at the subscription; kept
@@ -213,15 +223,20 @@ class AzureProvider:
         with translated():
             return [_credential(c) for c in self.client.federated_identity_credentials.list(resource_group, identity)]
 
-    def put_credential(self, resource_group: str, identity: str, wanted: Credential) -> Credential:
+    def put_credential(self, resource_group: str, identity: str, wanted: Credential) -> bool:
+        """Create or update; True when ARM created it (201), False when one by that name was replaced (200)."""
         body = FederatedIdentityCredential(
             issuer=wanted.issuer, subject=wanted.subject, audiences=list(wanted.audiences)
         )
         with self.writes.hold(self._key(resource_group, identity)), translated():
-            made: Any = self.client.federated_identity_credentials.create_or_update(
-                resource_group, identity, wanted.name, body
+            created: bool = self.client.federated_identity_credentials.create_or_update(
+                resource_group,
+                identity,
+                wanted.name,
+                body,
+                cls=lambda response, *_: response.http_response.status_code == 201,
             )
-        return _credential(made)
+        return created
 
     def delete_credential(self, resource_group: str, identity: str, name: str) -> bool:
         """Delete; False when it was already gone (success too)."""
