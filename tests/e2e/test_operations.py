@@ -15,9 +15,10 @@ from kubernetes import client
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.processes import AwsEmulator, Operator
+from porter_identity import runner
 from porter_identity.handlers import shard as shard_filters
-from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GROUP
-from tests.e2e.helpers import Connections, instead_of_the_session_operator
+from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GROUP, PLURAL, VERSION
+from tests.e2e.helpers import Connections, connection, instead_of_the_session_operator
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +27,34 @@ def test_the_running_operator_is_live_and_ready(operator: Operator) -> None:
     operator.wait_ready()
     assert operator.probe("/healthz") == (200, "ok")
     assert operator.probe("/readyz") == (200, "ok")
+
+
+def test_readiness_lists_connection_metadata_only_from_the_api_server(
+    operator: Operator, api: client.ApiClient, namespace: str, make_role: Any
+) -> None:
+    """The readiness list asks for PartialObjectMetadataList: the uids of exactly the connections there are."""
+    role = make_role()
+    custom = client.CustomObjectsApi(api)
+    made = [
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, connection(f"m{i}", f"m{i}", aws={"role": role})
+        )
+        for i in range(3)
+    ]
+    expected = sorted(str(m["metadata"]["uid"]) for m in made)
+    assert sorted(runner._listed_uids(api, [namespace])) == expected
+    everywhere = runner._listed_uids(api, [])
+    assert set(expected) <= set(everywhere)
+    method, url, headers, _, _ = api.param_serialize(
+        "GET",
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+        header_params={"Accept": runner.METADATA_ONLY},
+        auth_settings=["BearerToken"],
+    )
+    answer = api.call_api(method, url, header_params=headers)
+    listed = json.loads(answer.read())
+    assert listed["kind"] == "PartialObjectMetadataList"
+    assert all("spec" not in item for item in listed["items"])
 
 
 def _labelled_namespace(core: client.CoreV1Api, labels: dict[str, str]) -> str:
