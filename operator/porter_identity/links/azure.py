@@ -68,9 +68,7 @@ class AzureLink:
                 return found
         return None
 
-    def _write(
-        self, conn: ServiceIdentityConnection, wanted: Credential, action: decide.Action, where: str
-    ) -> tuple[Credential, Change]:
+    def _write(self, conn: ServiceIdentityConnection, wanted: Credential, where: str) -> tuple[Credential, Change]:
         """PUT the credential; what ARM answers (201 or 200) tells a create from taking over one by our name."""
         spec = conn.spec.azure
         assert spec is not None
@@ -89,7 +87,7 @@ class AzureLink:
             )
         if created:
             verb = outcome.Action.CREATED
-        elif action is decide.Action.CREATE and conn.status.azure is None:
+        elif conn.status.azure is None:
             verb = outcome.Action.ADOPTED  # one by this cluster's name was there: a lost status, or an earlier run
         else:
             verb = outcome.Action.UPDATED
@@ -138,7 +136,7 @@ class AzureLink:
                 action = decide.plan_apply(wanted, observed)
             if action is not decide.Action.KEEP:
                 step = f"writing federated identity credential {wanted.name} on {where}"
-                wanted, change = self._write(conn, wanted, action, where)
+                wanted, change = self._write(conn, wanted, where)
         except LimitExceeded as err:
             return Result(
                 outcome.stalled(
