@@ -32,20 +32,23 @@ def test_exact_cloud_calls_per_connection_and_none_when_idle(figures: dict[str, 
     calls = figures["cloud_calls_per_connection"]
     assert isinstance(calls, dict) and set(calls) == {"aws", "azure", "gcp"}
     # Per connection: AWS CreatePodIdentityAssociation only, Azure the credential's PUT only (create first, read
-    # only on a refusal); GCP getIamPolicy, setIamPolicy. Per identity, once (shared by its connections): an AWS
-    # role's GetRole (trust) + ListAttachedRolePolicies + ListRolePolicies (LeastPrivilege), an Azure identity's
-    # GET and its role assignments, the GCP project's IAM policy. N=100 mixed is 34 AWS connections on 4 roles, 33
-    # Azure on 7 identities, 33 GCP in 1 project. Exact, so that one more call per connection or per identity is a
-    # visible regression.
-    per_connection = {"aws": 1, "azure": 1, "gcp": 2}
+    # only on a refusal). GCP: getIamPolicy + setIamPolicy per write of an account's policy, and a write carries
+    # every change queued while the one before was in flight (group commit). Per identity, once (shared by its
+    # connections): an AWS role's GetRole (trust) + ListAttachedRolePolicies + ListRolePolicies (LeastPrivilege),
+    # an Azure identity's GET and its role assignments, the GCP project's IAM policy (read per account). N=100
+    # mixed is 34 AWS connections on 4 roles, 33 Azure on 7 identities, 33 GCP on 7 accounts. Exact for AWS and
+    # Azure, so that one more call per connection or per identity is a visible regression; GCP between one write
+    # per account and one per connection, since how many changes share a write depends on timing.
+    per_connection = {"aws": 1, "azure": 1}
     per_identity = {
         "aws": 3 * ceil(34 / bench.PER_AWS_ROLE),
         "azure": 2 * ceil(33 / bench.PER_AZURE_IDENTITY),
-        "gcp": ceil(33 / bench.PER_GCP_ACCOUNT),
     }
-    count = {"aws": 34, "azure": 33, "gcp": 33}
+    count = {"aws": 34, "azure": 33}
     expected = {p: round(per_connection[p] + per_identity[p] / count[p], 2) for p in count}
-    assert {p: c["create"] for p, c in calls.items()} == expected
+    assert {p: calls[p]["create"] for p in count} == expected
+    accounts = ceil(33 / bench.PER_GCP_ACCOUNT)
+    assert round(3 * accounts / 33, 2) <= calls["gcp"]["create"] <= round(2 + accounts / 33, 2)
     assert {p: c["idle_resync"] for p, c in calls.items()} == {"aws": 0, "azure": 0, "gcp": 0}
 
 

@@ -25,7 +25,7 @@ from porter_identity.errors import (
 )
 from porter_identity.model import project_of
 from porter_identity.providers import fence
-from porter_identity.providers.locks import KeyedLocks
+from porter_identity.providers.grouped import GroupCommit, Ticket
 from porter_identity.providers.pacing import Pacer, is_read
 from porter_identity.providers.recent import Recent
 
@@ -90,6 +90,10 @@ def translated() -> AbstractContextManager[None]:
     return translating((gexc.GoogleAPICallError, gexc.RetryError), translate)
 
 
+PolicyChange = Callable[[policy_pb2.Policy], policy_pb2.Policy | None]
+Written = tuple[policy_pb2.Policy, bool]  # the policy after the write, and whether this change was in it
+
+
 def resource(email: str) -> str:
     """The policy resource; the project comes from the email, since `projects/-` answers PERMISSION_DENIED
     instead of NOT_FOUND for a missing account (documented on ServiceAccount.name)."""
@@ -111,7 +115,7 @@ class GcpProvider:
         self.client = client
         self.pacer = pacer
         self.etag_retries = etag_retries
-        self.writes = KeyedLocks(lock_wait_seconds)
+        self.writes: GroupCommit[PolicyChange, Written] = GroupCommit(lock_wait_seconds)
         self._privileges: Recent[list[tuple[str, list[str]]]] = Recent(privilege_cache_seconds)
         self._projects_channel = projects or _resource_manager_channel
         self._project_policy: Any = None
@@ -185,24 +189,49 @@ class GcpProvider:
             )
         return found
 
-    def update(
-        self, email: str, change: Callable[[policy_pb2.Policy], policy_pb2.Policy | None]
-    ) -> tuple[policy_pb2.Policy, bool]:
+    def update(self, email: str, change: PolicyChange) -> Written:
         """Apply `change` (None = nothing to do) with the read etag; a stale etag means read again and retry.
 
-        Returns the resulting policy and whether a write happened."""
-        with self.writes.hold(email.lower()):
-            for attempt in range(self.etag_retries):
-                current = self.policy(email)
-                wanted = change(current)
-                if wanted is None:
-                    return current, False
-                try:
-                    with translated(), self._call("SetIamPolicy"):
-                        self.client.set_iam_policy(request={"resource": resource(email), "policy": wanted})
-                except Transient as err:
-                    if err.code != "Aborted" or attempt == self.etag_retries - 1:
-                        raise
-                    continue
-                return wanted, True
+        Changes to one account that queue while a write to it is in flight go out together in its next write
+        (GroupCommit): one read and one write for all of them, in the order they came. Returns the resulting policy
+        and whether this change was written."""
+        return self.writes.submit(email.lower(), change, lambda batch: self._commit(email, batch))
+
+    def _commit(self, email: str, batch: list[Ticket[PolicyChange, Written]]) -> None:
+        try:
+            self._commit_together(email, batch)
+        except (Invalid, LimitExceeded, Conflict) as err:
+            if len(batch) == 1:
+                batch[0].answer(error=err)
+                return
+            # One change may be what the policy refuses (a member limit, say): the others must not fail with it.
+            for ticket in batch:
+                self._commit(email, [ticket])
+        except CloudError as err:
+            for ticket in batch:
+                ticket.answer(error=err)
+
+    def _commit_together(self, email: str, batch: list[Ticket[PolicyChange, Written]]) -> None:
+        for attempt in range(self.etag_retries):
+            wanted = current = self.policy(email)
+            changed: list[Ticket[PolicyChange, Written]] = []
+            for ticket in batch:
+                after = ticket.change(wanted)
+                if after is not None:
+                    wanted = after
+                    changed.append(ticket)
+            if not changed:
+                for ticket in batch:
+                    ticket.answer((current, False))
+                return
+            try:
+                with translated(), self._call("SetIamPolicy"):
+                    self.client.set_iam_policy(request={"resource": resource(email), "policy": wanted})
+            except Transient as err:
+                if err.code != "Aborted" or attempt == self.etag_retries - 1:
+                    raise
+                continue
+            for ticket in batch:
+                ticket.answer((wanted, ticket in changed))
+            return
         raise AssertionError("unreachable")
