@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 import uvloop
 
-from porter_identity import GROUP, VERSION, health, metrics, toggles, webhook
+from porter_identity import GROUP, VERSION, health, metrics, toggles, watchstream, webhook
 from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
@@ -201,6 +201,7 @@ def run(namespaces: list[str], log_format: str = "text") -> int:
     if config.shard_selector:
         shard_filters.register_index()
     toggles.install()
+    watchstream.install()
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
