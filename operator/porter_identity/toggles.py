@@ -4,8 +4,9 @@ At startup kopf holds every handler back until all objects are indexed: each obj
 one ToggleSet(all), drops it once indexed, then waits for the set to turn on. kopf's ToggleSet wakes every waiter
 on every add and every drop, though the set stays off until the last drop: n objects cost about n²/2 wake-ups,
 each a task switch and a lock hand-off that the watcher's next add queues behind. Measured with kopf 1.45.2
-(tests/unit/test_toggles.py has the counts): 10,000 objects took 13 s of CPU in the toggles alone, with the
-listing they slowed. A waiter waits for the set's state and nothing else, so a change that leaves the state as
+(tests/unit/test_toggles.py counts the wake-ups): 10,000 objects took 11-13 s of CPU in the toggles alone, 0.4 s
+with this class, and a restarted operator with 10,000 connections went from not ready after 500 s to ready in
+about 40 s. A waiter waits for the set's state and nothing else, so a change that leaves the state as
 it was may wake nobody: that is what this subclass does, with the same semantics otherwise."""
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """kopf's watch streams without metadata.managedFields: most of every body's memory, and nothing here reads it.
 
 A reconciled connection is about 2.8 KB of JSON and 15 KB once parsed, 8.6 KB of which is managedFields (one
-entry per field manager, naming every field it set). kopf keeps each object's body in its worker, cause and
-patch while it is processed, and at startup it holds every object until all are indexed: at 10,000 connections
-that is most of a restart's peak memory (docs/performance.md). kopf patches with merge patches and never reads
-managedFields; neither do our handlers, indexes or filters. The API server keeps them: kubectl still shows them."""
+entry per field manager, naming every field it set). kopf keeps each object's body while it is processed, holds
+every object at startup until all are indexed, and keeps the last body of every connection for its timer.
+Measured (docs/performance.md): peak RSS 525 -> 491 MB, a restart's 888 -> 812 MB at 10,000 connections. kopf
+patches with merge patches and never reads managedFields; neither do our handlers, indexes or filters. The API
+server keeps them: kubectl still shows them."""
 
 from __future__ import annotations
 
