@@ -147,9 +147,9 @@ def _boto_after_call(http_response: Any, parsed: dict[str, Any], model: Any, **_
 
 def _boto_after_call_error(event_name: str, exception: Exception | None = None, **_: Any) -> None:
     """No answer at all (connection error, or a write the fence refused before it was sent): no model here."""
-    from porter_identity.providers.fence import Fenced
+    from porter_identity.providers.fence import refusal
 
-    if isinstance(exception, Fenced):
+    if refusal(exception) is not None:
         return  # never sent: not a cloud call
     CLOUD_CALLS.labels("aws", event_name.rsplit(".", 1)[-1], "server_error").inc()
 

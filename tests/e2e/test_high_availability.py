@@ -240,9 +240,10 @@ def test_a_frozen_leader_that_wakes_after_its_lease_is_fenced_and_exits(
     # A frozen pod fails its readiness probe and leaves the webhook Service: its admission is not under test here.
     replicas.ops.pop("a")
     os.killpg(leader.proc.pid, signal.SIGSTOP)
-    time.sleep(0.5)  # calls already on the wire land
-    frozen_writes = writes(aws, "replica-a")
     wait_for(lambda: any(leading(op) for op in replicas.ops.values()), 30, what="a new leader")
+    # A lease duration later whatever was on the wire when it froze has landed: count now, so that a thread frozen
+    # between the fence's check and its socket write (the case under test) is caught if it sends once it wakes.
+    frozen_writes = writes(aws, "replica-a")
     os.killpg(leader.proc.pid, signal.SIGCONT)
 
     exit_code = wait_for(lambda: leader.proc.poll() if leader.proc else None, 30, what="the old leader to exit")

@@ -57,6 +57,8 @@ _DENIED = {
 def translate(err: ClientError | BotoCoreError) -> CloudError:
     """Map a botocore failure onto the typed errors, keeping AWS's own code and message."""
     if isinstance(err, BotoCoreError):
+        if (refused := fence.refusal(err)) is not None:
+            return refused  # stopped at the socket: never sent
         return Transient(f"AWS unreachable: {err}", code=type(err).__name__)
     error = err.response.get("Error", {})
     code = str(error.get("Code", ""))

@@ -114,11 +114,20 @@ class _ArmPacing(SansIOHTTPPolicy[Any, Any]):
 
 
 class _ArmFence(SansIOHTTPPolicy[Any, Any]):
-    """A per-retry pipeline policy: no ARM write attempt leaves a replica whose fence is closed."""
+    """The last per-retry pipeline policy (after any pacing wait): no ARM write attempt leaves a replica whose fence
+    is closed, checked here and again at each socket write until the attempt has its answer."""
 
     def on_request(self, request: PipelineRequest[Any]) -> None:
-        if request.http_request.method not in READ_METHODS:
-            fence.FENCE.check("azure", request.http_request.method)
+        if request.http_request.method in READ_METHODS:
+            fence.sent()
+        else:
+            fence.sending("azure", request.http_request.method)
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        fence.sent()
+
+    def on_exception(self, request: PipelineRequest[Any]) -> None:
+        fence.sent()
 
 
 class AzureProvider:
@@ -147,7 +156,7 @@ class AzureProvider:
             connection_verify=connection_verify,
             retry_total=retry_total,
             transport=transport,
-            per_retry_policies=[_ArmFence(), _ArmCallMetrics(), *pacing],
+            per_retry_policies=[_ArmCallMetrics(), *pacing, _ArmFence()],
         )
         # Role assignments (Microsoft.Authorization) have no call in azure-mgmt-msi: one pipeline with the same
         # credential scope, retries, metrics and connection pool serves that single read.
@@ -157,9 +166,9 @@ class AzureProvider:
                 policies.RequestIdPolicy(),
                 ARMChallengeAuthenticationPolicy(credential, ARM_SCOPE),
                 policies.RetryPolicy(retry_total=retry_total),
-                _ArmFence(),
                 _ArmCallMetrics(),
                 *pacing,
+                _ArmFence(),
                 policies.ContentDecodePolicy(),
             ],
             transport=transport,

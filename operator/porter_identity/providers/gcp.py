@@ -175,10 +175,10 @@ class GcpProvider:
         )
 
     def _call(self, operation: str) -> AbstractContextManager[None]:
-        if not is_read(operation):
-            fence.FENCE.check("gcp", operation)
         if self.pacer is not None:
             self.pacer.wait("read" if is_read(operation) else "write")
+        if not is_read(operation):  # after the pacing wait: the fence may have closed during it
+            fence.FENCE.check("gcp", operation)
         return _counted(operation)
 
     def policy(self, email: str) -> policy_pb2.Policy:
