@@ -27,7 +27,6 @@ from porter_identity.reconcile import backoff, claims, conditions, guard, reconc
 from porter_identity.reconcile.drift import DRIFT_CORRECTED
 from porter_identity.reconcile.outcome import (
     NOT_CLAIMING,
-    OUTSIDE_THE_SPEC,
     Action,
     Outcome,
     Reason,
@@ -305,7 +304,7 @@ def reconcile(
     allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
-    """Stalled ends the handler (rechecked by `recheck`); only Reconciling is retried by kopf."""
+    """Stalled ends the handler (the stalled recheck looks again, handlers/drift.py); only Reconciling is kopf's."""
     parsed = _parse(body)
     if isinstance(parsed, Outcome):
         memo.events.post(body, "Warning", parsed.reason.value, parsed.message)
@@ -323,46 +322,6 @@ def reconcile(
         metrics.reconciled(KIND, conn.spec.provider.value, "UpToDate")
         return
     _settle(body, patch, retry, memo, logger, by_service_account, allowed_identities, conn)
-
-
-def _recheckable(status: kopf.Status, meta: kopf.Meta, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> bool:
-    """Stalled by something outside the spec that may get fixed there, settled for this generation, in our shard."""
-    if not in_shard(namespace, memo, **kwargs):
-        return False
-    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return (
-        ready.get("status") == "False"
-        and ready.get("reason") in OUTSIDE_THE_SPEC
-        and status.get("observedGeneration") == meta.get("generation")
-        and not meta.get("deletionTimestamp")
-    )
-
-
-_RECHECK_SECONDS = Settings().stalled_recheck_seconds
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=_RECHECK_SECONDS,
-    initial_delay=_RECHECK_SECONDS,
-    when=_recheckable,
-)
-def recheck(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    logger: Any,
-    by_service_account: kopf.Index[ClaimKey, claims.Claim] | None = None,
-    allowed_identities: kopf.Index[str, str] | None = None,
-    **_: Any,
-) -> None:
-    """A Stalled connection is looked at again; nothing is written or posted when nothing changed."""
-    parsed = _parse(body)
-    if isinstance(parsed, Outcome) or reconcile_policy.of(body.metadata.annotations)[0] is ReconcilePolicy.SKIP:
-        return
-    _settle(body, patch, 0, memo, logger, by_service_account, allowed_identities, parsed)
 
 
 def rerun(

@@ -34,6 +34,7 @@ from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Action
+from porter_identity.reconcile.recheck import Schedule
 
 ORPHANED_LINK = Action.ORPHANED_LINK
 ORPHAN_DELETED = Action.ORPHAN_DELETED
@@ -222,6 +223,26 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
             metrics.DRIFT_SWEEPS.labels("completed").inc()
 
 
+async def _recheck_loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], schedule: Schedule) -> None:
+    """Stalled connections are run again on their schedule, in parallel on kopf's worker threads; a run that finds
+    nothing changed writes and posts nothing."""
+    while True:
+        await asyncio.sleep(schedule.tick())
+        stalled = {
+            c.uid: c for cs in _snapshot(index).values() for c in cs if c.stalled and shard.serves(memo, c.namespace)
+        }
+        due = [stalled[uid] for uid in schedule.due(stalled, time.monotonic())]
+        results = await asyncio.gather(
+            *(asyncio.to_thread(connection.rerun, memo, c.namespace, c.name, c.uid, "recheck") for c in due),
+            return_exceptions=True,
+        )
+        for c, result in zip(due, results, strict=True):
+            if isinstance(result, client.ApiException | CloudError):
+                log.warning(f"recheck of {c.namespace}/{c.name}: {result}")
+            elif isinstance(result, BaseException):
+                log.error(f"recheck of {c.namespace}/{c.name} failed", exc_info=result)
+
+
 async def after_takeover(memo: kopf.Memo, delay: float) -> None:
     """Once a lease duration after winning the Lease, every connection not settled is run once more.
 
@@ -253,13 +274,17 @@ async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
     memo.drift_task = asyncio.create_task(
         _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"
     )
+    schedule = Schedule(memo.settings.stalled_recheck_seconds)
+    memo.recheck_task = asyncio.create_task(_recheck_loop(memo, drift_view, schedule), name="stalled recheck")
 
 
 @kopf.on.cleanup()
 async def stop_sweep(memo: kopf.Memo, **_: Any) -> None:
     """A sweep's thread cannot be cancelled: the flag makes it stop between two cloud calls."""
     memo.drift_stop.set()
-    task: asyncio.Task[None] = memo.drift_task
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    tasks: list[asyncio.Task[None]] = [memo.drift_task, memo.recheck_task]
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task

@@ -14,14 +14,15 @@ from pydantic import ValidationError
 
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.model import WORKLOAD_IDENTITY_USER, Association, AssociationSummary, Credential
-from porter_identity.reconcile import aws, azure, gcp
-from porter_identity.reconcile.outcome import Action, Reason
+from porter_identity.reconcile import aws, azure, gcp, reconcile_policy
+from porter_identity.reconcile.outcome import OUTSIDE_THE_SPEC, Action, Reason
+from porter_identity.reconcile.reconcile_policy import ReconcilePolicy
 
 if TYPE_CHECKING:  # only the GCP provider loads the SDK
     from google.iam.v1 import policy_pb2
 
 # A connection a run outside kopf's handlers (the sweep, a woken claimant) left retrying is rechecked by the sweep:
-# kopf did not run it, so kopf does not retry it. Stalls are rechecked by the connection's own recheck timer.
+# kopf did not run it, so kopf does not retry it. Stalls are rechecked on their own schedule (reconcile/recheck.py).
 RECHECKED = frozenset(
     {Reason.THROTTLED, Reason.CLOUD_UNAVAILABLE, Reason.SERVICE_ACCOUNT_NOT_FOUND, Reason.PROGRESSING}
 )
@@ -47,6 +48,7 @@ class Linked:
     recorded: str | None = None  # AWS association id / Azure credential name / GCP member, from status
     role_arn: str | None = None  # AWS: the role recorded in status
     spec: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # as written, for the policy
+    paused: bool = False  # reconcile-policy skip: nothing is rechecked
 
     def parsed_spec(self) -> ConnectionSpec | None:
         """Parsed when the sweep needs it, not on every watch event (the index runs on each one)."""
@@ -63,6 +65,12 @@ class Linked:
     @property
     def rechecked(self) -> bool:
         return self.settled and not self.ready and self.reason in RECHECKED
+
+    @property
+    def stalled(self) -> bool:
+        """Stalled by something outside the spec that may get fixed there (a role created, a rule added), settled
+        for this generation: looked at again every PORTER_STALLED_RECHECK_SECONDS."""
+        return self.settled and not self.ready and self.reason in OUTSIDE_THE_SPEC and not self.paused
 
 
 def group_of(spec: Mapping[str, Any]) -> Group | None:
@@ -105,6 +113,7 @@ def entry(body: Mapping[str, Any]) -> tuple[Group, Linked] | None:
         recorded=provider_status.get(recorded),
         role_arn=provider_status.get("roleArn") if group[0] == "aws" else None,
         spec=dict(spec),
+        paused=reconcile_policy.of(meta.get("annotations"))[0] is ReconcilePolicy.SKIP,
     )
 
 
