@@ -208,6 +208,33 @@ def test_foreign_or_claimed_associations_are_not_orphans(tags: dict[str, str]) -
     assert found.orphans == ()
 
 
+OURS = {"porter.run/managed": "true", "porter.run/connection-uid": "uid-b"}
+
+
+def test_an_association_tagged_for_a_connection_whose_status_lost_it_runs_that_connection() -> None:
+    """Two connections for one ServiceAccount: the woken one linked, then a stale status write said Conflict."""
+    b = linked("b", ready=False, reason="Conflict")
+    found = drift.aws_findings("k", [b], [summary("a-7", "sa")], {"a-7": association("a-7", **OURS)})
+    assert [(d.connection, d.message, d.corrects) for d in found.drifts] == [
+        (b, "EKS Pod Identity association a-7 carries its uid, its status records none", False)
+    ]
+    assert found.orphans == ()
+
+
+@pytest.mark.parametrize(
+    "b",
+    [
+        linked("b", ready=False, reason="Conflict", settled=False),  # kopf is on it
+        linked("b", ready=False, reason="Conflict", paused=True),  # reconcile-policy skip
+        linked("b", ready=False, reason="CloudUnavailable"),  # rechecked already: one run, not two
+        linked("b", recorded="a-7", role_arn=ROLE),  # recorded: nothing lost
+    ],
+)
+def test_an_association_tagged_for_a_connection_is_not_run_again_otherwise(b: Linked) -> None:
+    found = drift.aws_findings("k", [b], [summary("a-7", "sa")], {"a-7": association("a-7", **OURS)})
+    assert [d.message for d in found.drifts if "carries its uid" in d.message] == []
+
+
 def test_undescribed_association_is_not_an_orphan() -> None:
     assert drift.aws_findings("k", [], [summary("a-7")], {}).orphans == ()
 

@@ -120,12 +120,24 @@ def run(
     ignoring: Iterable[str] = (),
 ) -> Step:
     """One lifecycle run under the connection's lock: policy, ownership, then the link."""
+    with LOCKS.hold(conn.metadata.uid):
+        return _run(memo, conn, owners, allowed, ignoring)
+
+
+def _run(
+    memo: kopf.Memo,
+    conn: ServiceIdentityConnection,
+    owners: kopf.Index[ClaimKey, claims.Claim] | None,
+    allowed: kopf.Index[str, str] | None,
+    ignoring: Iterable[str],
+) -> Step:
+    """`run`, with the connection's lock already held."""
     lifecycle: Lifecycle = memo.lifecycle
     decision = namespaces.check(memo, allowed, conn.spec, conn.metadata.namespace or "")
     refusal = None if decision.allowed else decision.message
     if refusal is None and recorded(conn) is None:
         refusal = _over_budget(memo, owners, conn)
-    with LOCKS.hold(conn.metadata.uid), metrics.reconciling(KIND, conn.spec.provider.value):
+    with metrics.reconciling(KIND, conn.spec.provider.value):
         step = lifecycle.apply(conn, refusal, _owner(owners, conn, ignoring))
         if step.result.outcome.state is State.READY:
             # Check after acting: a connection applied at the same moment may have reached the index meanwhile.
@@ -334,10 +346,42 @@ def rerun(
     drifted: bool = False,
 ) -> Outcome | None:
     """Run a connection's lifecycle outside its kopf handler (the drift sweep, a woken claimant, a revocation):
-    read it fresh, run, patch status only on change (resourceVersion-checked), post Events. None when it changed
-    or went away meanwhile (its own handler has it)."""
+    read it fresh, run, patch status only on change (resourceVersion-checked), post Events. None when it went away
+    or is not to be run."""
+    for _ in range(RERUN_ATTEMPTS):
+        try:
+            with LOCKS.hold(uid):
+                ran = _rerun_locked(memo, namespace, name, uid, why, ignoring)
+        except _WrittenMeanwhile:
+            continue
+        if ran is None:
+            return None
+        body, conn, step = ran
+        log.debug(f"{namespace}/{name}: run again: {why}")
+        _pass_on(memo, memo.by_service_account, conn, step)
+        events: Events = memo.events
+        _report(body, conn, step, memo.settings, events.post, log, why if drifted else None)
+        return step.result.outcome
+    log.warning(f"{namespace}/{name}: status changed under {RERUN_ATTEMPTS} runs in a row ({why}); left to the next")
+    return None
+
+
+# Read, run and write under the connection's lock, and again when the write finds the object changed: its handler
+# may have returned just before (the lock is free) while kopf's patch of the older result is still on its way. That
+# patch is no newer than this run, and no handler runs again for a status change, so dropping this run's result
+# would leave the status saying what the cloud no longer shows (two connections created together for one
+# ServiceAccount: the woken one linked, its status still said Conflict).
+RERUN_ATTEMPTS = 3
+
+
+class _WrittenMeanwhile(Exception):
+    """The status write found another resourceVersion: read and run again."""
+
+
+def _rerun_locked(
+    memo: kopf.Memo, namespace: str, name: str, uid: str, why: str, ignoring: Iterable[str]
+) -> tuple[Any, ServiceIdentityConnection, Step] | None:
     api = client.CustomObjectsApi(memo.kube)
-    events: Events = memo.events
     try:
         body: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except client.ApiException as err:
@@ -353,7 +397,7 @@ def rerun(
     conn = parsed
     if _paused(memo, body, log, f"running it again ({why})"):
         return None
-    step = run(memo, conn, memo.by_service_account, memo.allowed_identities, ignoring)
+    step = _run(memo, conn, memo.by_service_account, memo.allowed_identities, ignoring)
     new = kstatus.next_status(conn, step.result.outcome, step.result.privilege, step.linked, step.result.status)
     doc = new.model_dump(mode="json", by_alias=True)
     if doc != conn.status.model_dump(mode="json", by_alias=True):
@@ -362,12 +406,9 @@ def rerun(
             api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, patch)
         except client.ApiException as err:
             if err.status == 409:
-                return None  # written meanwhile: kopf's handler has the newer state
+                raise _WrittenMeanwhile from None
             raise
-    log.debug(f"{namespace}/{name}: run again: {why}")
-    _pass_on(memo, memo.by_service_account, conn, step)
-    _report(body, conn, step, memo.settings, events.post, log, why if drifted else None)
-    return step.result.outcome
+    return body, conn, step
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=in_shard)

@@ -208,6 +208,7 @@ def aws_findings(
     drifts += _rechecks(connections)
     uids = {c.uid for c in connections}
     recorded = {c.recorded for c in connections if c.recorded}
+    drifts += _unrecorded_own(connections, listed, described, recorded)
     orphans = [
         Orphan("aws", s.association_id, cluster, s.namespace, s.service_account, found.tags.get(aws.UID_TAG))
         for s in listed
@@ -220,6 +221,27 @@ def aws_findings(
         and not aws.retained(found)  # Retain: never ours to delete, nor an orphan to report
     ]
     return Findings(tuple(drifts), tuple(orphans))
+
+
+def _unrecorded_own(
+    connections: Sequence[Linked],
+    listed: Sequence[AssociationSummary],
+    described: Mapping[str, Association],
+    recorded: set[str],
+) -> list[Drift]:
+    """A settled connection that is not Ready while an association tagged with its uid exists: a run linked it and
+    the status that says so was lost (a stale write landed after it). Its run adopts it, or removes it."""
+    waiting = {c.uid: c for c in connections if c.settled and not c.ready and not c.paused}
+    out = []
+    for s in listed:
+        found = described.get(s.association_id)
+        if s.association_id in recorded or found is None or found.tags.get(aws.MANAGED_TAG) != "true":
+            continue
+        c = waiting.get(found.tags.get(aws.UID_TAG, ""))
+        if c is not None and not c.rechecked:  # a recheck is already on its way (_rechecks)
+            message = f"EKS Pod Identity association {s.association_id} carries its uid, its status records none"
+            out.append(Drift(c, message, corrects=False))
+    return out
 
 
 def aws_prune(
