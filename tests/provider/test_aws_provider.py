@@ -1,7 +1,8 @@
-"""The AWS adapter against the AWS emulator: lookups, the association lifecycle, typed errors, throttling."""
+"""The AWS adapter against the AWS emulator: lookups, the association lifecycle, typed errors, throttling, the fence."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from porter_dev.processes import AWS_REGION, AwsEmulator
 from porter_identity.errors import Conflict, Invalid, NotFound, Throttled, Transient
 from porter_identity.providers.aws import AwsProvider
+from porter_identity.providers.fence import FENCE, Fenced
 
 
 @pytest.fixture
@@ -118,3 +120,60 @@ def test_list_associations_reads_the_whole_cluster_one_call_per_page_of_100(
     assert {a.association_id for a in listed} == made and len(listed) == 201
     assert {a.service_account for a in listed} == {f"sa-{i}" for i in range(201)}
     assert aws.calls() == {"eks:ListPodIdentityAssociations": 3}
+
+
+# --- the fence: a write refused after a pacing wait and at the socket is never sent ---
+
+CREATE = "eks:CreatePodIdentityAssociation"
+
+
+@pytest.fixture
+def fence() -> Iterator[None]:
+    """The process-wide fence, opened again after the test."""
+    yield
+    FENCE.extend(math.inf)
+
+
+def _close_the_fence(**_: Any) -> None:
+    FENCE.close()
+
+
+def test_a_fence_that_closes_during_a_pacing_wait_refuses_the_write(
+    provider: AwsProvider, aws: AwsEmulator, make_role: Any, fence: None
+) -> None:
+    # A pacing hook registered after the fence's, as a fixed pacer is: the fence must still be checked after it.
+    provider.eks.meta.events.register("before-send", _close_the_fence)
+    with pytest.raises(Fenced, match="CreatePodIdentityAssociation not sent"):
+        provider.create_association(f"ns-{uuid.uuid4().hex[:8]}", "sa", make_role(), {})
+    assert aws.calls().get(CREATE, 0) == 0
+
+
+def test_a_thread_that_wakes_after_the_deadline_between_hook_and_socket_sends_nothing(
+    provider: AwsProvider, aws: AwsEmulator, make_role: Any, monkeypatch: pytest.MonkeyPatch, fence: None
+) -> None:
+    """SIGSTOP or a long pause after botocore's last hook: the socket write checks the fence again."""
+    session = provider.eks._endpoint.http_session
+    send = session.send
+
+    def frozen_then_woken(request: Any) -> Any:
+        FENCE.close()  # the renewal deadline passed while this thread was stopped here
+        return send(request)
+
+    monkeypatch.setattr(session, "send", frozen_then_woken)
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(Fenced, match="CreatePodIdentityAssociation not sent"):
+        provider.create_association(ns, "sa", make_role(), {})
+    assert aws.calls().get(CREATE, 0) == 0
+    # The mark ends with the call: a read (and any other HTTP on this thread) is not refused afterwards.
+    monkeypatch.setattr(session, "send", send)
+    assert provider.find_association(ns, "sa") is None
+    assert aws.calls().get("eks:ListPodIdentityAssociations", 0) == 1
+
+
+def test_an_open_fence_lets_the_write_through(
+    provider: AwsProvider, aws: AwsEmulator, make_role: Any, fence: None
+) -> None:
+    FENCE.extend(math.inf)
+    created = provider.create_association(f"ns-{uuid.uuid4().hex[:8]}", "sa", make_role(), {})
+    assert created.association_id.startswith("a-")
+    assert aws.calls().get(CREATE, 0) == 1
