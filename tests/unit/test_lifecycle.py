@@ -26,6 +26,7 @@ class Recording:
     moves_in_place: bool = False
     answer: Outcome = field(default_factory=lambda: ready("bound"))
     remove_answer: Outcome = field(default_factory=lambda: ready("removed"))
+    removed: Result | None = None  # the whole answer of remove, when a test sets it
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def same_identity(self, a: str, b: str) -> bool:
@@ -38,6 +39,8 @@ class Recording:
 
     def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
         self.calls.append(("remove", identity))
+        if self.removed is not None:
+            return self.removed
         return Result(self.remove_answer, None, Change("Deleted", f"deleted on {identity}"))
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
@@ -145,6 +148,34 @@ def test_another_owner_gets_conflict_and_this_connections_own_other_link_goes() 
     shared = Recording()
     lifecycle(shared).apply(conn("shared", linked="shared"), None, owner)
     assert shared.calls == []  # the same credential name on the same identity: it is the owner's link
+
+
+@pytest.mark.parametrize(
+    ("removed", "change"),
+    [
+        (Result(ready("deleted a-1"), None, Change("Deleted", "deleted a-1")), "deleted a-1"),
+        (Result(ready("left a-2"), None, Change("Skipped", "left a-2: it is not this connection's")), None),
+        (Result(ready("already gone"), None), None),
+        (Result(Outcome(State.RECONCILING, Reason.THROTTLED, "slow"), None), None),  # tried again next run
+    ],
+)
+def test_a_yielding_aws_connection_without_a_recorded_link_removes_one_tagged_as_its_own(
+    removed: Result, change: str | None
+) -> None:
+    """Its status lost the association it made (a stale write): the owner could never link while it stays."""
+    owner = Claim(CAN_LINK, "2026-01-01T00:00:00Z", "u0", "first", "role-a")
+    link = Recording(moves_in_place=True, removed=removed)
+    step = lifecycle(link).apply(conn("mine"), None, owner)
+    assert link.calls == [("remove", f"{RG}/mine")]
+    assert step.result.outcome.reason is Reason.CONFLICT and step.linked is None
+    assert (step.result.change.message if step.result.change else None) == change
+
+
+def test_a_yielding_connection_without_a_recorded_link_touches_nothing_where_names_are_shared() -> None:
+    owner = Claim(CAN_LINK, "2026-01-01T00:00:00Z", "u0", "first", f"{RG}/other")
+    link = Recording()  # Azure, GCP: found by name, which the owner's link may share
+    step = lifecycle(link).apply(conn("mine"), None, owner)
+    assert link.calls == [] and step.result.outcome.reason is Reason.CONFLICT
 
 
 def test_delete_removes_the_recorded_and_the_spec_identity() -> None:

@@ -123,6 +123,13 @@ class Lifecycle:
             f"connection {owner.name} ({conn.spec.provider.value}); one ServiceAccount gets one identity per cloud: "
             "delete one of the two connections",
         )
+        if before is None and link.moves_in_place:
+            # AWS finds its link by this connection's uid tag, never another's: one made while the status that
+            # recorded it was lost (a stale write) would keep the owner from linking, so it goes here too.
+            gone = link.remove(conn, conn.spec.identity)
+            if gone.outcome.state is State.READY and gone.change is not None and gone.change.reason == Action.DELETED:
+                return Step(Result(conflict, None, gone.change), None)
+            return Step(Result(conflict, None), None)  # a failed removal is tried again at the next run
         if before is None or (not link.moves_in_place and _same(link, before, owner.identity)):
             return Step(Result(conflict, None), None)
         gone = link.remove(conn, before)
