@@ -6,6 +6,7 @@ it start it, so the node-less tiers stay fast."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from kubernetes import client, config
@@ -27,6 +29,8 @@ from porter_dev.images import base_image, operator_image
 from porter_dev.node import GATEWAY, Node
 from porter_dev.pod_identity_agent import PodIdentityAgent
 from porter_dev.processes import AwsEmulator, Operator, emulator_settings, pod_identity_trust_policy
+from porter_identity.kube import rest
+from porter_identity.kube.rest import Kube
 
 GROUP, VERSION, PLURAL = "identity.porter.run", "v1alpha1", "serviceidentityconnections"
 EKS_CLUSTER = "e2e"
@@ -91,6 +95,13 @@ def control_plane(workdir: Path) -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def api(control_plane: ControlPlane) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Kube:
+    """The operator's own client (kube/rest.py), logged in from the control plane's kubeconfig as kopf reads one."""
+    with mock.patch.dict(os.environ, {"KUBECONFIG": str(control_plane.kubeconfig)}):
+        return Kube(rest.login())
 
 
 @pytest.fixture(scope="session")

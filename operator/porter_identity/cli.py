@@ -43,6 +43,9 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # The operator talks to the API server through kube/rest.py; kopf would import the kubernetes package all the
+    # same when it is installed (22 MB of models, docs/performance.md): the operator process never loads it.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from porter_identity import runner
 
     return runner.run(namespaces=args.namespace, log_format=args.log_format)
@@ -51,13 +54,26 @@ def _run(args: argparse.Namespace) -> int:
 def _roleset_service(api: Any) -> Any:
     from functools import partial
 
+    # The same account check as the operator's (PORTER_AWS_ACCOUNT_ID): diff and inventory read no other account.
+    from kubernetes import client
+
     from porter_identity.config import Settings
     from porter_identity.iam.sync import RoleSetService
     from porter_identity.kube import secrets
     from porter_identity.providers.iam import AssumedRoles
 
-    # The same account check as the operator's (PORTER_AWS_ACCOUNT_ID): diff and inventory read no other account.
-    return RoleSetService(AssumedRoles(), partial(secrets.read_key, api), Settings().aws_account_id)
+    def read(namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            found: Any = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            if err.status == 403:
+                raise secrets.SecretForbidden(secrets.FORBIDDEN) from None
+            raise
+        return dict(found.data or {})
+
+    return RoleSetService(AssumedRoles(), partial(secrets.read_key, read), Settings().aws_account_id)
 
 
 def _load_roleset(api: Any, name: str | None, manifest: Path | None) -> Any:
@@ -247,7 +263,10 @@ def main(argv: list[str] | None = None, prog: str = "porter-identity") -> int:
 
 def _user_error(err: Exception) -> str | None:
     """One line for what a user can fix (no kubeconfig, no API server, no such object); None for a bug."""
-    if "kubernetes" not in sys.modules:
+    kopf = sys.modules.get("kopf")
+    if kopf is not None and isinstance(err, kopf.LoginError):  # the operator's own login (kube/rest.py)
+        return f"no usable Kubernetes credentials ({err}); set KUBECONFIG, or run in a pod"
+    if sys.modules.get("kubernetes") is None:  # not loaded, or kept out of the operator process (`run`)
         return f"{err.filename}: {err.strerror}" if isinstance(err, FileNotFoundError) else None
     from kubernetes.client import ApiException
     from kubernetes.config import ConfigException

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -28,10 +27,11 @@ from porter_identity.handlers import namespaces as _namespaces
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
-from porter_identity.kube import secrets
+from porter_identity.kube import rest, secrets
 from porter_identity.kube.diffbase import SpecDiffBase
 from porter_identity.kube.events import Events
 from porter_identity.kube.lease import Leases
+from porter_identity.kube.rest import Kube
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.leader import Elector
 from porter_identity.links import registry
@@ -40,6 +40,12 @@ from porter_identity.providers import clients
 from porter_identity.providers.fence import FENCE
 from porter_identity.providers.iam import AssumedRoles
 from porter_identity.reconcile import claims, guard, shard
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf logs in as the operator's own client does (also in a pod without cluster DNS); again after a 401."""
+    return rest.login()
 
 
 def services(memo: kopf.Memo, config: Settings) -> None:
@@ -61,7 +67,7 @@ def services(memo: kopf.Memo, config: Settings) -> None:
     memo.events = Events(kube)
     memo.live_annotations = _namespaces.LiveAnnotations(kube)
     memo.roleset_service = RoleSetService(
-        AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, kube), config.aws_account_id
+        AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, secrets.reader(kube)), config.aws_account_id
     )
 
 
@@ -108,45 +114,26 @@ async def configure(
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
-def _listed_uids(kube: Any, namespaces: list[str]) -> list[str]:
+def _listed_uids(kube: Kube, namespaces: list[str]) -> list[str]:
     """The uid of every connection, from the API server's watch cache (resourceVersion=0)."""
-    paths = [f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}" for ns in namespaces] or [
-        f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-    ]
+    paths = [rest.path(GROUP, VERSION, PLURAL, ns) for ns in namespaces] or [rest.path(GROUP, VERSION, PLURAL)]
     uids: list[str] = []
     for path in paths:
-        method, url, headers, _, _ = kube.param_serialize(
-            "GET",
-            path,
-            query_params=[("resourceVersion", "0")],
-            header_params={"Accept": METADATA_ONLY},
-            auth_settings=["BearerToken"],
-        )
-        answer = kube.call_api(method, url, header_params=headers, _request_timeout=60)
-        answer.read()
-        listed = kube.response_deserialize(answer, {"200": "bytearray"}).data  # raises ApiException on a refusal
+        listed = kube.get(path, query={"resourceVersion": "0"}, accept=METADATA_ONLY)
         # An empty PartialObjectMetadataList has "items": null.
-        uids += [str(item["metadata"]["uid"]) for item in json.loads(listed)["items"] or []]
+        uids += [str(item["metadata"]["uid"]) for item in listed["items"] or []]
     return uids
 
 
-def _indexed(kube: Any, namespaces: list[str], index: kopf.Index[connection.ClaimKey, claims.Claim]) -> str | None:
+def _indexed(kube: Kube, namespaces: list[str], index: kopf.Index[connection.ClaimKey, claims.Claim]) -> str | None:
     """Readiness: every connection the API server lists is in the in-memory index."""
     indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
     return health.readiness(True, _listed_uids(kube, namespaces), indexed)
 
 
-def _kube_client(pool_size: int) -> Any:
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+def _kube_client(pool_size: int) -> Kube:
     # One pooled connection per worker thread, or connections are dropped and re-handshaken under load.
-    configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
+    return Kube.from_environment(pool_size)
 
 
 class _QuietSuccess(logging.Filter):

@@ -21,6 +21,7 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
+from porter_identity.kube.rest import Kube
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, sa_annotations, wait_for
 from tests.e2e.helpers import Connections, instead_of_the_session_operator
 
@@ -496,11 +497,11 @@ def test_two_connections_applied_together_never_both_link(
         assert cloud.links(conns.namespace, f"p{i}") == set()
 
 
-def test_a_repeated_event_is_counted_up_not_posted_again(api: client.ApiClient, conns: Connections) -> None:
+def test_a_repeated_event_is_counted_up_not_posted_again(kube: Kube, conns: Connections) -> None:
     from porter_identity.kube.events import Events
 
     made = conns.create("counted", "counted", aws={"role": "no-such-role"})
-    events = Events(api)
+    events = Events(kube)
     for _ in range(3):
         events.post(made, "Warning", "Throttled", "slow down, said the cloud")
     found = [e for e in conns.events("counted") if e.reason == "Throttled"]

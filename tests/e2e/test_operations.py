@@ -17,6 +17,7 @@ from porter_dev.controlplane import ControlPlane
 from porter_dev.processes import AwsEmulator, Operator
 from porter_identity import runner
 from porter_identity.handlers import shard as shard_filters
+from porter_identity.kube.rest import Kube
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GROUP, PLURAL, VERSION
 from tests.e2e.helpers import Connections, connection, instead_of_the_session_operator
 
@@ -30,7 +31,7 @@ def test_the_running_operator_is_live_and_ready(operator: Operator) -> None:
 
 
 def test_readiness_lists_connection_metadata_only_from_the_api_server(
-    operator: Operator, api: client.ApiClient, namespace: str, make_role: Any
+    operator: Operator, api: client.ApiClient, kube: Kube, namespace: str, make_role: Any
 ) -> None:
     """The readiness list asks for PartialObjectMetadataList: the uids of exactly the connections there are."""
     role = make_role()
@@ -42,17 +43,10 @@ def test_readiness_lists_connection_metadata_only_from_the_api_server(
         for i in range(3)
     ]
     expected = sorted(str(m["metadata"]["uid"]) for m in made)
-    assert sorted(runner._listed_uids(api, [namespace])) == expected
-    everywhere = runner._listed_uids(api, [])
+    assert sorted(runner._listed_uids(kube, [namespace])) == expected
+    everywhere = runner._listed_uids(kube, [])
     assert set(expected) <= set(everywhere)
-    method, url, headers, _, _ = api.param_serialize(
-        "GET",
-        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
-        header_params={"Accept": runner.METADATA_ONLY},
-        auth_settings=["BearerToken"],
-    )
-    answer = api.call_api(method, url, header_params=headers)
-    listed = json.loads(answer.read())
+    listed = kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", accept=runner.METADATA_ONLY)
     assert listed["kind"] == "PartialObjectMetadataList"
     assert all("spec" not in item for item in listed["items"])
 

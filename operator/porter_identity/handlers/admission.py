@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import kopf
-from kubernetes import client
 from pydantic import BaseModel, ValidationError
 
 from porter_identity import GROUP, VERSION
@@ -15,6 +14,8 @@ from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.errors import CloudError
 from porter_identity.handlers import namespaces
+from porter_identity.kube import rest
+from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.roleset import account_refusal
 
@@ -111,9 +112,8 @@ def _over_budget(memo: kopf.Memo, spec: connection.ConnectionSpec, namespace: st
     limit = rules.max_links_per_namespace_per_identity if rules is not None else None
     if limit is None:
         return None
-    listed: Any = client.CustomObjectsApi(memo.kube).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, connection.PLURAL
-    )
+    kube: Kube = memo.kube
+    listed: Any = kube.get(rest.path(GROUP, VERSION, connection.PLURAL, namespace))
     return guard.over_budget(spec, namespace, limit, guard.targets(listed["items"], excluding=name))
 
 

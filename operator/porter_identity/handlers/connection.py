@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 import kopf
-from kubernetes import client
 from pydantic import ValidationError
 
 from porter_identity import GROUP, VERSION, metrics
@@ -18,8 +17,10 @@ from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.handlers import namespaces
 from porter_identity.handlers.shard import in_shard
+from porter_identity.kube import rest
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.events import Events
+from porter_identity.kube.rest import Kube
 from porter_identity.links.base import Change, Result
 from porter_identity.links.lifecycle import Lifecycle, Step, recorded
 from porter_identity.providers.locks import KeyedLocks
@@ -381,10 +382,11 @@ class _WrittenMeanwhile(Exception):
 def _rerun_locked(
     memo: kopf.Memo, namespace: str, name: str, uid: str, why: str, ignoring: Iterable[str]
 ) -> tuple[Any, ServiceIdentityConnection, Step] | None:
-    api = client.CustomObjectsApi(memo.kube)
+    kube: Kube = memo.kube
+    where = rest.path(GROUP, VERSION, PLURAL, namespace, name)
     try:
-        body: Any = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except client.ApiException as err:
+        body: Any = kube.get(where)
+    except rest.ApiError as err:
         if err.status == 404:
             return None
         raise
@@ -403,8 +405,8 @@ def _rerun_locked(
     if doc != conn.status.model_dump(mode="json", by_alias=True):
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": doc}
         try:
-            api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, patch)
-        except client.ApiException as err:
+            kube.patch(f"{where}/status", patch)
+        except rest.ApiError as err:
             if err.status == 409:
                 raise _WrittenMeanwhile from None
             raise

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes import client
 
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, Provider
@@ -27,7 +26,9 @@ from porter_identity.config import Settings
 from porter_identity.errors import CloudError
 from porter_identity.handlers import connection, namespaces, shard
 from porter_identity.handlers.connection import ClaimKey
+from porter_identity.kube import rest
 from porter_identity.kube.events import Events
+from porter_identity.kube.rest import Kube
 from porter_identity.links.base import Link
 from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.reconcile import claims, drift
@@ -66,7 +67,7 @@ class Sweeper:
         for key, claim in claims.double_bound(owners or {}):
             try:  # two connections applied together both linked before either saw the other: the newer yields
                 connection.rerun(self.memo, key[0], claim.name, claim.uid, f"{key[0]}/{key[1]} is linked twice")
-            except (client.ApiException, CloudError) as err:
+            except (rest.ApiError, CloudError) as err:
                 log.warning(f"resolving two owners of {key[0]}/{key[1]}: {err}", extra={"provider": key[2]})
         found: list[tuple[Group, Findings]] = []
         for group, linked in sorted(view.items()):
@@ -84,7 +85,7 @@ class Sweeper:
         for group, item in self._revoked(view):
             try:
                 self._repair(group, item)
-            except (client.ApiException, CloudError) as err:
+            except (rest.ApiError, CloudError) as err:
                 log.warning(f"removing the revoked link of {item.connection.namespace}/{item.connection.name}: {err}")
         orphans: Counter[str] = Counter()
         namespaces: dict[str, list[tuple[Group, Linked]]] = {}
@@ -94,15 +95,15 @@ class Sweeper:
                     return
                 try:
                     self._repair(group, item)
-                except (client.ApiException, CloudError) as err:  # one connection's trouble must not end the sweep
-                    why = err.reason if isinstance(err, client.ApiException) else err.message
+                except (rest.ApiError, CloudError) as err:  # one connection's trouble must not end the sweep
+                    why = err.reason if isinstance(err, rest.ApiError) else err.message
                     log.warning(f"drift repair of {item.connection.namespace}/{item.connection.name}: {why}")
             for orphan in findings.orphans:
                 try:
                     if self._confirmed(group, orphan, namespaces):
                         orphans[orphan.provider] += 1
                         self._orphan(orphan)
-                except (client.ApiException, CloudError) as err:
+                except (rest.ApiError, CloudError) as err:
                     log.warning(
                         f"drift sweep could not handle orphan {orphan.link}: {err}", extra={"provider": orphan.provider}
                     )
@@ -151,8 +152,8 @@ class Sweeper:
         if served and not any(fnmatch.fnmatchcase(orphan.namespace, pattern) for pattern in served):
             return False
         if orphan.namespace not in cache:
-            api = client.CustomObjectsApi(self.memo.kube)
-            listed: Any = api.list_namespaced_custom_object(GROUP, VERSION, orphan.namespace, PLURAL)
+            kube: Kube = self.memo.kube
+            listed: Any = kube.get(rest.path(GROUP, VERSION, PLURAL, orphan.namespace))
             cache[orphan.namespace] = [e for e in map(drift.entry, listed["items"]) if e is not None]
         return not drift.still_claimed(orphan, group, cache[orphan.namespace])
 
@@ -184,15 +185,16 @@ class Sweeper:
 
     def _post_on_service_account(self, orphan: Orphan, type: str, reason: str, message: str) -> None:
         """The ServiceAccount the link serves is the object an admin looks at; none when it is gone too."""
-        core = client.CoreV1Api(self.memo.kube)
+        kube: Kube = self.memo.kube
         try:
-            found: Any = core.read_namespaced_service_account(orphan.service_account, orphan.namespace)
-        except client.ApiException:
+            found: Any = kube.get(rest.path("", "v1", "serviceaccounts", orphan.namespace, orphan.service_account))
+        except rest.ApiError:
             return
+        meta = found["metadata"]
         body = {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": found.metadata.name, "namespace": orphan.namespace, "uid": found.metadata.uid},
+            "metadata": {"name": meta["name"], "namespace": orphan.namespace, "uid": meta["uid"]},
         }
         events: Events = self.memo.events
         events.post(body, type, reason, message)
@@ -237,7 +239,7 @@ async def _recheck_loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], sched
             return_exceptions=True,
         )
         for c, result in zip(due, results, strict=True):
-            if isinstance(result, client.ApiException | CloudError):
+            if isinstance(result, rest.ApiError | CloudError):
                 log.warning(f"recheck of {c.namespace}/{c.name}: {result}")
             elif isinstance(result, BaseException):
                 log.error(f"recheck of {c.namespace}/{c.name} failed", exc_info=result)
@@ -258,7 +260,7 @@ async def after_takeover(memo: kopf.Memo, delay: float) -> None:
     for c in waiting:
         try:
             await asyncio.to_thread(connection.rerun, memo, c.namespace, c.name, c.uid, "not settled after a takeover")
-        except (client.ApiException, CloudError) as err:
+        except (rest.ApiError, CloudError) as err:
             log.warning(f"after takeover, {c.namespace}/{c.name}: {err}")
     if waiting:
         log.info(f"after takeover: {len(waiting)} connections not settled were run again")

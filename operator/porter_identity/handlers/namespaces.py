@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
-from kubernetes import client
 
 from porter_identity.api.connection import ConnectionSpec
 from porter_identity.config import Settings
+from porter_identity.kube import rest
+from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.policy import ANNOTATION
 
@@ -37,17 +38,18 @@ def check(memo: kopf.Memo, index: kopf.Index[str, str] | None, spec: ConnectionS
 class LiveAnnotations:
     """The allow annotation read from the API server, for a refusal the index may be too late for."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(api)
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     def __call__(self, namespace: str) -> str | None:
         try:
-            found: Any = self.core.read_namespace(namespace)
-        except client.ApiException as err:
+            found: Any = self.kube.get(rest.path("", "v1", "namespaces", name=namespace))
+        except rest.ApiError as err:
             if err.status == 404:
                 return None
             raise
-        return (found.metadata.annotations or {}).get(ANNOTATION)
+        annotations: dict[str, str] = (found.get("metadata") or {}).get("annotations") or {}
+        return annotations.get(ANNOTATION)
 
 
 def check_live(memo: kopf.Memo, spec: ConnectionSpec, namespace: str) -> policy.Decision:

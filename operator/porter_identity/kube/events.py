@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import LRUCache
-from kubernetes import client
+
+from porter_identity.kube.rest import ApiError, Kube, path
 
 MAX_MESSAGE = 1024
 COMPONENT = "porter-identity"
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class Events:
-    def __init__(self, api: client.ApiClient, remembered: int = 10_000) -> None:
-        self.core = client.CoreV1Api(api)
+    def __init__(self, kube: Kube, remembered: int = 10_000) -> None:
+        self.kube = kube
         # (uid, type, reason, message) -> (namespace, Event name, count) of the last post; bounded, so memory is too
         self.posted: LRUCache[tuple[str, str, str, str], tuple[str, str, int]] = LRUCache(remembered)
         self.lock = threading.Lock()
@@ -42,41 +43,49 @@ class Events:
             with self.lock:
                 self.posted[key] = (seen[0], seen[1], seen[2] + 1)
             return
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace or "default"),
-            involved_object=client.V1ObjectReference(
-                api_version=body["apiVersion"],
-                kind=body["kind"],
-                name=meta["name"],
-                uid=meta["uid"],
-                namespace=namespace,
-            ),
-            type=type,
-            reason=reason,
-            message=message[:MAX_MESSAGE],
-            source=client.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            reporting_instance=COMPONENT,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        stamp = _timestamp(now)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace or "default"},
+            "involvedObject": {
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+                **({"namespace": namespace} if namespace else {}),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:MAX_MESSAGE],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
         try:
-            made: Any = self.core.create_namespaced_event(namespace or "default", event)
-        except client.ApiException as err:
+            made: Any = self.kube.post(path("", "v1", "events", namespace or "default"), event)
+        except ApiError as err:
             log.warning("could not post Event %s: %s", reason, err.reason)
             return
         with self.lock:
-            self.posted[key] = (namespace or "default", str(made.metadata.name), 1)
+            self.posted[key] = (namespace or "default", str(made["metadata"]["name"]), 1)
 
     def _count_up(self, seen: tuple[str, str, int], now: datetime) -> bool:
         """False when the Event is gone (expired, deleted): the caller posts a new one."""
         namespace, name, count = seen
-        patch = {"count": count + 1, "lastTimestamp": now.isoformat().replace("+00:00", "Z")}
+        patch = {"count": count + 1, "lastTimestamp": _timestamp(now)}
         try:
-            self.core.patch_namespaced_event(name, namespace, patch)
-        except client.ApiException as err:
+            self.kube.patch(path("", "v1", "events", namespace, name), patch)
+        except ApiError as err:
             if err.status != 404:
                 log.warning("could not count up Event %s: %s", name, err.reason)
             return False
         return True
+
+
+def _timestamp(now: datetime) -> str:
+    """metav1.Time: RFC 3339 in UTC, whole seconds."""
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client
+from porter_identity.kube.rest import ApiError, Kube, path
 
 
 class SecretForbidden(Exception):
     """The operator's RBAC does not allow reading this Secret (the chart grants named Secrets in named namespaces)."""
 
 
-def read_key(api: client.ApiClient, namespace: str, name: str, key: str) -> str | None:
+# A Secret's `data` by namespace and name (None when it does not exist); raises SecretForbidden on 403.
+SecretReader = Callable[[str, str], dict[str, str] | None]
+
+
+def reader(kube: Kube) -> SecretReader:
+    """The operator's reader, over its own client."""
+
+    def read(namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            found: Any = kube.get(path("", "v1", "secrets", namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            if err.status == 403:
+                raise SecretForbidden(FORBIDDEN) from None
+            raise
+        return dict(found.get("data") or {})
+
+    return read
+
+
+FORBIDDEN = (
+    "the operator may not read it: the Helm chart grants reading only the Secret names of "
+    "rbac.externalIdSecretNames (default porter-external-id) in the namespaces of "
+    "rbac.externalIdSecretNamespaces; name it there, or use a Secret named there"
+)
+
+
+def read_key(read: SecretReader, namespace: str, name: str, key: str) -> str | None:
     """The decoded value, or None when the Secret or the key does not exist."""
-    try:
-        found: Any = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
-    except client.ApiException as err:
-        if err.status == 404:
-            return None
-        if err.status == 403:
-            raise SecretForbidden(
-                "the operator may not read it: the Helm chart grants reading only the Secret names of "
-                "rbac.externalIdSecretNames (default porter-external-id) in the namespaces of "
-                "rbac.externalIdSecretNamespaces; name it there, or use a Secret named there"
-            ) from None
-        raise
-    raw = (found.data or {}).get(key)
+    raw = (read(namespace, name) or {}).get(key)
     if raw is None:
         return None
     return base64.b64decode(raw).decode().strip()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes import client
-
+from porter_identity.kube.rest import ApiError, Kube, path
 from porter_identity.reconcile import annotation_patch
 
 
@@ -14,24 +13,24 @@ class ServiceAccountMissing(Exception):
 
 
 class ServiceAccounts:
-    def __init__(self, api: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(api)
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     def _annotations(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            found: Any = self.core.read_namespaced_service_account(name, namespace)
-        except client.ApiException as err:
+            found: Any = self.kube.get(path("", "v1", "serviceaccounts", namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
-        return dict(found.metadata.annotations or {})
+        return dict((found.get("metadata") or {}).get("annotations") or {})
 
     def annotate(self, namespace: str, name: str, wanted: dict[str, str | None]) -> None:
         """Ensure `wanted` annotations (None: absent) with one merge patch: the API server stores nothing when
         they are already so (no new resourceVersion), so a read first would only add a round trip."""
         try:
-            self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": wanted}})
-        except client.ApiException as err:
+            self.kube.patch(path("", "v1", "serviceaccounts", namespace, name), {"metadata": {"annotations": wanted}})
+        except ApiError as err:
             if err.status == 404:
                 raise ServiceAccountMissing(f"ServiceAccount {namespace}/{name} does not exist") from None
             raise
@@ -60,8 +59,8 @@ class ServiceAccounts:
         if change is None:
             return False
         try:
-            self.core.patch_namespaced_service_account(name, namespace, {"metadata": {"annotations": change}})
-        except client.ApiException as err:
+            self.kube.patch(path("", "v1", "serviceaccounts", namespace, name), {"metadata": {"annotations": change}})
+        except ApiError as err:
             if err.status == 404:
                 return False
             raise
