@@ -4,6 +4,8 @@ them, decisions never reach a cloud, cloud adapters never decide."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,16 @@ def test_cloud_adapters_never_import_a_decision(path: Path) -> None:
 @pytest.mark.parametrize("path", modules("links"), ids=lambda p: p.name)
 def test_links_never_import_kopf_handlers(path: Path) -> None:
     assert not [m for m in imports_of(path) if m.startswith("porter_identity.handlers")]
+
+
+def test_the_operator_process_runs_without_the_kubernetes_package() -> None:
+    """`porter-identity run` keeps `kubernetes` out (kube/rest.py serves the operator; kopf would load its 22 MB of
+    models): every module the operator imports must do without it, and kopf must not pull it in."""
+    probe = (
+        "import sys; sys.modules['kubernetes'] = None\n"
+        "from porter_identity import runner\n"
+        "print(sorted(m for m in sys.modules if m.startswith('kubernetes') and sys.modules[m] is not None))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
