@@ -100,7 +100,8 @@ class Kube:
             body=data,
             headers=headers,
             timeout=urllib3.Timeout(total=timeout or self.timeout),
-            retries=False,
+            # As the official client: a failed connect is tried again, and a lost answer only for idempotent methods.
+            retries=urllib3.Retry(total=3, redirect=False),
         )
         if answer.status >= 400:
             try:
