@@ -54,7 +54,6 @@ def _run(args: argparse.Namespace) -> int:
 def _roleset_service(api: Any) -> Any:
     from functools import partial
 
-    # The same account check as the operator's (PORTER_AWS_ACCOUNT_ID): diff and inventory read no other account.
     from kubernetes import client
 
     from porter_identity.config import Settings
@@ -73,6 +72,7 @@ def _roleset_service(api: Any) -> Any:
             raise
         return dict(found.data or {})
 
+    # The same account check as the operator's (PORTER_AWS_ACCOUNT_ID): diff and inventory read no other account.
     return RoleSetService(AssumedRoles(), partial(secrets.read_key, read), Settings().aws_account_id)
 
 

@@ -57,7 +57,8 @@ def services(memo: kopf.Memo, config: Settings) -> None:
     memo.clouds = clients.build(config)
     # Never a target, whatever its name (docs/security.md): as configured and as the pod runs.
     memo.own_identities = guard.OwnIdentities.of(config, os.environ)
-    kube = _kube_client(config.max_workers)
+    # One pooled connection per worker thread, or connections are dropped and re-handshaken under load.
+    kube = Kube.from_environment(config.max_workers)
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
     memo.lifecycle = Lifecycle(
@@ -129,11 +130,6 @@ def _indexed(kube: Kube, namespaces: list[str], index: kopf.Index[connection.Cla
     """Readiness: every connection the API server lists is in the in-memory index."""
     indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
     return health.readiness(True, _listed_uids(kube, namespaces), indexed)
-
-
-def _kube_client(pool_size: int) -> Kube:
-    # One pooled connection per worker thread, or connections are dropped and re-handshaken under load.
-    return Kube.from_environment(pool_size)
 
 
 class _QuietSuccess(logging.Filter):
