@@ -22,8 +22,10 @@ from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
 from porter_identity.config import Settings
+from porter_identity.engine import allow
+from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
-from porter_identity.handlers import namespaces as _namespaces
+from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the handlers
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
@@ -66,7 +68,7 @@ def services(memo: kopf.Memo, config: Settings) -> None:
         config.block_broad_permissions,
     )
     memo.events = Events(kube)
-    memo.live_annotations = _namespaces.LiveAnnotations(kube)
+    memo.live_annotations = allow.LiveAnnotations(kube)
     memo.roleset_service = RoleSetService(
         AssumedRoles(config.aws_max_attempts), partial(secrets.read_key, secrets.reader(kube)), config.aws_account_id
     )
@@ -76,7 +78,7 @@ def services(memo: kopf.Memo, config: Settings) -> None:
 async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
-    by_service_account: kopf.Index[connection.ClaimKey, claims.Claim] | None = None,
+    by_service_account: kopf.Index[ClaimKey, claims.Claim] | None = None,
     allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
@@ -87,6 +89,7 @@ async def configure(
     memo.by_service_account = by_service_account
     memo.allowed_identities = allowed_identities
     settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
+    memo.finalizer = settings.persistence.finalizer
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
     # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).
     settings.scanning.disabled = True
@@ -109,6 +112,17 @@ async def configure(
     # look again every second instead of kopf's default minute.
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 5
+    # The one runner of connections, on kopf's worker threads: at most max_workers connections run at once.
+    memo.runner = Runner(memo, settings.execution.executor, config.max_workers)
+    memo.runner.door.start()
+
+
+@kopf.on.cleanup()
+async def stop_runner(memo: kopf.Memo, **_: Any) -> None:
+    """Runs in flight finish on their threads; nothing waiting is started."""
+    runner: Runner | None = memo.get("runner")
+    if runner is not None:
+        await runner.door.stop()
 
 
 # Metadata only: at 10,000 connections the full objects are tens of MB to send and parse, the uids a fraction.
@@ -126,7 +140,7 @@ def _listed_uids(kube: Kube, namespaces: list[str]) -> list[str]:
     return uids
 
 
-def _indexed(kube: Kube, namespaces: list[str], index: kopf.Index[connection.ClaimKey, claims.Claim]) -> str | None:
+def _indexed(kube: Kube, namespaces: list[str], index: kopf.Index[ClaimKey, claims.Claim]) -> str | None:
     """Readiness: every connection the API server lists is in the in-memory index."""
     indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
     return health.readiness(True, _listed_uids(kube, namespaces), indexed)

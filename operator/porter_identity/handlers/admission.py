@@ -12,8 +12,8 @@ from porter_identity import GROUP, VERSION
 from porter_identity.api import connection, roleset, validation
 from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
+from porter_identity.engine import allow
 from porter_identity.errors import CloudError
-from porter_identity.handlers import namespaces
 from porter_identity.kube import rest
 from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import guard, policy
@@ -79,10 +79,10 @@ def validate_connection(
             )
     ns = namespace or ""
     # Protected namespaces and the operator's own identities by name come first, inside the policy decision.
-    decision = namespaces.check(memo, allowed_identities, spec, ns)
+    decision = allow.check(memo, allowed_identities, spec, ns)
     if not decision.allowed:
         # The index lags the API server: a Namespace applied with its connection may not be in it yet.
-        decision = namespaces.check_live(memo, spec, namespace or "")
+        decision = allow.check_live(memo, spec, namespace or "")
     if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=FORBIDDEN)
     refused = guard.own_identity(spec, memo.own_identities, _azure_client_id(memo, spec)) or _over_budget(
@@ -159,4 +159,4 @@ def reads(
         return True
     if own.azure_client_ids and spec.azure is not None:
         return True
-    return not namespaces.check(memo, allowed_identities, spec, namespace or "").allowed
+    return not allow.check(memo, allowed_identities, spec, namespace or "").allowed

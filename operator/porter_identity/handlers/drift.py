@@ -23,9 +23,11 @@ import kopf
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, Provider
 from porter_identity.config import Settings
+from porter_identity.engine import allow
+from porter_identity.engine.door import Ask
+from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.errors import CloudError
-from porter_identity.handlers import connection, namespaces, shard
-from porter_identity.handlers.connection import ClaimKey
+from porter_identity.handlers import shard
 from porter_identity.kube import rest
 from porter_identity.kube.events import Events
 from porter_identity.kube.rest import Kube
@@ -35,7 +37,6 @@ from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Action
-from porter_identity.reconcile.recheck import Schedule
 
 ORPHANED_LINK = Action.ORPHANED_LINK
 ORPHAN_DELETED = Action.ORPHAN_DELETED
@@ -65,10 +66,8 @@ class Sweeper:
     def sweep(self, view: dict[Group, list[Linked]], owners: dict[ClaimKey, list[Claim]] | None = None) -> None:
         began = time.monotonic()
         for key, claim in claims.double_bound(owners or {}):
-            try:  # two connections applied together both linked before either saw the other: the newer yields
-                connection.rerun(self.memo, key[0], claim.name, claim.uid, f"{key[0]}/{key[1]} is linked twice")
-            except (rest.ApiError, CloudError) as err:
-                log.warning(f"resolving two owners of {key[0]}/{key[1]}: {err}", extra={"provider": key[2]})
+            # two connections applied together both linked before either saw the other: the newer yields
+            self.runner.ask(claim.uid, Ask(key[0], claim.name, f"{key[0]}/{key[1]} is linked twice"))
         found: list[tuple[Group, Findings]] = []
         for group, linked in sorted(view.items()):
             if self.stop.is_set():
@@ -83,21 +82,14 @@ class Sweeper:
             if findings is not None:
                 found.append((group, findings))
         for group, item in self._revoked(view):
-            try:
-                self._repair(group, item)
-            except (rest.ApiError, CloudError) as err:
-                log.warning(f"removing the revoked link of {item.connection.namespace}/{item.connection.name}: {err}")
+            self._repair(group, item)
         orphans: Counter[str] = Counter()
         namespaces: dict[str, list[tuple[Group, Linked]]] = {}
         for group, findings in found:
             for item in findings.drifts:
                 if self.stop.is_set():
                     return
-                try:
-                    self._repair(group, item)
-                except (rest.ApiError, CloudError) as err:  # one connection's trouble must not end the sweep
-                    why = err.reason if isinstance(err, rest.ApiError) else err.message
-                    log.warning(f"drift repair of {item.connection.namespace}/{item.connection.name}: {why}")
+                self._repair(group, item)
             for orphan in findings.orphans:
                 try:
                     if self._confirmed(group, orphan, namespaces):
@@ -125,20 +117,25 @@ class Sweeper:
         lifecycle: Lifecycle = self.memo.lifecycle
         return lifecycle.registry.get(Provider(provider))
 
+    @property
+    def runner(self) -> Runner:
+        runner: Runner = self.memo.runner
+        return runner
+
     def _repair(self, group: Group, item: Drift) -> None:
-        """Run the connection's lifecycle again (a repair that changes something is a DriftCorrected Warning)."""
+        """Ask for a run of the connection (a repair that changes something is a DriftCorrected Warning)."""
         c = item.connection
-        connection.rerun(self.memo, c.namespace, c.name, c.uid, item.message, drifted=item.corrects)
+        self.runner.ask(c.uid, Ask(c.namespace, c.name, item.message, drifted=item.corrects))
 
     def _revoked(self, view: dict[Group, list[Linked]]) -> list[tuple[Group, Drift]]:
-        """Linked connections whose identity the policy no longer allows (a withdrawn rule or annotation):
-        their lifecycle removes the link."""
+        """Connections whose identity the policy no longer allows (a withdrawn rule or annotation), whether linked
+        or not as status says (a paused one is run too: the policy decides last): their run removes the link."""
         out = []
         for group, linked in view.items():
             for c in linked:
-                spec = c.parsed_spec() if c.ready else None
+                spec = c.parsed_spec() if c.ready or c.paused else None
                 if spec is not None:
-                    decision = namespaces.check(self.memo, self.memo.allowed_identities, spec, c.namespace)
+                    decision = allow.check(self.memo, self.memo.allowed_identities, spec, c.namespace)
                     if not decision.allowed:
                         out.append((group, Drift(c, "the policy no longer allows this link", corrects=False)))
         return out
@@ -225,26 +222,6 @@ async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: flo
             metrics.DRIFT_SWEEPS.labels("completed").inc()
 
 
-async def _recheck_loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], schedule: Schedule) -> None:
-    """Stalled connections are run again on their schedule, in parallel on kopf's worker threads; a run that finds
-    nothing changed writes and posts nothing."""
-    while True:
-        await asyncio.sleep(schedule.tick())
-        stalled = {
-            c.uid: c for cs in _snapshot(index).values() for c in cs if c.stalled and shard.serves(memo, c.namespace)
-        }
-        due = [stalled[uid] for uid in schedule.due(stalled, time.monotonic())]
-        results = await asyncio.gather(
-            *(asyncio.to_thread(connection.rerun, memo, c.namespace, c.name, c.uid, "recheck") for c in due),
-            return_exceptions=True,
-        )
-        for c, result in zip(due, results, strict=True):
-            if isinstance(result, rest.ApiError | CloudError):
-                log.warning(f"recheck of {c.namespace}/{c.name}: {result}")
-            elif isinstance(result, BaseException):
-                log.error(f"recheck of {c.namespace}/{c.name} failed", exc_info=result)
-
-
 async def after_takeover(memo: kopf.Memo, delay: float) -> None:
     """Once a lease duration after winning the Lease, every connection not settled is run once more.
 
@@ -257,11 +234,9 @@ async def after_takeover(memo: kopf.Memo, delay: float) -> None:
     if index is None:
         return
     waiting = [c for cs in _snapshot(index).values() for c in cs if not c.settled and shard.serves(memo, c.namespace)]
+    runner: Runner = memo.runner
     for c in waiting:
-        try:
-            await asyncio.to_thread(connection.rerun, memo, c.namespace, c.name, c.uid, "not settled after a takeover")
-        except (rest.ApiError, CloudError) as err:
-            log.warning(f"after takeover, {c.namespace}/{c.name}: {err}")
+        runner.ask(c.uid, Ask(c.namespace, c.name, "not settled after a takeover"))
     if waiting:
         log.info(f"after takeover: {len(waiting)} connections not settled were run again")
 
@@ -276,17 +251,13 @@ async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
     memo.drift_task = asyncio.create_task(
         _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"
     )
-    schedule = Schedule(memo.settings.stalled_recheck_seconds)
-    memo.recheck_task = asyncio.create_task(_recheck_loop(memo, drift_view, schedule), name="stalled recheck")
 
 
 @kopf.on.cleanup()
 async def stop_sweep(memo: kopf.Memo, **_: Any) -> None:
     """A sweep's thread cannot be cancelled: the flag makes it stop between two cloud calls."""
     memo.drift_stop.set()
-    tasks: list[asyncio.Task[None]] = [memo.drift_task, memo.recheck_task]
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
+    task: asyncio.Task[None] = memo.drift_task
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

@@ -1,4 +1,4 @@
-"""kopf's last-handled state, cut down to what a handler reacts to, so `kubectl describe` stays short."""
+"""kopf's last-handled state: none for connections (the runner decides what changed), the spec for role sets."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from typing import Any, cast
 
 import kopf
 
+from porter_identity.api.connection import KIND as CONNECTION
 from porter_identity.reconcile.reconcile_policy import ANNOTATION
 
 
 class SpecDiffBase(kopf.StatusDiffBaseStorage):
-    """status.kopf.last-handled-configuration holds the spec and the reconcile-policy annotation only.
+    """status.kopf.last-handled-configuration holds the spec and the reconcile-policy annotation only, and nothing
+    for connections.
 
-    kopf keeps every label and annotation there by default (GitOps tools add several, e.g. Argo CD's tracking id),
-    and `kubectl describe` prints it all a second time. No handler reacts to anything else: updates are
-    `field="spec"` or that annotation (handlers/connection.py), so dropping the rest changes no decision."""
+    Connections have no create or update handler: their watch events ask the runner for runs (engine/runner.py),
+    so a stored diffbase would be one more write per connection that nothing reads. For the other kinds kopf keeps
+    every label and annotation there by default (GitOps tools add several, e.g. Argo CD's tracking id), and
+    `kubectl describe` prints it all a second time; no handler reacts to anything but the spec and that
+    annotation, so dropping the rest changes no decision."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
         essence = cast(dict[str, Any], super().build(body=body, extra_fields=extra_fields))
@@ -24,3 +28,13 @@ class SpecDiffBase(kopf.StatusDiffBaseStorage):
         if ANNOTATION in annotations:
             kept["metadata"] = {"annotations": {ANNOTATION: annotations[ANNOTATION]}}
         return cast(kopf.BodyEssence, kept)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") == CONNECTION:
+            return None
+        return super().fetch(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if body.get("kind") == CONNECTION:
+            return
+        super().store(body=body, patch=patch, essence=essence)

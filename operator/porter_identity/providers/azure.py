@@ -248,13 +248,16 @@ class AzureProvider:
         return created
 
     def delete_credential(self, resource_group: str, identity: str, name: str) -> bool:
-        """Delete; False when it was already gone (success too)."""
+        """Delete; False when it was already gone (success too): ARM answers 200 for a delete and 204 when there
+        was nothing to delete (azure-mgmt-msi's operation accepts both)."""
         try:
             with self.writes.hold(self._key(resource_group, identity)), translated():
-                self.client.federated_identity_credentials.delete(resource_group, identity, name)
+                existed: bool = self.client.federated_identity_credentials.delete(
+                    resource_group, identity, name, cls=lambda response, *_: response.http_response.status_code == 200
+                )
         except NotFound:
             return False
-        return True
+        return existed
 
 
 def _credential(found: Any) -> Credential:

@@ -20,6 +20,7 @@ class Claim(NamedTuple):
     name: str
     identity: str = ""  # the identity the spec names, in its spec form
     reason: str = ""  # of its Ready condition
+    needs: tuple[tuple[str, str], ...] = ()  # the ServiceAccount annotations its link needs (Azure, GCP)
 
 
 HOLDS = 0  # Ready: the connection holds the link
@@ -53,3 +54,8 @@ def double_bound(by_key: Mapping[K, Iterable[Claim]]) -> list[tuple[K, Claim]]:
         winner = owner(found)
         out += [(key, c) for c in holding if winner is not None and c.uid != winner.uid]
     return out
+
+
+def unmet(needs: Iterable[tuple[str, str]], annotations: Mapping[str, str]) -> bool:
+    """Whether a ServiceAccount's annotations lack what a link needs (recreated, or edited by hand)."""
+    return any(annotations.get(key) != value for key, value in needs)
