@@ -1,0 +1,222 @@
+"""The world around a connection: an identity made after it, a ServiceAccount recreated or stripped, a delete of a
+link already gone, and an admin's withdrawal that no tenant setting outlives. Against the real API server and the
+emulators, with the chart's RBAC; the long recheck is the default 300 s, so only the runner's own looks count."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from porter_dev.aws import AwsEmulator
+from porter_dev.azure import AzureEmulator
+from porter_dev.gcp import GcpEmulator
+from porter_dev.processes import Operator, pod_identity_trust_policy
+from tests.conftest import AZURE_SUBSCRIPTION, GCP_PROJECT, sa_annotations, wait_for
+from tests.e2e.helpers import Connections
+
+pytestmark = pytest.mark.e2e
+RG = "door-rg"
+CLIENT_ID = "azure.workload.identity/client-id"
+GKE = "iam.gke.io/gcp-service-account"
+ALLOW = "identity.porter.run/allowed-identities"
+PAUSE = "identity.porter.run/reconcile-policy"
+
+
+@pytest.fixture
+def conns(api: client.ApiClient, namespace: str, operator: Operator) -> Connections:
+    return Connections(api, namespace)
+
+
+def associations(aws: AwsEmulator, cluster: str, namespace: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = aws.client("eks").list_pod_identity_associations(
+        clusterName=cluster, namespace=namespace
+    )["associations"]
+    return found
+
+
+def credentials(azure: AzureEmulator, name: str) -> list[Any]:
+    return list(azure.client(AZURE_SUBSCRIPTION).federated_identity_credentials.list(RG, name))
+
+
+def members(gcp: GcpEmulator, email: str) -> set[str]:
+    policy = gcp.client().get_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}"})
+    return {m for b in policy.bindings if b.role == "roles/iam.workloadIdentityUser" for m in b.members}
+
+
+def later(seconds: float, make: Any) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), make()))
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("provider", ["aws", "azure", "gcp"])
+def test_an_identity_made_3_s_after_its_connection_is_linked_within_2_s_of_appearing(
+    provider: str,
+    conns: Connections,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    service_account: Any,
+) -> None:
+    service_account(conns.namespace, "app")
+    suffix = uuid.uuid4().hex[:8]
+    made: dict[str, float] = {}
+    if provider == "aws":
+        name = f"late-{suffix}"
+        spec: dict[str, Any] = {"aws": {"role": name}}
+
+        def make() -> None:
+            aws.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=pod_identity_trust_policy())
+            made["at"] = time.monotonic()
+
+        missing = "RoleNotFound"
+    elif provider == "azure":
+        name = f"late-{suffix}"
+        spec = {"azure": {"identityName": name, "resourceGroup": RG}}
+
+        def make() -> None:
+            azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+            made["at"] = time.monotonic()
+
+        missing = "IdentityNotFound"
+    else:
+        email = f"late-{suffix}@{GCP_PROJECT}.iam.gserviceaccount.com"
+        spec = {"gcp": {"serviceAccountEmail": email}}
+
+        def make() -> None:
+            gcp.seed_service_account(GCP_PROJECT, f"late-{suffix}")
+            made["at"] = time.monotonic()
+
+        missing = "IdentityNotFound"
+    conns.create("app", "app", **spec)
+    maker = later(3, make)
+    cond = conns.wait_reason("app", missing, timeout=10)
+    assert "waiting for it to appear" in cond["message"]
+    maker.join()
+    conns.wait_ready("app", timeout=15)
+    linked_after = time.monotonic() - made["at"]
+    # Polled every 0.2 s: the link itself was made within 2 s of the identity appearing.
+    assert linked_after < 2.5, f"linked {linked_after:.1f} s after the identity appeared"
+    conns.delete("app")
+    conns.wait_gone("app")
+
+
+@pytest.mark.parametrize("provider", ["azure", "gcp"])
+def test_a_service_account_recreated_or_stripped_is_annotated_again_and_status_says_so_meanwhile(
+    provider: str,
+    conns: Connections,
+    api: client.ApiClient,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    service_account: Any,
+) -> None:
+    core = client.CoreV1Api(api)
+    service_account(conns.namespace, "web")
+    if provider == "azure":
+        name = f"uami-{uuid.uuid4().hex[:8]}"
+        azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+        spec: dict[str, Any] = {"azure": {"identityName": name, "resourceGroup": RG}}
+        key = CLIENT_ID
+    else:
+        email = gcp.seed_service_account(GCP_PROJECT, f"sa-{uuid.uuid4().hex[:8]}")
+        spec = {"gcp": {"serviceAccountEmail": email}}
+        key = GKE
+    conns.create("web", "web", **spec)
+    conns.wait_ready("web")
+    wanted = sa_annotations(api, conns.namespace, "web")[key]
+
+    # Stripped by hand (kubectl annotate ...-): put back within seconds.
+    core.patch_namespaced_service_account("web", conns.namespace, {"metadata": {"annotations": {key: None}}})
+    wait_for(lambda: sa_annotations(api, conns.namespace, "web").get(key) == wanted, 10, what="annotation back")
+
+    # Deleted (helm upgrade --force, kubectl replace): status stops saying Ready until it is back.
+    core.delete_namespaced_service_account("web", conns.namespace)
+    conns.wait_reason("web", "ServiceAccountNotFound", timeout=10)
+    service_account(conns.namespace, "web")
+    wait_for(lambda: sa_annotations(api, conns.namespace, "web").get(key) == wanted, 10, what="annotation on new SA")
+    conns.wait_ready("web", timeout=10)
+    conns.delete("web")
+    conns.wait_gone("web")
+
+
+def test_deleting_a_connection_whose_credential_is_already_gone_reports_no_delete(
+    conns: Connections, azure: AzureEmulator, service_account: Any
+) -> None:
+    name = f"uami-{uuid.uuid4().hex[:8]}"
+    azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+    service_account(conns.namespace, "gone")
+    conns.create("gone", "gone", azure={"identityName": name, "resourceGroup": RG})
+    status = conns.wait_ready("gone")["status"]["azure"]
+    msi = azure.client(AZURE_SUBSCRIPTION)
+    msi.federated_identity_credentials.delete(RG, name, status["credentialName"])
+    assert credentials(azure, name) == []
+    conns.delete("gone")
+    conns.wait_gone("gone")
+    messages = [e.message for e in conns.events("gone")]
+    assert not any(m.startswith("deleted federated identity credential") for m in messages), messages
+
+
+@pytest.fixture
+def annotated_namespace(api: client.ApiClient) -> Any:
+    """A namespace no policy-file rule covers: what it may use is its allow annotation alone."""
+    core = client.CoreV1Api(api)
+    name = f"rv-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_5_s(
+    api: client.ApiClient,
+    annotated_namespace: str,
+    operator: Operator,
+    aws: AwsEmulator,
+    eks_cluster: str,
+    make_role: Any,
+    service_account: Any,
+) -> None:
+    ns = annotated_namespace
+    core = client.CoreV1Api(api)
+    role = f"rv-{uuid.uuid4().hex[:8]}"
+    make_role(role)
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"aws:{role}"}}})
+    conns = Connections(api, ns)
+    for sa in ("paused", "retained", "detached"):
+        service_account(ns, sa)
+    conns.create("paused", "paused", aws={"role": role})
+    conns.create("retained", "retained", aws={"role": role}, deletionPolicy="Retain")
+    conns.create("detached", "detached", aws={"role": role})
+    for name in ("paused", "retained", "detached"):
+        conns.wait_ready(name)
+    assert len(associations(aws, eks_cluster, ns)) == 3
+    conns.custom.patch_namespaced_custom_object(
+        "identity.porter.run",
+        "v1alpha1",
+        ns,
+        "serviceidentityconnections",
+        "paused",
+        {"metadata": {"annotations": {PAUSE: "skip"}}},
+    )
+    conns.custom.patch_namespaced_custom_object(
+        "identity.porter.run",
+        "v1alpha1",
+        ns,
+        "serviceidentityconnections",
+        "detached",
+        {"metadata": {"annotations": {PAUSE: "detach-on-delete"}}},
+    )
+    time.sleep(1)  # the pause is seen before the withdrawal
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: "gcp:nothing-here"}}})
+    conns.delete("retained")
+    conns.delete("detached")
+    wait_for(lambda: associations(aws, eks_cluster, ns) == [], 5, what="every association removed")
+    conns.wait_reason("paused", "NotAllowed", timeout=5)
+    conns.wait_gone("retained")
+    conns.wait_gone("detached")
+    conns.delete("paused")
+    conns.wait_gone("paused")
