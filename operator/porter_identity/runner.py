@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 import uvloop
 
-from porter_identity import GROUP, VERSION, health, metrics, toggles, watchstream, webhook
+from porter_identity import GROUP, VERSION, health, metrics, webhook
 from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
@@ -42,6 +42,7 @@ from porter_identity.providers import clients
 from porter_identity.providers.fence import FENCE
 from porter_identity.providers.iam import AssumedRoles
 from porter_identity.reconcile import claims, guard, shard
+from porter_identity.runtime import kopf_internals
 
 
 @kopf.on.login()
@@ -197,8 +198,7 @@ def run(namespaces: list[str], log_format: str = "text") -> int:
     config = Settings()
     if config.shard_selector:
         shard_filters.register_index()
-    toggles.install()
-    watchstream.install()
+    kopf_internals.install()
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

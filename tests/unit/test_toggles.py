@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from kopf._cogs.aiokits import aiotoggles
 
-from porter_identity import toggles
+from porter_identity.runtime import kopf_toggles as toggles
 
 
 class Counting(asyncio.Condition):
@@ -82,3 +82,15 @@ def test_install_makes_kopf_build_ours() -> None:
         assert isinstance(aiotoggles.ToggleSet(all), toggles.ToggleSet)
     finally:
         aiotoggles.ToggleSet = original  # type: ignore[misc]
+
+
+def test_kopf_outside_the_tested_range_is_refused_before_anything_is_patched() -> None:
+    import pytest
+
+    from porter_identity.runtime import kopf_internals
+
+    assert kopf_internals.check("1.45.2") == (1, 45)
+    for untested in ("1.44.9", "1.46.0", "2.0.0"):
+        with pytest.raises(kopf_internals.UntestedKopf, match="install a kopf in that range"):
+            kopf_internals.check(untested)
+    assert kopf_internals.check() == (1, 45)  # the kopf installed here is one the patches were tested with
