@@ -14,7 +14,7 @@ from kubernetes import client
 
 from porter_dev.aws import AwsEmulator
 from porter_dev.azure import AzureEmulator
-from porter_dev.gcp import GcpEmulator
+from porter_dev.gcp import GcpEmulator, workload_identity_member
 from porter_dev.processes import Operator, pod_identity_trust_policy
 from tests.conftest import AZURE_SUBSCRIPTION, GCP_PROJECT, sa_annotations, wait_for
 from tests.e2e.helpers import Connections
@@ -220,3 +220,30 @@ def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_
     conns.wait_gone("detached")
     conns.delete("paused")
     conns.wait_gone("paused")
+
+
+def test_a_gcp_member_bound_by_hand_is_taken_only_when_asked_and_released_not_deleted(
+    conns: Connections, gcp: GcpEmulator, service_account: Any
+) -> None:
+    email = gcp.seed_service_account(GCP_PROJECT, f"hand-{uuid.uuid4().hex[:8]}")
+    who = workload_identity_member(GCP_PROJECT, conns.namespace, "tf")
+    iam = gcp.client()
+    resource = f"projects/-/serviceAccounts/{email}"
+    policy = iam.get_iam_policy(request={"resource": resource})
+    policy.bindings.add(role="roles/iam.workloadIdentityUser", members=[who])
+    iam.set_iam_policy(request={"resource": resource, "policy": policy})
+    service_account(conns.namespace, "tf")
+
+    conns.create("tf", "tf", gcp={"serviceAccountEmail": email})
+    cond = conns.wait_reason("tf", "Conflict")
+    assert "bound outside porter-identity" in cond["message"] and "takeOver: Adopt" in cond["message"]
+    assert who in members(gcp, email)
+
+    conns.patch_spec("tf", {"takeOver": "Adopt"})
+    obj = conns.wait_ready("tf")
+    assert obj["status"]["gcp"] == {"member": who, "adopted": True}
+
+    conns.delete("tf")
+    conns.wait_gone("tf")
+    assert who in members(gcp, email), "an adopted member is released, not deleted"
+    assert any(e.reason == "Released" for e in conns.events("tf"))

@@ -63,6 +63,13 @@ PROVIDER_IMMUTABLE = {
 }
 
 
+class TakeOver(StrEnum):
+    """What to do with an existing link that porter-identity did not make (a GCP member bound by hand or Terraform)."""
+
+    NEVER = "Never"  # leave it untouched: the connection is Stalled (Conflict) until adoption is asked for
+    ADOPT = "Adopt"  # take it over; deleting the connection releases it (left in place), never deletes it
+
+
 class ConnectionSpec(CamelModel):
     """What the workload's ServiceAccount should be linked to."""
 
@@ -79,6 +86,13 @@ class ConnectionSpec(CamelModel):
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
         description="Delete removes the cloud link with the connection; Retain leaves it in place.",
+    )
+    take_over: TakeOver = Field(
+        default=TakeOver.NEVER,
+        description="An existing link porter-identity did not make (a Workload Identity member bound by hand or by "
+        "Terraform on GCP; AWS and Azure refuse a second link for one ServiceAccount anyway): Never (default) leaves "
+        "it untouched and the connection Stalled (Conflict); Adopt takes it over, and deleting the connection then "
+        "releases it, left in place.",
     )
 
     @model_validator(mode="after")
@@ -141,6 +155,10 @@ class GcpStatus(CamelModel):
     """The member the operator owns in roles/iam.workloadIdentityUser on the IAM service account."""
 
     member: str | None = Field(default=None, description="serviceAccount:PROJECT.svc.id.goog[NS/SA].")
+    adopted: bool | None = Field(
+        default=None,
+        description="The member existed before this connection (spec.takeOver: Adopt): released on delete.",
+    )
 
     @property
     def link_id(self) -> str | None:

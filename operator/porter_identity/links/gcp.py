@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from porter_identity.api.connection import GcpStatus, Provider, ServiceIdentityConnection
+from porter_identity.api.connection import GcpStatus, Provider, ServiceIdentityConnection, TakeOver
 from porter_identity.errors import AccessDenied, CloudError, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
 from porter_identity.links.base import Change, Result, kept_for_another, mark_retained, retained_annotation
@@ -67,14 +67,34 @@ def apply(
             _failed(err, f"updating the IAM policy of {email}"),
             conn.status.gcp,
         )
+    adopted = conn.status.gcp.adopted if conn.status.gcp is not None else None
     if wrote:
         change = Change(outcome.Action.CREATED, f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
     elif conn.status.gcp is None:
+        # A member this connection has no record of: one a Retain delete of ours left, one this connection adopted
+        # (its status lost), or one bound outside porter-identity, taken only when the spec asks.
+        found = accounts.annotations(ns, sa) or {}
+        ours = _marked(found, retained_annotation(Provider.GCP), email)
+        adopted = _marked(found, ADOPTED_ANNOTATION, email) or None
+        if not ours and not adopted and conn.spec.take_over is TakeOver.NEVER:
+            return Result(
+                outcome.stalled(
+                    Reason.CONFLICT,
+                    f"{who} is already in {WORKLOAD_IDENTITY_USER} on {email}, bound outside porter-identity; "
+                    "set spec.takeOver: Adopt to take it over (deleting the connection then leaves it in place)",
+                ),
+                None,
+            )
+        if not ours:
+            adopted = True
         change = Change(outcome.Action.ADOPTED, f"adopted {who} in {WORKLOAD_IDENTITY_USER} on {email}")
-    status = GcpStatus(member=who)
+    status = GcpStatus(member=who, adopted=adopted)
+    marks: dict[str, str | None] = {decide.SERVICE_ACCOUNT_ANNOTATION: email, retained_annotation(Provider.GCP): None}
+    if adopted:
+        marks[ADOPTED_ANNOTATION] = email  # remembered where status can be lost: released, never deleted
     try:
         # A retained link taken over by this connection is no longer marked retained.
-        accounts.annotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email, retained_annotation(Provider.GCP): None})
+        accounts.annotate(ns, sa, marks)
     except ServiceAccountMissing as err:
         return Result(
             Outcome(
@@ -87,6 +107,24 @@ def apply(
             privilege,
         )
     return Result(outcome.ready(f"service account {ns}/{sa} may act as {email} ({who})"), status, change, privilege)
+
+
+# On the ServiceAccount: the IAM service account whose member a connection adopted (spec.takeOver: Adopt).
+ADOPTED_ANNOTATION = "identity.porter.run/adopted-gcp"
+
+
+def _marked(annotations: dict[str, str], key: str, email: str) -> bool:
+    return annotations.get(key, "").lower() == email.lower()
+
+
+def release(accounts: ServiceAccounts, conn: ServiceIdentityConnection, email: str, who: str) -> Result:
+    """An adopted member is left as it was found, and so is the annotation naming it; only our mark goes."""
+    ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
+    accounts.annotate_if_present(ns, sa, {ADOPTED_ANNOTATION: None})
+    message = (
+        f"released {who} in {WORKLOAD_IDENTITY_USER} on {email}: adopted, not made by porter-identity; left in place"
+    )
+    return Result(outcome.ready(message), None, Change(outcome.Action.RELEASED, message))
 
 
 def delete(
@@ -138,6 +176,11 @@ class GcpLink:
         found = self.accounts.annotations(conn.metadata.namespace or "", conn.spec.service_account_name)
         if kept_for_another(found or {}, conn, self.provider, identity, self.same_identity):
             return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
+        recorded = conn.status.gcp is not None and bool(conn.status.gcp.adopted)
+        same = conn.status.identity is not None and self.same_identity(conn.status.identity, identity)
+        if (recorded and same) or _marked(found or {}, ADOPTED_ANNOTATION, identity):
+            ns = conn.metadata.namespace or ""
+            return release(self.accounts, conn, identity, decide.member(self.pool, ns, conn.spec.service_account_name))
         return delete(self.cloud, self.accounts, self.pool, conn, identity, found)
 
     def retain(self, conn: ServiceIdentityConnection) -> Result:
