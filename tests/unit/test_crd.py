@@ -282,7 +282,9 @@ def test_spec_schema(root: dict[str, Any]) -> None:
     spec = root["properties"]["spec"]
     assert spec["type"] == "object"
     assert spec["required"] == ["serviceAccountName"]
-    assert set(spec["properties"]) == {"serviceAccountName", "aws", "azure", "gcp", "deletionPolicy"}
+    assert set(spec["properties"]) == {"serviceAccountName", "aws", "azure", "gcp", "deletionPolicy", "takeOver"}
+    take_over = spec["properties"]["takeOver"]
+    assert (take_over["enum"], take_over["default"]) == (["Never", "Adopt"], "Never")
     policy = spec["properties"]["deletionPolicy"]
     assert policy["type"] == "string"
     assert policy["enum"] == ["Delete", "Retain"]

@@ -172,6 +172,7 @@ def test_dump_by_alias_is_camel_case() -> None:
         "serviceAccountName": "app",
         "azure": {"identityName": "idn", "resourceGroup": "rg"},
         "deletionPolicy": "Delete",
+        "takeOver": "Never",
     }
 
 
