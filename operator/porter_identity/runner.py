@@ -91,6 +91,7 @@ async def configure(
     memo.allowed_identities = allowed_identities
     settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
     memo.finalizer = settings.persistence.finalizer
+    memo.kopf_settings = settings  # the runner logs through kopf's per-object logger
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
     # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).
     settings.scanning.disabled = True

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # A write that finds the object changed is tried again with the new resourceVersion when nothing this run read
 # changed (kopf's finalizer or its delete bookkeeping); otherwise the connection is run again.
 WRITE_ATTEMPTS = 5
+# The reason a connection's own watch event gives (created, resumed, its spec changed).
+OWN_EVENT = "its spec"
 # How long a status this runner wrote counts over the index's older view of it (the watch event is on its way).
 WRITTEN_FOR = 60.0
 
@@ -137,7 +139,7 @@ class Runner:
         ask = Ask(
             str(meta.get("namespace") or ""),
             str(meta.get("name") or ""),
-            f"{reconcile_policy.ANNOTATION} is now {pause or 'unset'}" if resumed else "spec",
+            f"{reconcile_policy.ANNOTATION} is now {pause or 'unset'}" if resumed else OWN_EVENT,
             look=resumed,
             drifted=resumed,
             body=body,
@@ -232,13 +234,14 @@ class Runner:
         parsed = parse(body)
         if isinstance(parsed, Outcome):
             self._events.post(body, "Warning", parsed.reason.value, parsed.message)
-            log.warning(f"{ask.namespace}/{ask.name}: {parsed.message}", extra={"reason": parsed.reason.value})
+            self._logger(body).warning(parsed.message, extra={"reason": parsed.reason.value})
             self.forget(uid)
             return None
         conn = parsed
         decision = allow.check(self.memo, self.memo.get("allowed_identities"), conn.spec, _ns(conn))
         # The policy decides last: a paused connection keeps its link only while the policy allows it.
-        if decision.allowed and self._paused(body, ask.why):
+        why = "reconcile" if ask.why == OWN_EVENT else f"running it again ({ask.why})"
+        if decision.allowed and self._paused(body, why):
             self.door.cancel_later(uid)
             return None
         if not ask.look and decision.allowed and is_current(conn) and not self.settings.block_broad_permissions:
@@ -336,6 +339,10 @@ class Runner:
             version = (fresh.get("metadata") or {}).get("resourceVersion")
         raise _Changed
 
+    def _logger(self, body: Mapping[str, Any]) -> logging.LoggerAdapter[Any]:
+        """kopf's per-object logger without Events: JSON lines carry the object's kind/name and namespace."""
+        return kopf.LocalObjectLogger(body=cast(kopf.Body, body), settings=self.memo.kopf_settings)
+
     @property
     def _events(self) -> Events:
         events: Events = self.memo.events
@@ -351,7 +358,7 @@ class Runner:
             return False
         message = reconcile_policy.paused_message(why)
         self._events.post(body, "Normal", Action.PAUSED.value, message)
-        log.info(message, extra={"reason": Action.PAUSED.value})
+        self._logger(body).info(message, extra={"reason": Action.PAUSED.value})
         return True
 
     def _report(self, body: Any, conn: ServiceIdentityConnection, step: Step, ask: Ask) -> None:
@@ -375,7 +382,7 @@ class Runner:
             metrics.DRIFT_CORRECTED.labels(provider).inc()
             message = f"{ask.why}; {result.change.message}; {result.outcome.message}"
             post(body, "Warning", DRIFT_CORRECTED, message)
-            log.warning(f"{where}: {message}", extra={"reason": DRIFT_CORRECTED, "provider": provider})
+            self._logger(body).warning(f"{where}: {message}", extra={"reason": DRIFT_CORRECTED, "provider": provider})
             return
         if result.change is not None and ready:
             # One Event for one state change: what was done, and what is true now.
@@ -387,7 +394,8 @@ class Runner:
                 post(body, "Normal" if ready else "Warning", result.outcome.reason.value, result.outcome.message)
         if changed or result.change is not None:
             # Rechecks that find nothing new stay quiet: no Event, no status write, no log line above DEBUG.
-            (log.info if ready else log.warning)(
+            logger = self._logger(body)
+            (logger.info if ready else logger.warning)(
                 f"{where}: {result.outcome.message}",
                 extra={"reason": result.outcome.reason.value, "provider": provider},
             )
@@ -467,13 +475,13 @@ class Runner:
         if keeps and not decision.allowed:
             message = f"the link is removed although the connection asks to keep it: {decision.message}"
             self._events.post(body, "Warning", Reason.NOT_ALLOWED.value, message)
-            log.warning(f"{ask.namespace}/{ask.name}: {message}", extra={"reason": Reason.NOT_ALLOWED.value})
+            self._logger(body).warning(message, extra={"reason": Reason.NOT_ALLOWED.value, "provider": provider})
             pause = ReconcilePolicy.MANAGE
             conn = _with_policy(conn, DeletionPolicy.DELETE)
         if pause is ReconcilePolicy.SKIP:
             message = reconcile_policy.paused_message("deleting the cloud link") + " (the link is left as it is)"
             self._events.post(body, "Normal", Action.PAUSED.value, message)
-            log.info(message, extra={"reason": Action.PAUSED.value, "provider": provider})
+            self._logger(body).info(message, extra={"reason": Action.PAUSED.value, "provider": provider})
             self.forget(uid)
             return Deleted(None)
         if pause is ReconcilePolicy.DETACH_ON_DELETE:
@@ -485,9 +493,8 @@ class Runner:
         if result.outcome.state is not State.READY:
             if result.outcome.reason is not Reason.PROGRESSING:
                 self._events.post(body, "Warning", result.outcome.reason.value, result.outcome.message)
-                log.warning(
-                    f"{ask.namespace}/{ask.name}: {result.outcome.message}",
-                    extra={"reason": result.outcome.reason.value, "provider": provider},
+                self._logger(body).warning(
+                    result.outcome.message, extra={"reason": result.outcome.reason.value, "provider": provider}
                 )
             # The finalizer stays until the link is gone, whatever the failure.
             retries = self.retries.get(uid, 0)
@@ -503,10 +510,7 @@ class Runner:
             result = replace(result, change=Change(Action.DETACHED, message))
         if result.change is not None:
             self._events.post(body, "Normal", result.change.reason, result.change.message)
-            log.info(
-                f"{ask.namespace}/{ask.name}: {result.change.message}",
-                extra={"reason": result.change.reason, "provider": provider},
-            )
+            self._logger(body).info(result.change.message, extra={"reason": result.change.reason, "provider": provider})
         self.forget(uid)
         self.wake_next(claim_key(conn), uid)
         return Deleted(None)
