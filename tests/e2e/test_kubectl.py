@@ -111,7 +111,8 @@ def test_get_sic_shows_real_values_for_each_provider_and_describe_explains_them(
     assert "federated identity credential" in az.split("Events:", 1)[1]
 
     gc = _describe_until(kubectl, "-n", namespace, "sic", "search", wanted=["Events:", "workloadIdentityUser"])
-    assert f"Member:  serviceAccount:{GCP_PROJECT}.svc.id.goog[{namespace}/search]" in gc
+    member = re.escape(f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{namespace}/search]")
+    assert re.search(rf"Member:\s+{member}\n", gc), gc
     assert "workloadIdentityUser" in gc.split("Events:", 1)[1]
 
 
