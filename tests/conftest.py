@@ -68,6 +68,8 @@ E2E_POLICY: list[dict[str, Any]] = [
         "aws": {"roles": ["*"]},
         "azure": {"identities": ["*"]},
         "gcp": {"serviceAccounts": ["*"]},
+        # the tests pause, detach and retain connections here; the default grants Retain only
+        "keep": ["Retain", "DetachOnDelete", "Skip"],
     },
     {
         "name": "hostile",

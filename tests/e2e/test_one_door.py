@@ -4,20 +4,26 @@ emulators, with the chart's RBAC; the long recheck is the default 300 s, so only
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from porter_dev import admission
 from porter_dev.aws import AwsEmulator
 from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator, workload_identity_member
 from porter_dev.processes import Operator, pod_identity_trust_policy
+from porter_identity import GROUP, VERSION
+from porter_identity.api.connection import PLURAL
 from tests.conftest import AZURE_SUBSCRIPTION, GCP_PROJECT, sa_annotations, wait_for
-from tests.e2e.helpers import Connections
+from tests.e2e.helpers import Connections, connection
 
 pytestmark = pytest.mark.e2e
 RG = "door-rg"
@@ -184,7 +190,7 @@ def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_
     core = client.CoreV1Api(api)
     role = f"rv-{uuid.uuid4().hex[:8]}"
     make_role(role)
-    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"aws:{role}"}}})
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"aws:{role} keep:Retain,DetachOnDelete,Skip"}}})
     conns = Connections(api, ns)
     for sa in ("paused", "retained", "detached"):
         service_account(ns, sa)
@@ -247,3 +253,64 @@ def test_a_gcp_member_bound_by_hand_is_taken_only_when_asked_and_released_not_de
     conns.wait_gone("tf")
     assert who in members(gcp, email), "an adopted member is released, not deleted"
     assert any(e.reason == "Released" for e in conns.events("tf"))
+
+
+@contextmanager
+def no_webhook(kubectl: Any) -> Iterator[None]:
+    """The webhook out of the way, as when it is bypassed: reconcile must refuse on its own."""
+    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
+    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
+    try:
+        yield
+    finally:
+        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            saved["metadata"].pop(key, None)
+        kubectl("apply", "-f", "-", stdin=json.dumps(saved))
+
+
+def test_keeping_that_no_rule_grants_is_refused_at_admission_and_ignored_in_reconcile(
+    api: client.ApiClient,
+    annotated_namespace: str,
+    operator: Operator,
+    aws: AwsEmulator,
+    eks_cluster: str,
+    make_role: Any,
+    service_account: Any,
+    kubectl: Any,
+) -> None:
+    ns = annotated_namespace
+    role = f"keep-{uuid.uuid4().hex[:8]}"
+    make_role(role)
+    client.CoreV1Api(api).patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"aws:{role}"}}})  # Retain only
+    conns = Connections(api, ns)
+    for sa in ("skipped", "detached"):
+        service_account(ns, sa)
+    paused = connection("skipped", "skipped", aws={"role": role})
+    paused["metadata"]["annotations"] = {PAUSE: "skip"}
+    with pytest.raises(client.ApiException) as refused:
+        conns.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, paused)
+    assert refused.value.status == 403
+    assert f"Skip is not granted by namespace annotation {ALLOW} (it grants Retain)" in str(refused.value.body)
+
+    conns.create("detached", "detached", aws={"role": role})
+    conns.wait_ready("detached")
+    with pytest.raises(client.ApiException, match="DetachOnDelete is not granted"):
+        conns.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "detached", {"metadata": {"annotations": {PAUSE: "detach-on-delete"}}}
+        )
+
+    with no_webhook(kubectl):
+        conns.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, paused)
+        conns.wait_ready("skipped")  # the skip is ignored: the connection is run, with a Warning that says why
+        conns.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "detached", {"metadata": {"annotations": {PAUSE: "detach-on-delete"}}}
+        )
+        time.sleep(0.5)
+        conns.delete("detached")
+        conns.wait_gone("detached")
+    warnings = [e.message for e in conns.events("skipped") if e.type == "Warning"]
+    assert any("skip is ignored" in m and "Skip is not granted" in m for m in warnings), warnings
+    left = {a["serviceAccount"] for a in associations(aws, eks_cluster, ns)}
+    assert left == {"skipped"}, "the detached link was removed on delete: detach-on-delete is not granted"
+    conns.delete("skipped")
+    conns.wait_gone("skipped")

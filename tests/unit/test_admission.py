@@ -229,3 +229,50 @@ def test_an_allowed_create_and_bookkeeping_patches_are_answered_without_a_read()
     assert not reads(**patched, allowed_identities={})
     refused = {"operation": "CREATE", "old": None, "new": sic(DENIED), "namespace": "shop", "memo": memo()}
     assert reads(**refused, allowed_identities={})
+
+
+# --- what a connection may keep is the cluster admin's to grant ---------------------------------------------------
+
+PAUSE = "identity.porter.run/reconcile-policy"
+
+
+@pytest.mark.parametrize(
+    ("spec", "annotations", "refused"),
+    [
+        ({**ALLOWED, "deletionPolicy": "Retain"}, {}, None),  # Retain is granted by default
+        (ALLOWED, {PAUSE: "skip"}, "Skip"),
+        (ALLOWED, {PAUSE: "detach-on-delete"}, "DetachOnDelete"),
+        (ALLOWED, {PAUSE: "whatever"}, "Skip"),  # an unknown value pauses, so it is a skip
+        (ALLOWED, {PAUSE: "manage"}, None),
+    ],
+)
+def test_keeping_a_link_is_refused_unless_the_rule_grants_it(
+    spec: dict[str, Any], annotations: dict[str, str], refused: str | None
+) -> None:
+    new = sic(spec, annotations=annotations)
+    if refused is None:
+        check("CREATE", new)
+        return
+    with pytest.raises(kopf.AdmissionError) as err:
+        check("CREATE", new)
+    assert err.value.code == 403
+    assert f"{refused} is not granted by rule rules[0] (it grants Retain)" in str(err.value)
+
+
+def test_a_rule_that_grants_nothing_refuses_retain_and_one_that_grants_skip_admits_it() -> None:
+    strict = Policy.model_validate({"rules": [{"namespaces": ["shop"], "aws": {"roles": ["shop-*"]}, "keep": []}]})
+    trusted = Policy.model_validate(
+        {"rules": [{"name": "ops", "namespaces": ["shop"], "aws": {"roles": ["shop-*"]}, "keep": ["Skip"]}]}
+    )
+    with pytest.raises(kopf.AdmissionError, match="Retain is not granted by rule rules\\[0\\] \\(it grants nothing\\)"):
+        check("CREATE", sic({**ALLOWED, "deletionPolicy": "Retain"}), policy=strict)
+    check("CREATE", sic(ALLOWED, annotations={PAUSE: "skip"}), policy=trusted)
+
+
+def test_a_pause_added_by_a_metadata_only_update_is_checked_and_a_namespace_annotation_may_grant_it() -> None:
+    before = sic(ALLOWED)
+    paused = sic(ALLOWED, annotations={PAUSE: "skip"})
+    with pytest.raises(kopf.AdmissionError, match="Skip is not granted"):
+        check("UPDATE", paused, old=before)
+    check("UPDATE", sic(ALLOWED, labels={"team": "a"}), old=before)  # other metadata still passes untouched
+    check("UPDATE", paused, old=before, annotation="aws:shop-* keep:Skip", namespace="shop", policy=None)

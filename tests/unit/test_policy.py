@@ -197,3 +197,29 @@ def test_the_policy_file_loads_and_rejects_unknown_keys(tmp_path: Path) -> None:
     no_namespaces.write_text("rules:\n  - aws: {roles: ['*']}\n")
     with pytest.raises(ValidationError):
         load(no_namespaces)
+
+
+def test_a_rule_grants_retain_by_default_and_an_annotation_grants_what_its_keep_entries_say() -> None:
+    from porter_identity.api.policy import Keep
+
+    spec = ConnectionSpec.model_validate({"serviceAccountName": "a", "aws": {"role": "shop-api"}})
+    file_rule = Policy.model_validate({"rules": [{"name": "shop", "namespaces": ["shop"], "aws": {"roles": ["*"]}}]})
+    decided = decide(spec, "shop", file_rule, None)
+    assert decided.keep == {Keep.RETAIN}
+    assert decided.refuses_keeping(Keep.RETAIN) is None
+    assert decided.refuses_keeping(Keep.SKIP) == (
+        "not allowed by policy: Skip is not granted by rule shop (it grants Retain); ask a cluster admin"
+    )
+    annotated = decide(spec, "other", None, "aws:shop-* keep:Skip keep:DetachOnDelete")
+    assert annotated.keep == {Keep.SKIP, Keep.DETACH_ON_DELETE}
+    rule, bad = parse_annotation("aws:shop-* keep:Forever")
+    assert bad == ["keep:Forever"] and rule.keep == [Keep.RETAIN]
+    assert decide(spec, "other", None, "aws:shop-* keep:Forever").keep == {Keep.RETAIN}
+
+
+def test_a_refused_link_refuses_no_keeping_of_its_own() -> None:
+    """Nothing to grant where nothing is allowed: the refusal itself removes the link."""
+    from porter_identity.api.policy import Keep
+
+    spec = ConnectionSpec.model_validate({"serviceAccountName": "a", "aws": {"role": "shop-api"}})
+    assert decide(spec, "shop", None, None).refuses_keeping(Keep.SKIP) is None

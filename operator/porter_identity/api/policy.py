@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,17 @@ class GcpAllow(CamelModel):
     service_accounts: list[Glob] = Field(default_factory=list, description="IAM service account emails.")
 
 
+class Keep(StrEnum):
+    """A connection's way of keeping its link beyond what the operator would do: the cluster admin's to grant."""
+
+    RETAIN = "Retain"  # spec.deletionPolicy: Retain
+    DETACH_ON_DELETE = "DetachOnDelete"  # identity.porter.run/reconcile-policy: detach-on-delete
+    SKIP = "Skip"  # identity.porter.run/reconcile-policy: skip
+
+
+DEFAULT_KEEP = (Keep.RETAIN,)
+
+
 class Rule(CamelModel):
     """Connections in `namespaces` may link the identities listed under each provider; nothing else."""
 
@@ -35,6 +47,13 @@ class Rule(CamelModel):
     aws: AwsAllow = Field(default_factory=AwsAllow)
     azure: AzureAllow = Field(default_factory=AzureAllow)
     gcp: GcpAllow = Field(default_factory=GcpAllow)
+    keep: list[Keep] = Field(
+        default_factory=lambda: list(DEFAULT_KEEP),
+        description="What connections this rule allows may ask to keep their link: Retain (deletionPolicy), "
+        "DetachOnDelete and Skip (the identity.porter.run/reconcile-policy annotation). Default: Retain only; "
+        "pausing and detaching are granted per namespace by the cluster admin. Whatever is kept, a link the "
+        "policy no longer allows is removed.",
+    )
 
 
 class Policy(CamelModel):

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.connection import PLURAL, SINGULAR, ServiceIdentityConnection
-from porter_identity.api.policy import Policy
+from porter_identity.api.policy import Keep, Policy
 from porter_identity.config import Settings
 from porter_identity.engine import allow, wait
 from porter_identity.engine.door import Ask, Door
@@ -35,6 +35,7 @@ from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import backoff, claims, conditions, guard, reconcile_policy
 from porter_identity.reconcile.drift import DRIFT_CORRECTED
 from porter_identity.reconcile.outcome import NOT_CLAIMING, Action, Outcome, Reason, State, stalled
+from porter_identity.reconcile.policy import Decision
 from porter_identity.reconcile.reconcile_policy import ReconcilePolicy
 
 KIND = SINGULAR
@@ -241,7 +242,7 @@ class Runner:
         decision = allow.check(self.memo, self.memo.get("allowed_identities"), conn.spec, _ns(conn))
         # The policy decides last: a paused connection keeps its link only while the policy allows it.
         why = "reconcile" if ask.why == OWN_EVENT else f"running it again ({ask.why})"
-        if decision.allowed and self._paused(body, why):
+        if decision.allowed and self._paused(body, why, decision):
             self.door.cancel_later(uid)
             return None
         if not ask.look and decision.allowed and is_current(conn) and not self.settings.block_broad_permissions:
@@ -348,13 +349,20 @@ class Runner:
         events: Events = self.memo.events
         return events
 
-    def _paused(self, body: Mapping[str, Any], why: str) -> bool:
-        """Whether the object's reconcile-policy says skip; then the Event says what was not done, and why."""
+    def _paused(self, body: Mapping[str, Any], why: str, decision: Decision) -> bool:
+        """Whether the object's reconcile-policy says skip and the policy grants it; then the Event says what was
+        not done, and why. A skip the policy does not grant (the webhook bypassed) is ignored, with a Warning."""
         annotations = (body.get("metadata") or {}).get("annotations")
         pause, warning = reconcile_policy.of(annotations)
         if warning is not None:
             self._events.post(body, "Warning", Action.PAUSED.value, warning)
         if pause is not ReconcilePolicy.SKIP:
+            return False
+        refused = decision.refuses_keeping(Keep.SKIP)
+        if refused is not None:
+            message = f"{reconcile_policy.ANNOTATION} skip is ignored: {refused}"
+            self._events.post(body, "Warning", Reason.NOT_ALLOWED.value, message)
+            self._logger(body).warning(message, extra={"reason": Reason.NOT_ALLOWED.value})
             return False
         message = reconcile_policy.paused_message(why)
         self._events.post(body, "Normal", Action.PAUSED.value, message)
@@ -470,14 +478,23 @@ class Runner:
         conn = parsed
         provider = conn.spec.provider.value
         decision = allow.check(self.memo, self.memo.get("allowed_identities"), conn.spec, _ns(conn))
-        pause = reconcile_policy.of((body.get("metadata") or {}).get("annotations"))[0]
-        keeps = pause is not ReconcilePolicy.MANAGE or conn.spec.deletion_policy is DeletionPolicy.RETAIN
-        if keeps and not decision.allowed:
-            message = f"the link is removed although the connection asks to keep it: {decision.message}"
+        annotations = (body.get("metadata") or {}).get("annotations")
+        pause = reconcile_policy.of(annotations)[0]
+        # The policy decides last: nothing is kept that it no longer allows, or whose keeping it does not grant.
+        wanted = reconcile_policy.keeps(annotations, conn.spec.deletion_policy.value)
+        refused = {
+            keep: decision.message if not decision.allowed else decision.refuses_keeping(keep) for keep in wanted
+        }
+        refused = {keep: why for keep, why in refused.items() if why is not None}
+        if refused:
+            why = "; ".join(dict.fromkeys(str(w) for w in refused.values()))
+            message = f"the link is removed although the connection asks to keep it: {why}"
             self._events.post(body, "Warning", Reason.NOT_ALLOWED.value, message)
             self._logger(body).warning(message, extra={"reason": Reason.NOT_ALLOWED.value, "provider": provider})
-            pause = ReconcilePolicy.MANAGE
-            conn = _with_policy(conn, DeletionPolicy.DELETE)
+            if Keep.SKIP in refused or Keep.DETACH_ON_DELETE in refused:
+                pause = ReconcilePolicy.MANAGE
+            if Keep.RETAIN in refused:
+                conn = _with_policy(conn, DeletionPolicy.DELETE)
         if pause is ReconcilePolicy.SKIP:
             message = reconcile_policy.paused_message("deleting the cloud link") + " (the link is left as it is)"
             self._events.post(body, "Normal", Action.PAUSED.value, message)

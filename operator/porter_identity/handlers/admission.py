@@ -16,7 +16,7 @@ from porter_identity.engine import allow
 from porter_identity.errors import CloudError
 from porter_identity.kube import rest
 from porter_identity.kube.rest import Kube
-from porter_identity.reconcile import guard, policy
+from porter_identity.reconcile import guard, policy, reconcile_policy
 from porter_identity.reconcile.roleset import account_refusal
 
 if TYPE_CHECKING:  # memo.clouds holds it only when Azure is configured
@@ -33,9 +33,14 @@ INVALID = 422
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="admission")
 
 
+def _pause(body: kopf.Body | None) -> str | None:
+    annotations: dict[str, str] = (body.get("metadata", {}).get("annotations") if body is not None else None) or {}
+    return annotations.get(reconcile_policy.ANNOTATION)
+
+
 def _unchanged(kind: str, operation: str | None, old: kopf.Body | None, new: kopf.Body | None) -> bool:
-    """Metadata-only updates (our finalizer and bookkeeping patches) always pass, deleted objects included;
-    a spec change on an object being deleted is refused."""
+    """Metadata-only updates (our finalizer and bookkeeping patches) always pass, deleted objects included, unless
+    they change the reconcile-policy annotation; a spec change on an object being deleted is refused."""
     if new is None:
         return True
     frozen = validation.spec_change_while_deleting(kind, old, new)
@@ -43,7 +48,9 @@ def _unchanged(kind: str, operation: str | None, old: kopf.Body | None, new: kop
         raise kopf.AdmissionError(frozen, code=INVALID)
     if new.get("metadata", {}).get("deletionTimestamp"):
         return True
-    return operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec")
+    return (
+        operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec") and _pause(old) == _pause(new)
+    )
 
 
 def _parse(model: type[M], spec: Any) -> M:
@@ -85,6 +92,11 @@ def validate_connection(
         decision = allow.check_live(memo, spec, namespace or "")
     if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=FORBIDDEN)
+    annotations = new.get("metadata", {}).get("annotations")
+    for wanted in reconcile_policy.keeps(annotations, spec.deletion_policy.value):
+        kept = decision.refuses_keeping(wanted)
+        if kept is not None:
+            raise kopf.AdmissionError(kept, code=FORBIDDEN)
     refused = guard.own_identity(spec, memo.own_identities, _azure_client_id(memo, spec)) or _over_budget(
         memo, spec, ns, str(new.get("metadata", {}).get("name", ""))
     )
@@ -147,7 +159,7 @@ def reads(
     """Whether `validate_connection` may read the API server or a cloud before it answers this request."""
     if new is None or new.get("metadata", {}).get("deletionTimestamp"):
         return False
-    if operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec"):
+    if operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec") and _pause(old) == _pause(new):
         return False
     try:
         spec = connection.ConnectionSpec.model_validate(dict(new.get("spec") or {}))

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from porter_identity.api.connection import ConnectionSpec, Provider
-from porter_identity.api.policy import AwsAllow, AzureAllow, GcpAllow, Policy, Rule
+from porter_identity.api.policy import DEFAULT_KEEP, AwsAllow, AzureAllow, GcpAllow, Keep, Policy, Rule
 from porter_identity.model import project_of, role_name
 from porter_identity.reconcile.aws import foreign_account
 
 ANNOTATION = "identity.porter.run/allowed-identities"
 RESERVED_PREFIX = "porter-"
-_ENTRY = re.compile(r"^(aws|azure|gcp):(\S+)$")
+_ENTRY = re.compile(r"^(aws|azure|gcp|keep):(\S+)$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,15 @@ class Decision:
     allowed: bool
     rule: str  # the rule that allowed or the check that refused
     message: str
+    keep: frozenset[Keep] = frozenset(DEFAULT_KEEP)  # what the allowing rule lets the connection keep
+
+    def refuses_keeping(self, wanted: Keep) -> str | None:
+        """The refusal of `wanted` by the rule that allowed the link, None when it may keep it that way."""
+        if not self.allowed or wanted in self.keep:
+            return None
+        granted = ", ".join(sorted(self.keep)) or "nothing"
+        where = self.rule if self.rule.startswith("namespace annotation") else f"rule {self.rule}"
+        return f"not allowed by policy: {wanted} is not granted by {where} (it grants {granted}); ask a cluster admin"
 
 
 def target_of(spec: ConnectionSpec) -> Target:
@@ -51,17 +60,19 @@ def target_of(spec: ConnectionSpec) -> Target:
 
 
 def parse_annotation(value: str) -> tuple[Rule, list[str]]:
-    """`aws:<glob>, azure:<rg>/<glob>, gcp:<glob>` separated by commas or spaces; returns the rule and bad entries."""
+    """`aws:<glob>, azure:<rg>/<glob>, gcp:<glob>` and `keep:<Retain|DetachOnDelete|Skip>` separated by commas or
+    spaces; returns the rule and bad entries. Without a `keep:` entry the rule grants Retain only."""
     aws: list[str] = []
     azure: list[str] = []
     gcp: list[str] = []
+    keep: list[str] = []
     bad: list[str] = []
-    lists = {"aws": aws, "azure": azure, "gcp": gcp}
+    lists = {"aws": aws, "azure": azure, "gcp": gcp, "keep": keep}
     for entry in re.split(r"[\s,]+", value.strip()):
         if not entry:
             continue
         found = _ENTRY.match(entry)
-        if found is None:
+        if found is None or (found.group(1) == "keep" and found.group(2) not in set(Keep)):
             bad.append(entry)
             continue
         lists[found.group(1)].append(found.group(2))
@@ -70,6 +81,7 @@ def parse_annotation(value: str) -> tuple[Rule, list[str]]:
         aws=AwsAllow(roles=aws),
         azure=AzureAllow(identities=azure),
         gcp=GcpAllow(service_accounts=gcp),
+        keep=[Keep(k) for k in keep] if keep else list(DEFAULT_KEEP),
     )
     return rule, bad
 
@@ -117,14 +129,16 @@ def decide(
     for name, rule in policy.named() if policy is not None else []:
         if any(fnmatchcase(namespace, pattern) for pattern in rule.namespaces):
             if _allows(rule, target):
-                return Decision(True, name, f"{target.shown} allowed for namespace {namespace} by rule {name}")
+                allowed = f"{target.shown} allowed for namespace {namespace} by rule {name}"
+                return Decision(True, name, allowed, frozenset(rule.keep))
             covering.append(name)
     bad: list[str] = []
     if annotation is not None:
         rule, bad = parse_annotation(annotation)
         where = f"namespace annotation {ANNOTATION}"
         if _allows(rule, target):
-            return Decision(True, where, f"{target.shown} allowed for namespace {namespace} by {where}")
+            allowed = f"{target.shown} allowed for namespace {namespace} by {where}"
+            return Decision(True, where, allowed, frozenset(rule.keep))
         covering.append(where)
     if covering:
         why = f"{', '.join(covering)} cover namespace {namespace} but do not allow {target.shown}"
@@ -133,5 +147,5 @@ def decide(
     else:
         why = f"no rule covers namespace {namespace} (and it has no {ANNOTATION} annotation)"
     if bad:
-        why += f"; ignored malformed annotation entries: {', '.join(bad)} (expected provider:pattern)"
+        why += f"; ignored malformed annotation entries: {', '.join(bad)} (expected provider:pattern or keep:setting)"
     return _refused("no-rule", why)

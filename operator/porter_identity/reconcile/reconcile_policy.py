@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from porter_identity.api.policy import Keep
+
 ANNOTATION = "identity.porter.run/reconcile-policy"
 
 
@@ -29,3 +31,14 @@ def of(annotations: Mapping[str, str] | None) -> tuple[ReconcilePolicy, str | No
 
 def paused_message(why: str) -> str:
     return f"{ANNOTATION} is skip: {why} not done; remove the annotation (or set manage) to resume"
+
+
+def keeps(annotations: Mapping[str, str] | None, deletion_policy: str) -> list[Keep]:
+    """What a connection asks to keep beyond what the operator would do, in the policy's terms."""
+    wanted = [Keep.RETAIN] if deletion_policy == Keep.RETAIN.value else []
+    pause, _ = of(annotations)
+    if pause is ReconcilePolicy.SKIP:
+        wanted.append(Keep.SKIP)
+    elif pause is ReconcilePolicy.DETACH_ON_DELETE:
+        wanted.append(Keep.DETACH_ON_DELETE)
+    return wanted
