@@ -160,7 +160,8 @@ def _check(args: argparse.Namespace) -> int:
 
     from kubernetes import config
 
-    from porter_identity.check.run import Options, check
+    from porter_identity.check.exchange import Options
+    from porter_identity.check.run import check
     from porter_identity.config import Settings
 
     namespace, _, name = args.connection.partition("/")

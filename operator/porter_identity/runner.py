@@ -21,8 +21,10 @@ from porter_identity import GROUP, VERSION, health, metrics, webhook
 from porter_identity.api import policy
 from porter_identity.api.common import KOPF_STATUS
 from porter_identity.api.connection import PLURAL
+from porter_identity.clouds import registry
 from porter_identity.config import Settings
 from porter_identity.engine import allow
+from porter_identity.engine.lifecycle import Lifecycle
 from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
 from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the handlers
@@ -36,8 +38,6 @@ from porter_identity.kube.lease import Leases
 from porter_identity.kube.rest import Kube
 from porter_identity.kube.serviceaccounts import ServiceAccounts
 from porter_identity.leader import Elector
-from porter_identity.links import registry
-from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.providers import clients
 from porter_identity.providers.fence import FENCE
 from porter_identity.providers.iam import AssumedRoles

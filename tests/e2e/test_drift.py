@@ -19,8 +19,8 @@ from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane, free_port
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
+from porter_identity.clouds.azure.plan import credential_name
 from porter_identity.reconcile import reconcile_policy
-from porter_identity.reconcile.azure import credential_name
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, wait_for
 from tests.e2e.helpers import Connections, instead_of_the_session_operator
 from tests.e2e.test_metrics import scrape, value

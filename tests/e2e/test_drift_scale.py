@@ -37,7 +37,7 @@ from porter_dev.processes import (
     emulator_settings,
     pod_identity_trust_policy,
 )
-from porter_identity.reconcile.azure import credential_name
+from porter_identity.clouds.azure.plan import credential_name
 from tests.conftest import GROUP, PLURAL, VERSION, wait_for
 from tests.e2e.test_metrics import scrape, value
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from porter_dev.processes import AWS_REGION, AwsEmulator
+from porter_identity.clouds.aws.client import AwsProvider
 from porter_identity.errors import Conflict, Invalid, NotFound, Throttled, Transient
-from porter_identity.providers.aws import AwsProvider
 from porter_identity.providers.fence import FENCE, Fenced
 
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from porter_dev.gcp import WORKLOAD_IDENTITY_USER, GcpEmulator, workload_identity_member
+from porter_identity.clouds.gcp import plan as decide
+from porter_identity.clouds.gcp.client import GcpProvider
 from porter_identity.errors import Invalid, NotFound
-from porter_identity.providers.gcp import GcpProvider
-from porter_identity.reconcile import gcp as decide
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from azure.core.rest import HttpRequest
 from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_REGION, AwsEmulator
+from porter_identity.clouds.aws.client import AwsProvider
+from porter_identity.clouds.azure.client import AzureProvider
+from porter_identity.clouds.gcp.client import GcpProvider
 from porter_identity.errors import Invalid
-from porter_identity.providers.aws import AwsProvider
-from porter_identity.providers.azure import AzureProvider
 from porter_identity.providers.clients import EmulatorToken
-from porter_identity.providers.gcp import GcpProvider
 from porter_identity.reconcile.privilege import aws_findings, azure_findings, gcp_findings
 
 OWNER, CONTRIBUTOR = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6210-4208-b1cd-7fd16bd8d0b1"

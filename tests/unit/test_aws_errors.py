@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from porter_identity.clouds.aws.client import translate, translated
 from porter_identity.errors import (
     AccessDenied,
     CloudError,
@@ -16,7 +17,6 @@ from porter_identity.errors import (
     Transient,
 )
 from porter_identity.model import role_name
-from porter_identity.providers.aws import translate, translated
 
 
 def client_error(code: str, message: str = "the message", status: int | None = 400) -> ClientError:

@@ -8,9 +8,12 @@ import pytest
 from google.iam.v1 import policy_pb2
 from google.type import expr_pb2
 
+from porter_identity.clouds.aws import drift as aws_drift
+from porter_identity.clouds.azure import drift as azure_drift
+from porter_identity.clouds.azure.plan import credential_name, desired
+from porter_identity.clouds.gcp import drift as gcp_drift
 from porter_identity.model import Association, AssociationSummary, Credential
 from porter_identity.reconcile import drift
-from porter_identity.reconcile.azure import credential_name, desired
 from porter_identity.reconcile.drift import Linked, Orphan
 
 ISSUER = "https://oidc.example/cluster"
@@ -123,12 +126,12 @@ def test_rotation_walks_every_id_and_wraps() -> None:
     ids = ["a", "b", "c", "d", "e"]
     seen, cursor = [], 0
     for _ in range(3):
-        window, cursor = drift.rotation(ids, cursor, 2)
+        window, cursor = aws_drift.rotation(ids, cursor, 2)
         seen += window
     assert seen == ["a", "b", "c", "d", "e", "a"]
-    assert drift.rotation(ids, 7, 10) == (["c", "d", "e", "a", "b"], 2)  # no id twice in one window
-    assert drift.rotation([], 3, 5) == ([], 0)
-    assert drift.rotation(ids, 1, 0) == ([], 0)
+    assert aws_drift.rotation(ids, 7, 10) == (["c", "d", "e", "a", "b"], 2)  # no id twice in one window
+    assert aws_drift.rotation([], 3, 5) == ([], 0)
+    assert aws_drift.rotation(ids, 1, 0) == ([], 0)
 
 
 def test_window_ids_are_checked_connections_only() -> None:
@@ -138,7 +141,7 @@ def test_window_ids_are_checked_connections_only() -> None:
         linked("z", recorded="a-3", settled=False),
         linked("w", ready=False, reason="RoleNotFound", recorded="a-4"),
     ]
-    assert drift.aws_window_ids(conns) == ["a-1", "a-2"]
+    assert aws_drift.window_ids(conns) == ["a-1", "a-2"]
 
 
 def test_describe_unknown_ids_once_then_the_window() -> None:
@@ -146,50 +149,50 @@ def test_describe_unknown_ids_once_then_the_window() -> None:
     listed = [summary("a-1", "x"), summary("a-2", "y"), summary("f-1"), summary("f-2")]
     known = {"f-2": association("f-2")}
     # f-1 unknown; f-2 already known; a-2 in the window; a-9 in the window but no longer listed
-    assert drift.aws_to_describe(conns, listed, known, ["a-2", "a-9"]) == ["f-1", "a-2"]
+    assert aws_drift.to_describe(conns, listed, known, ["a-2", "a-9"]) == ["f-1", "a-2"]
 
 
 def test_idle_cluster_has_no_drift_and_no_orphan() -> None:
     conns = [linked("x", recorded="a-1", role_arn=ROLE)]
     described = {"a-1": association("a-1", **{"porter.run/managed": "true", "porter.run/connection-uid": "uid-x"})}
-    assert drift.aws_findings("k", conns, [summary("a-1", "x")], described) == drift.Findings()
+    assert aws_drift.findings("k", conns, [summary("a-1", "x")], described) == drift.Findings()
 
 
 def test_deleted_association_is_drift() -> None:
     c = linked("x", recorded="a-1", role_arn=ROLE)
-    found = drift.aws_findings("k", [c], [], {})
+    found = aws_drift.findings("k", [c], [], {})
     assert [d.connection for d in found.drifts] == [c] and "a-1 was deleted" in found.drifts[0].message
 
 
 def test_ready_without_a_recorded_association_is_drift() -> None:
-    [found] = drift.aws_findings("k", [linked("x")], [summary("a-1", "x")], {}).drifts
+    [found] = aws_drift.findings("k", [linked("x")], [summary("a-1", "x")], {}).drifts
     assert found.message == "status records no EKS Pod Identity association"
 
 
 def test_changed_role_is_drift_only_when_described() -> None:
     c = linked("x", recorded="a-1", role_arn=ROLE)
     listed = [summary("a-1", "x")]
-    assert drift.aws_findings("k", [c], listed, {}).drifts == ()  # not in this sweep's window
-    found = drift.aws_findings("k", [c], listed, {"a-1": association("a-1", role="arn:aws:iam::1:role/other")})
+    assert aws_drift.findings("k", [c], listed, {}).drifts == ()  # not in this sweep's window
+    found = aws_drift.findings("k", [c], listed, {"a-1": association("a-1", role="arn:aws:iam::1:role/other")})
     assert "changed to role arn:aws:iam::1:role/other" in found.drifts[0].message
 
 
 def test_connections_kopf_is_busy_with_are_not_drift() -> None:
     busy = linked("x", recorded="a-1", role_arn=ROLE, settled=False)
-    assert drift.aws_findings("k", [busy], [], {}).drifts == ()
+    assert aws_drift.findings("k", [busy], [], {}).drifts == ()
 
 
 def test_sweep_degraded_connections_are_rechecked() -> None:
     """Stalls have their own recheck timer; a retry a sweep's run left behind has nobody else to retry it."""
     c = linked("x", ready=False, reason="CloudUnavailable")
-    assert [d.message for d in drift.aws_findings("k", [c], [], {}).drifts] == ["rechecking after CloudUnavailable"]
+    assert [d.message for d in aws_drift.findings("k", [c], [], {}).drifts] == ["rechecking after CloudUnavailable"]
     stalled = linked("y", ready=False, reason="RoleNotFound")
-    assert drift.aws_findings("k", [stalled], [], {}).drifts == ()
+    assert aws_drift.findings("k", [stalled], [], {}).drifts == ()
 
 
 def test_tagged_association_without_connection_is_an_orphan() -> None:
     tags = {"porter.run/managed": "true", "porter.run/connection-uid": "gone"}
-    found = drift.aws_findings("k", [], [summary("a-7", "old")], {"a-7": association("a-7", **tags)})
+    found = aws_drift.findings("k", [], [summary("a-7", "old")], {"a-7": association("a-7", **tags)})
     assert found.orphans == (Orphan("aws", "a-7", "k", "ns", "old", "gone"),)
 
 
@@ -204,7 +207,7 @@ def test_tagged_association_without_connection_is_an_orphan() -> None:
 )
 def test_foreign_or_claimed_associations_are_not_orphans(tags: dict[str, str]) -> None:
     live = linked("live", settled=False, ready=False, reason="")  # e.g. created, status not written yet
-    found = drift.aws_findings("k", [live], [summary("a-7")], {"a-7": association("a-7", **tags)})
+    found = aws_drift.findings("k", [live], [summary("a-7")], {"a-7": association("a-7", **tags)})
     assert found.orphans == ()
 
 
@@ -214,7 +217,7 @@ OURS = {"porter.run/managed": "true", "porter.run/connection-uid": "uid-b"}
 def test_an_association_tagged_for_a_connection_whose_status_lost_it_runs_that_connection() -> None:
     """Two connections for one ServiceAccount: the woken one linked, then a stale status write said Conflict."""
     b = linked("b", ready=False, reason="Conflict")
-    found = drift.aws_findings("k", [b], [summary("a-7", "sa")], {"a-7": association("a-7", **OURS)})
+    found = aws_drift.findings("k", [b], [summary("a-7", "sa")], {"a-7": association("a-7", **OURS)})
     assert [(d.connection, d.message, d.corrects) for d in found.drifts] == [
         (b, "EKS Pod Identity association a-7 carries its uid, its status records none", False)
     ]
@@ -231,17 +234,17 @@ def test_an_association_tagged_for_a_connection_whose_status_lost_it_runs_that_c
     ],
 )
 def test_an_association_tagged_for_a_connection_is_not_run_again_otherwise(b: Linked) -> None:
-    found = drift.aws_findings("k", [b], [summary("a-7", "sa")], {"a-7": association("a-7", **OURS)})
+    found = aws_drift.findings("k", [b], [summary("a-7", "sa")], {"a-7": association("a-7", **OURS)})
     assert [d.message for d in found.drifts if "carries its uid" in d.message] == []
 
 
 def test_undescribed_association_is_not_an_orphan() -> None:
-    assert drift.aws_findings("k", [], [summary("a-7")], {}).orphans == ()
+    assert aws_drift.findings("k", [], [summary("a-7")], {}).orphans == ()
 
 
 def test_prune_forgets_gone_and_recorded_ids() -> None:
     known = {i: association(i) for i in ("a-1", "a-2", "a-3")}
-    pruned = drift.aws_prune(known, [summary("a-1"), summary("a-2")], [linked("x", recorded="a-2")])
+    pruned = aws_drift.prune(known, [summary("a-1"), summary("a-2")], [linked("x", recorded="a-2")])
     assert list(pruned) == ["a-1"]
 
 
@@ -259,12 +262,12 @@ def cred(ns: str, sa: str, **over: Any) -> Credential:
 
 
 def test_azure_in_sync_is_quiet() -> None:
-    assert drift.azure_findings("rg/id", ISSUER, [linked("a")], [cred("ns", "a")]) == drift.Findings()
+    assert azure_drift.findings("rg/id", ISSUER, [linked("a")], [cred("ns", "a")]) == drift.Findings()
 
 
 def test_azure_names_are_compared_case_insensitively() -> None:
     upper = cred("ns", "a", name=credential_name(ISSUER, "ns", "a").upper())
-    assert drift.azure_findings("rg/id", ISSUER, [linked("a")], [upper]).drifts == ()
+    assert azure_drift.findings("rg/id", ISSUER, [linked("a")], [upper]).drifts == ()
 
 
 @pytest.mark.parametrize(
@@ -281,13 +284,13 @@ def test_azure_names_are_compared_case_insensitively() -> None:
     ],
 )
 def test_azure_deleted_or_changed_is_drift(listed: list[Credential] | None, words: str) -> None:
-    [found] = drift.azure_findings("rg/id", ISSUER, [linked("a")], listed).drifts
+    [found] = azure_drift.findings("rg/id", ISSUER, [linked("a")], listed).drifts
     assert words in found.message
 
 
 def test_azure_orphan_is_our_name_and_issuer_without_connection() -> None:
     listed = [cred("ns", "a"), cred("ns", "old")]
-    found = drift.azure_findings("rg/id", ISSUER, [linked("a")], listed)
+    found = azure_drift.findings("rg/id", ISSUER, [linked("a")], listed)
     assert found.orphans == (Orphan("azure", credential_name(ISSUER, "ns", "old"), "rg/id", "ns", "old"),)
 
 
@@ -301,12 +304,12 @@ def test_azure_orphan_is_our_name_and_issuer_without_connection() -> None:
     ],
 )
 def test_azure_credentials_not_ours_are_never_orphans(other: Credential) -> None:
-    assert drift.azure_findings("rg/id", ISSUER, [], [other]).orphans == ()
+    assert azure_drift.findings("rg/id", ISSUER, [], [other]).orphans == ()
 
 
 def test_azure_credential_of_a_connection_in_any_state_is_not_an_orphan() -> None:
     pending = linked("a", ready=False, settled=False, reason="")
-    assert drift.azure_findings("rg/id", ISSUER, [pending], [cred("ns", "a")]) == drift.Findings()
+    assert azure_drift.findings("rg/id", ISSUER, [pending], [cred("ns", "a")]) == drift.Findings()
 
 
 # --- GCP --------------------------------------------------------------------------------------------------------
@@ -322,18 +325,18 @@ def test_bound_members_ignores_conditional_and_other_roles() -> None:
     policy.bindings.add(role="roles/viewer", members=[member("b")])
     conditional = policy.bindings.add(role="roles/iam.workloadIdentityUser", members=[member("c")])
     conditional.condition.CopyFrom(expr_pb2.Expr(expression="true"))
-    assert drift.bound_members(policy) == {member("a")}
+    assert gcp_drift.bound_members(policy) == {member("a")}
 
 
 def test_gcp_missing_member_is_drift_and_present_is_quiet() -> None:
     conns = [linked("a"), linked("b"), linked("c", settled=False)]
-    found = drift.gcp_findings("x@p", POOL, conns, {member("a")})
+    found = gcp_drift.findings("x@p", POOL, conns, {member("a")})
     assert [d.connection.name for d in found.drifts] == ["b"]
-    assert drift.gcp_findings("x@p", POOL, conns, None).drifts[0].connection.name == "a"  # account gone
+    assert gcp_drift.findings("x@p", POOL, conns, None).drifts[0].connection.name == "a"  # account gone
 
 
 def test_gcp_never_reports_orphans() -> None:
-    assert drift.gcp_findings("x@p", POOL, [], {member("stranger")}).orphans == ()
+    assert gcp_drift.findings("x@p", POOL, [], {member("stranger")}).orphans == ()
 
 
 # --- confirmation against the API server -------------------------------------------------------------------------
@@ -369,11 +372,11 @@ def test_azure_identities_named_in_another_case_are_one_group() -> None:
     assert first is not None and second is not None and first[0] == second[0] == ("azure", "rg", "reader")
     both = [linked("a", namespace="one", service_account="a"), linked("b", namespace="two", service_account="b")]
     listed = [cred("one", "a"), cred("two", "b")]
-    assert drift.azure_findings("rg/reader", ISSUER, both, listed).orphans == ()
+    assert azure_drift.findings("rg/reader", ISSUER, both, listed).orphans == ()
 
 
 def test_legacy_credential_names_are_ours_and_other_issuers_are_not() -> None:
-    from porter_identity.reconcile import azure
+    from porter_identity.clouds.azure import plan as azure
 
     legacy = cred("ns", "old", name=azure.legacy_credential_name("ns", "old"))
     assert azure.ours(legacy, ISSUER) == ("ns", "old")

@@ -7,8 +7,10 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from google.api_core import exceptions as gexc
 
+from porter_identity.clouds.aws import client as aws
+from porter_identity.clouds.azure import client as azure
+from porter_identity.clouds.gcp import client as gcp
 from porter_identity.errors import CloudError
-from porter_identity.providers import aws, azure, gcp
 from porter_identity.reconcile.outcome import Reason, State, from_error
 
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from porter_identity.api.connection import ConnectionSpec
-from porter_identity.reconcile.azure import credential_name
-from porter_identity.reconcile.gcp import member
+from porter_identity.clouds.azure.plan import credential_name
+from porter_identity.clouds.gcp.plan import member
 
 # Azure: federated identity credential names are 3-120 characters, start with a letter or digit and contain
 # only letters, digits, '-' and '_' (learn.microsoft.com, "Federated identity credential considerations").

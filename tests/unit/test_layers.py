@@ -50,22 +50,48 @@ def test_the_seed_data_imports_only_itself() -> None:
         assert {m for m in imports_of(PACKAGE / "iam" / name) if not m.startswith(SEED_DATA)} == set()
 
 
+CLOUDS = ("aws", "azure", "gcp")
+SIDE_EFFECTS = tuple(f"porter_identity.clouds.{c}.{m}" for c in CLOUDS for m in ("client", "link"))
+
+
 @pytest.mark.parametrize("path", modules("reconcile"), ids=lambda p: p.name)
-def test_decisions_never_import_a_cloud_adapter_or_a_link(path: Path) -> None:
-    assert not [m for m in imports_of(path) if m.startswith(("porter_identity.providers", "porter_identity.links"))]
+def test_decisions_never_import_a_cloud_client_or_a_link(path: Path) -> None:
+    assert not [m for m in imports_of(path) if m.startswith((*SIDE_EFFECTS, "porter_identity.providers"))]
 
 
-@pytest.mark.parametrize("path", modules("providers"), ids=lambda p: p.name)
-def test_cloud_adapters_never_import_a_decision(path: Path) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [PACKAGE / "clouds" / c / f"{m}.py" for c in CLOUDS for m in ("plan", "drift")],
+    ids=lambda p: p.parent.name + "/" + p.name,
+)
+def test_a_clouds_plan_and_drift_are_pure(path: Path) -> None:
+    """No SDK client, no link, no engine: what a cloud decides is unit-tested without I/O."""
     assert not [
         m
         for m in imports_of(path)
-        if m.startswith(("porter_identity.reconcile", "porter_identity.links", "porter_identity.handlers"))
+        if m.startswith((*SIDE_EFFECTS, "porter_identity.providers", "porter_identity.engine"))
     ]
 
 
-@pytest.mark.parametrize("path", modules("links"), ids=lambda p: p.name)
-def test_links_never_import_kopf_handlers(path: Path) -> None:
+@pytest.mark.parametrize(
+    "path", modules("providers") + [PACKAGE / "clouds" / c / "client.py" for c in CLOUDS], ids=lambda p: p.name
+)
+def test_cloud_clients_never_import_a_decision(path: Path) -> None:
+    assert not [
+        m
+        for m in imports_of(path)
+        if m.startswith(("porter_identity.reconcile", "porter_identity.engine", "porter_identity.handlers"))
+        or m.startswith(tuple(f"porter_identity.clouds.{c}.{d}" for c in CLOUDS for d in ("plan", "link", "drift")))
+    ]
+
+
+@pytest.mark.parametrize("path", modules("clouds"), ids=lambda p: p.parent.name + "/" + p.name)
+def test_clouds_never_import_the_engine_or_kopf_handlers(path: Path) -> None:
+    assert not [m for m in imports_of(path) if m.startswith(("porter_identity.handlers", "porter_identity.engine"))]
+
+
+@pytest.mark.parametrize("path", modules("engine"), ids=lambda p: p.name)
+def test_the_engine_never_imports_kopf_handlers(path: Path) -> None:
     assert not [m for m in imports_of(path) if m.startswith("porter_identity.handlers")]
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from porter_identity.api.connection import AzureStatus, Provider, ServiceIdentityConnection
-from porter_identity.links.base import Change, Result
-from porter_identity.links.lifecycle import Lifecycle
-from porter_identity.links.registry import Registry
+from porter_identity.clouds.base import Change, Result
+from porter_identity.clouds.registry import Registry
+from porter_identity.engine.lifecycle import Lifecycle
 from porter_identity.reconcile.claims import CAN_LINK, Claim
 from porter_identity.reconcile.outcome import Outcome, Reason, State, ready, stalled
 

@@ -73,7 +73,7 @@ def test_a_bucket_refuses_nonsense() -> None:
 
 def test_aws_has_no_fixed_bucket_by_default_and_is_paced_adaptively() -> None:
     # AWS publishes no rate for EKS Pod Identity or IAM reads: botocore's adaptive mode slows down only on throttling.
-    from porter_identity.providers.aws import AwsProvider
+    from porter_identity.clouds.aws.client import AwsProvider
 
     pacer = Pacer("aws", RateLimits())
     assert not pacer.fixed

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from porter_identity.model import Association
-from porter_identity.reconcile import aws as decide
-from porter_identity.reconcile.aws import (
+from porter_identity.clouds.aws import plan as decide
+from porter_identity.clouds.aws.plan import (
     MANAGED_TAG,
     NAME_TAG,
     UID_TAG,
@@ -22,6 +21,7 @@ from porter_identity.reconcile.aws import (
     plan_apply,
     plan_delete,
 )
+from porter_identity.model import Association
 
 UID = "0b7e-our-uid"
 OTHER_UID = "9f1c-other-uid"

@@ -9,10 +9,12 @@ import time
 import pytest
 from google.iam.v1 import policy_pb2
 
+from porter_identity.clouds.azure import plan as azure
+from porter_identity.clouds.gcp import plan as gcp
 from porter_identity.errors import Busy
 from porter_identity.model import WORKLOAD_IDENTITY_USER, Credential, project_of
 from porter_identity.providers.locks import KeyedLocks
-from porter_identity.reconcile import annotation_patch, azure, gcp, outcome
+from porter_identity.reconcile import annotation_patch, outcome
 from porter_identity.reconcile.outcome import Reason, State
 
 ISSUER = "https://oidc.example/cluster"

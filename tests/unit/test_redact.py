@@ -6,8 +6,8 @@ import pytest
 
 from porter_identity.api.common import Condition
 from porter_identity.api.roleset import RoleStatus
+from porter_identity.clouds.base import Change
 from porter_identity.iam.sync import SyncResult, blocked_delete, scrubbed
-from porter_identity.links.base import Change
 from porter_identity.reconcile.outcome import Reason, stalled
 from porter_identity.redact import REDACTED, external_id_problem, scrub
 

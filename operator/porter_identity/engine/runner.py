@@ -21,16 +21,16 @@ from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.connection import PLURAL, SINGULAR, ServiceIdentityConnection
 from porter_identity.api.policy import Keep, Policy
+from porter_identity.clouds.base import Change, Result
 from porter_identity.config import Settings
 from porter_identity.engine import allow, wait
 from porter_identity.engine.door import Ask, Door
+from porter_identity.engine.lifecycle import Lifecycle, Step, recorded
 from porter_identity.errors import CloudError
 from porter_identity.kube import rest
 from porter_identity.kube import status as kstatus
 from porter_identity.kube.events import Events
 from porter_identity.kube.rest import Kube
-from porter_identity.links.base import Change, Result
-from porter_identity.links.lifecycle import Lifecycle, Step, recorded
 from porter_identity.providers.locks import KeyedLocks
 from porter_identity.reconcile import backoff, claims, conditions, guard, reconcile_policy
 from porter_identity.reconcile.drift import DRIFT_CORRECTED

@@ -20,7 +20,7 @@ from porter_identity.reconcile import guard, policy, reconcile_policy
 from porter_identity.reconcile.roleset import account_refusal
 
 if TYPE_CHECKING:  # memo.clouds holds it only when Azure is configured
-    from porter_identity.providers.azure import AzureProvider
+    from porter_identity.clouds.azure.client import AzureProvider
 
 CONNECTION_PATH = "validate-connection"
 ROLESET_PATH = "validate-roleset"

@@ -13,10 +13,12 @@ import kopf
 
 from porter_identity import GROUP, VERSION
 from porter_identity.api.connection import PLURAL
+from porter_identity.clouds.azure import plan as azure
+from porter_identity.clouds.gcp import plan as gcp
 from porter_identity.engine.door import Ask
 from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.handlers.shard import in_shard
-from porter_identity.reconcile import azure, claims, gcp
+from porter_identity.reconcile import claims
 from porter_identity.reconcile.outcome import NOT_CLAIMING, Reason
 
 

@@ -22,17 +22,17 @@ import kopf
 
 from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, Provider
+from porter_identity.clouds.base import Link
 from porter_identity.config import Settings
 from porter_identity.engine import allow
 from porter_identity.engine.door import Ask
+from porter_identity.engine.lifecycle import Lifecycle
 from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.errors import CloudError
 from porter_identity.handlers import shard
 from porter_identity.kube import rest
 from porter_identity.kube.events import Events
 from porter_identity.kube.rest import Kube
-from porter_identity.links.base import Link
-from porter_identity.links.lifecycle import Lifecycle
 from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.drift import Drift, Findings, Group, Linked, Orphan

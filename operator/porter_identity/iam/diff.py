@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from porter_identity.clouds.aws import plan as associations
 from porter_identity.iam.sync import RolePreview
-from porter_identity.reconcile import aws as associations
 from porter_identity.reconcile.roleset import Kind, Step, canonical, redact
 
 

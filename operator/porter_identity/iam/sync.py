@@ -10,14 +10,14 @@ import boto3
 
 from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.roleset import PorterRoleSet, RoleStatus
+from porter_identity.clouds.aws import plan as associations
+from porter_identity.clouds.aws.client import AwsProvider
+from porter_identity.clouds.base import Change
 from porter_identity.errors import CloudError, Conflict
 from porter_identity.iam.desired import desired_roles
 from porter_identity.kube.secrets import SecretForbidden
-from porter_identity.links.base import Change
 from porter_identity.model import ObservedRole
-from porter_identity.providers.aws import AwsProvider
 from porter_identity.providers.iam import AssumedRoles, IamRoles
-from porter_identity.reconcile import aws as associations
 from porter_identity.reconcile import conditions, outcome
 from porter_identity.reconcile.drift import DRIFT_CORRECTED
 from porter_identity.reconcile.outcome import Action, Outcome, Reason, State

@@ -13,9 +13,9 @@ from porter_identity.config import Settings
 from porter_identity.providers.pacing import Pacer
 
 if TYPE_CHECKING:
-    from porter_identity.providers.aws import AwsProvider
-    from porter_identity.providers.azure import AzureProvider
-    from porter_identity.providers.gcp import GcpProvider
+    from porter_identity.clouds.aws.client import AwsProvider
+    from porter_identity.clouds.azure.client import AzureProvider
+    from porter_identity.clouds.gcp.client import GcpProvider
 
 
 class EmulatorToken:
@@ -37,7 +37,7 @@ class Clouds:
 def build(settings: Settings) -> Clouds:
     aws = azure = gcp = None
     if settings.eks_cluster_name:
-        from porter_identity.providers.aws import AwsProvider
+        from porter_identity.clouds.aws.client import AwsProvider
 
         aws = AwsProvider(
             settings.aws_region,
@@ -48,7 +48,7 @@ def build(settings: Settings) -> Clouds:
             privilege_cache_seconds=settings.privilege_cache_seconds,
         )
     if settings.azure_subscription_id and settings.oidc_issuer:
-        from porter_identity.providers.azure import AzureProvider
+        from porter_identity.clouds.azure.client import AzureProvider
 
         if settings.azure_credential == "emulator":
             credential: Any = EmulatorToken()
@@ -67,7 +67,7 @@ def build(settings: Settings) -> Clouds:
             privilege_cache_seconds=settings.privilege_cache_seconds,
         )
     if settings.workload_pool:
-        from porter_identity.providers.gcp import GcpProvider
+        from porter_identity.clouds.gcp.client import GcpProvider
 
         gcp = GcpProvider.connect(
             settings.gcp_iam_endpoint,

@@ -14,11 +14,11 @@ from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 
 from porter_identity import metrics
+from porter_identity.clouds.aws.client import translated
 from porter_identity.errors import NotFound
 from porter_identity.iam.policy import compact
 from porter_identity.model import POLICY_PATH, ManagedPolicy, ObservedRole
 from porter_identity.providers import fence
-from porter_identity.providers.aws import translated
 
 SESSION_NAME = "porter-identity"
 SESSION_SECONDS = 3600

@@ -8,8 +8,8 @@ from fnmatch import fnmatchcase
 
 from porter_identity.api.connection import ConnectionSpec, Provider
 from porter_identity.api.policy import DEFAULT_KEEP, AwsAllow, AzureAllow, GcpAllow, Keep, Policy, Rule
+from porter_identity.clouds.aws.plan import foreign_account
 from porter_identity.model import project_of, role_name
-from porter_identity.reconcile.aws import foreign_account
 
 ANNOTATION = "identity.porter.run/allowed-identities"
 RESERVED_PREFIX = "porter-"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from porter_identity.api.connection import GcpStatus, Provider, ServiceIdentityConnection, TakeOver
+from porter_identity.clouds.base import Change, Result, kept_for_another, mark_retained, retained_annotation
+from porter_identity.clouds.gcp import drift as sweep
+from porter_identity.clouds.gcp import plan as decide
+from porter_identity.clouds.gcp.client import GcpProvider
 from porter_identity.errors import AccessDenied, CloudError, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.links.base import Change, Result, kept_for_another, mark_retained, retained_annotation
 from porter_identity.model import WORKLOAD_IDENTITY_USER, project_of
-from porter_identity.providers.gcp import GcpProvider
-from porter_identity.reconcile import drift, outcome
-from porter_identity.reconcile import gcp as decide
+from porter_identity.reconcile import outcome
 from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Outcome, Reason, State
@@ -188,10 +189,10 @@ class GcpLink:
 
     def survey(self, group: Group, linked: list[Linked]) -> Findings:
         try:
-            members: set[str] | None = drift.bound_members(self.cloud.policy(group[1]))
+            members: set[str] | None = sweep.bound_members(self.cloud.policy(group[1]))
         except NotFound:
             members = None  # the service account is gone, and its policy with it
-        return drift.gcp_findings(group[1], self.pool, linked, members)
+        return sweep.findings(group[1], self.pool, linked, members)
 
     def retained_orphan(self, orphan: Orphan) -> bool:
         return False  # GCP members are never reported as orphans (reconcile/drift.py)

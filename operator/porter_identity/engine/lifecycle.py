@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from porter_identity.api.common import DeletionPolicy
 from porter_identity.api.connection import ServiceIdentityConnection
-from porter_identity.links.base import Change, Link, Result
-from porter_identity.links.registry import NEEDS, Registry
+from porter_identity.clouds.base import Change, Link, Result
+from porter_identity.clouds.registry import NEEDS, Registry
 from porter_identity.reconcile import conditions
 from porter_identity.reconcile.claims import Claim
 from porter_identity.reconcile.outcome import UNLINKED, Action, Reason, State, ready, stalled

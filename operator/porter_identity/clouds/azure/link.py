@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from porter_identity.api.connection import AzureStatus, Provider, ServiceIdentityConnection
+from porter_identity.clouds.azure import drift as sweep
+from porter_identity.clouds.azure import plan as decide
+from porter_identity.clouds.azure.client import AzureProvider
+from porter_identity.clouds.base import Change, Result, kept_for_another, mark_retained, retained_annotation
 from porter_identity.errors import AccessDenied, CloudError, Conflict, LimitExceeded, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
-from porter_identity.links.base import Change, Result, kept_for_another, mark_retained, retained_annotation
 from porter_identity.model import Credential, Identity
-from porter_identity.providers.azure import AzureProvider
-from porter_identity.reconcile import azure as decide
-from porter_identity.reconcile import drift, guard, outcome
+from porter_identity.reconcile import guard, outcome
 from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Outcome, Reason, State
@@ -220,7 +221,7 @@ class AzureLink:
             credentials: list[Credential] | None = self.cloud.list_credentials(resource_group, identity)
         except NotFound:
             credentials = None  # the identity is gone, and every link on it
-        return drift.azure_findings(f"{resource_group}/{identity}", self.issuer, linked, credentials)
+        return sweep.findings(f"{resource_group}/{identity}", self.issuer, linked, credentials)
 
     def retained_orphan(self, orphan: Orphan) -> bool:
         # Credentials carry no tags: a Retain delete marks their ServiceAccount instead.

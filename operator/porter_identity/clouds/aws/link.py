@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from porter_identity.api.connection import AwsStatus, Provider, ServiceIdentityConnection
+from porter_identity.clouds.aws import drift as sweep
+from porter_identity.clouds.aws import plan as decide
+from porter_identity.clouds.aws.client import AwsProvider
+from porter_identity.clouds.base import Change, Result
 from porter_identity.errors import AccessDenied, CloudError, Conflict, NotFound
-from porter_identity.links.base import Change, Result
 from porter_identity.model import Association, Role, role_name
-from porter_identity.providers.aws import AwsProvider
-from porter_identity.reconcile import aws as decide
-from porter_identity.reconcile import drift, outcome
+from porter_identity.reconcile import outcome
 from porter_identity.reconcile import privilege as least
 from porter_identity.reconcile.drift import Findings, Group, Linked, Orphan
 from porter_identity.reconcile.outcome import Reason
@@ -236,16 +237,16 @@ class AwsLink:
 
     def survey(self, group: Group, linked: list[Linked]) -> Findings:
         listed = self.cloud.list_associations()
-        self.known = drift.aws_prune(self.known, listed, linked)
-        window, self.cursor = drift.rotation(drift.aws_window_ids(linked), self.cursor, self.role_checks_per_sweep)
+        self.known = sweep.prune(self.known, listed, linked)
+        window, self.cursor = sweep.rotation(sweep.window_ids(linked), self.cursor, self.role_checks_per_sweep)
         described = dict(self.known)
-        for association_id in drift.aws_to_describe(linked, listed, self.known, window):
+        for association_id in sweep.to_describe(linked, listed, self.known, window):
             association = self.cloud.describe_association(association_id)
             if association is not None:
                 described[association_id] = association
         recorded = {c.recorded for c in linked}
         self.known = {i: a for i, a in described.items() if i not in recorded}
-        return drift.aws_findings(self.cloud.cluster_name, linked, listed, described)
+        return sweep.findings(self.cloud.cluster_name, linked, listed, described)
 
     def retained_orphan(self, orphan: Orphan) -> bool:
         return False  # reconcile/drift.py never reports an association tagged retained

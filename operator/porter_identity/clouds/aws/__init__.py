@@ -1,0 +1,1 @@
+"""AWS: EKS Pod Identity associations."""

@@ -1,0 +1,1 @@
+"""GCP: Workload Identity members on IAM service accounts."""
