@@ -314,3 +314,61 @@ def test_keeping_that_no_rule_grants_is_refused_at_admission_and_ignored_in_reco
     assert left == {"skipped"}, "the detached link was removed on delete: detach-on-delete is not granted"
     conns.delete("skipped")
     conns.wait_gone("skipped")
+
+
+@pytest.mark.parametrize("provider", ["aws", "azure", "gcp"])
+def test_a_retained_link_is_removed_within_5_s_of_its_rule_being_withdrawn(
+    provider: str,
+    api: client.ApiClient,
+    annotated_namespace: str,
+    operator: Operator,
+    aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
+    eks_cluster: str,
+    make_role: Any,
+    service_account: Any,
+) -> None:
+    ns = annotated_namespace
+    core = client.CoreV1Api(api)
+    suffix = uuid.uuid4().hex[:8]
+    if provider == "aws":
+        role = f"kept-{suffix}"
+        make_role(role)
+        allowed, spec = f"aws:{role}", {"aws": {"role": role}}
+
+        def linked() -> bool:
+            return any(a["serviceAccount"] == "kept" for a in associations(aws, eks_cluster, ns))
+    elif provider == "azure":
+        name = f"kept-{suffix}"
+        azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+        allowed, spec = f"azure:{RG}/{name}", {"azure": {"identityName": name, "resourceGroup": RG}}
+
+        def linked() -> bool:
+            return bool(credentials(azure, name))
+    else:
+        email = gcp.seed_service_account(GCP_PROJECT, f"kept-{suffix}")
+        allowed, spec = f"gcp:{email}", {"gcp": {"serviceAccountEmail": email}}
+        who = workload_identity_member(GCP_PROJECT, ns, "kept")
+
+        def linked() -> bool:
+            return who in members(gcp, email)
+
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: allowed}}})  # Retain is granted by default
+    service_account(ns, "kept")
+    conns = Connections(api, ns)
+    conns.create("kept", "kept", deletionPolicy="Retain", **spec)
+    conns.wait_ready("kept")
+    conns.delete("kept")
+    conns.wait_gone("kept")
+    assert linked(), "Retain keeps the link while the policy allows it"
+
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: "gcp:nothing-here"}}})
+    wait_for(lambda: not linked(), 5, what="the retained link removed")
+    events = core.list_namespaced_event(
+        ns, field_selector="involvedObject.name=kept,involvedObject.kind=ServiceAccount"
+    )
+    messages = [e.message for e in events.items if e.reason == "NotAllowed" and e.type == "Warning"]
+    assert any("retained" in m and "not allowed by policy" in m for m in messages), messages
+    marks = sa_annotations(api, ns, "kept")
+    assert not [k for k in marks if k.startswith("identity.porter.run/retained-")], marks

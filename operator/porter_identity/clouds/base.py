@@ -47,6 +47,17 @@ def mark_retained(accounts: ServiceAccounts, conn: ServiceIdentityConnection, wh
 
 
 @dataclass(frozen=True)
+class RetainedLink:
+    """A link a Retain or detach-on-delete delete left in place: no connection holds it any more."""
+
+    provider: Provider
+    namespace: str
+    service_account: str
+    identity: str  # the spec form: role, <resource group>/<identity>, email
+    link: str = ""  # the association id (AWS); Azure and GCP find theirs by name when removing
+
+
+@dataclass(frozen=True)
 class Change:
     """Something done in the cloud or cluster, reported as a Normal Event."""
 
@@ -96,3 +107,12 @@ class Link(Protocol):
         ...
 
     def delete_orphan(self, orphan: Orphan) -> None: ...
+
+    def retained_links(self, namespace: str | None, marks: Mapping[tuple[str, str], str]) -> list[RetainedLink]:
+        """Links a Retain delete left, in `namespace` or everywhere: AWS finds them by tag (everywhere: those the
+        last sweep saw), Azure and GCP from their ServiceAccounts' marks (`marks`: namespace/name -> identity)."""
+        ...
+
+    def remove_retained(self, retained: RetainedLink) -> str:
+        """Delete a retained link the policy withdrew, and its marks; the message says what was removed."""
+        ...

@@ -26,6 +26,7 @@ from porter_identity.config import Settings
 from porter_identity.engine import allow, wait
 from porter_identity.engine.door import Ask, Door
 from porter_identity.engine.lifecycle import Lifecycle, Step, recorded
+from porter_identity.engine.revoke import Marks
 from porter_identity.errors import CloudError
 from porter_identity.kube import rest
 from porter_identity.kube import status as kstatus
@@ -108,6 +109,7 @@ class Runner:
         self.missing_since: dict[str, float] = {}
         self.written: dict[str, tuple[float, int]] = {}  # uid -> (when, rank) of the last status written
         self.serialized = KeyedLocks()  # connections naming one ServiceAccount and cloud run one after another
+        self.retained_marks: Marks = {}  # ServiceAccounts marked with a retained link, from the watch
 
     @property
     def settings(self) -> Settings:

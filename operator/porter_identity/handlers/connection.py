@@ -15,6 +15,7 @@ from porter_identity import GROUP, VERSION
 from porter_identity.api.connection import PLURAL
 from porter_identity.clouds.azure import plan as azure
 from porter_identity.clouds.gcp import plan as gcp
+from porter_identity.engine import revoke
 from porter_identity.engine.door import Ask
 from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.handlers.shard import in_shard
@@ -99,6 +100,11 @@ async def service_account_seen(
     if runner is None or owners is None:
         return  # not started yet: every connection is run after start-up anyway
     ns = namespace or ""
+    marked = revoke.marks_of(annotations) if type != "DELETED" else {}
+    if marked:
+        runner.retained_marks[(ns, name)] = marked
+    else:
+        runner.retained_marks.pop((ns, name), None)
     for provider in ("aws", "azure", "gcp"):
         for claim in list(owners.get((ns, name, provider), [])):
             waiting = claim.reason == Reason.SERVICE_ACCOUNT_NOT_FOUND and type != "DELETED"

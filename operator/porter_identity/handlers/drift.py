@@ -24,14 +24,14 @@ from porter_identity import GROUP, VERSION, metrics
 from porter_identity.api.connection import PLURAL, Provider
 from porter_identity.clouds.base import Link
 from porter_identity.config import Settings
-from porter_identity.engine import allow
+from porter_identity.engine import allow, revoke
 from porter_identity.engine.door import Ask
 from porter_identity.engine.lifecycle import Lifecycle
 from porter_identity.engine.runner import ClaimKey, Runner
 from porter_identity.errors import CloudError
 from porter_identity.handlers import shard
 from porter_identity.kube import rest
-from porter_identity.kube.events import Events
+from porter_identity.kube.events import post_on_service_account
 from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.claims import Claim
@@ -83,6 +83,7 @@ class Sweeper:
                 found.append((group, findings))
         for group, item in self._revoked(view):
             self._repair(group, item)
+        revoke.revoke_retained(self.memo, self.runner.retained_marks)
         orphans: Counter[str] = Counter()
         namespaces: dict[str, list[tuple[Group, Linked]]] = {}
         for group, findings in found:
@@ -167,34 +168,34 @@ class Sweeper:
             metrics.ORPHANS_DELETED.labels(orphan.provider).inc()
             message = f"deleted {subject}: no connection claims it (PORTER_DELETE_ORPHANS=true)"
             log.info(message, extra={**extra, "reason": ORPHAN_DELETED})
-            self._post_on_service_account(orphan, "Normal", ORPHAN_DELETED, message)
+            post_on_service_account(
+                self.memo.kube,
+                self.memo.events,
+                orphan.namespace,
+                orphan.service_account,
+                "Normal",
+                ORPHAN_DELETED,
+                message,
+            )
             return
         if key in self.reported:
             return  # the gauge keeps counting it; one log line and one Event per orphan and operator run
         self.reported.add(key)
         message = f"{subject} is tagged as porter-identity's but no connection claims it; left in place"
         log.warning(message, extra={**extra, "reason": ORPHANED_LINK})
-        self._post_on_service_account(orphan, "Warning", ORPHANED_LINK, message)
+        post_on_service_account(
+            self.memo.kube,
+            self.memo.events,
+            orphan.namespace,
+            orphan.service_account,
+            "Warning",
+            ORPHANED_LINK,
+            message,
+        )
 
     def _retained(self, orphan: Orphan) -> bool:
         link = self._link(orphan.provider)
         return link is not None and link.retained_orphan(orphan)
-
-    def _post_on_service_account(self, orphan: Orphan, type: str, reason: str, message: str) -> None:
-        """The ServiceAccount the link serves is the object an admin looks at; none when it is gone too."""
-        kube: Kube = self.memo.kube
-        try:
-            found: Any = kube.get(rest.path("", "v1", "serviceaccounts", orphan.namespace, orphan.service_account))
-        except rest.ApiError:
-            return
-        meta = found["metadata"]
-        body = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": meta["name"], "namespace": orphan.namespace, "uid": meta["uid"]},
-        }
-        events: Events = self.memo.events
-        events.post(body, type, reason, message)
 
 
 def _snapshot(index: kopf.Index[Group, Linked]) -> dict[Group, list[Linked]]:

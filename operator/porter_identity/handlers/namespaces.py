@@ -3,10 +3,12 @@ for a run of every connection in the namespace at once (an admin's withdrawal ac
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
+from porter_identity.engine import revoke
 from porter_identity.engine.runner import Runner
 from porter_identity.reconcile.policy import ANNOTATION
 
@@ -36,3 +38,5 @@ async def allow_annotation_changed(
     if before is _UNSEEN or before == value or runner is None:
         return
     runner.ask_namespace(name, f"namespace {name}'s {ANNOTATION} changed")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(runner.executor, revoke.revoke_retained, memo, runner.retained_marks, name)

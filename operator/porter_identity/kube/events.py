@@ -89,3 +89,20 @@ class Events:
 def _timestamp(now: datetime) -> str:
     """metav1.Time: RFC 3339 in UTC, whole seconds."""
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def post_on_service_account(
+    kube: Kube, events: Events, namespace: str, name: str, type: str, reason: str, message: str
+) -> None:
+    """The ServiceAccount a link serves is the object an admin looks at; nothing is posted when it is gone too."""
+    try:
+        found: Any = kube.get(path("", "v1", "serviceaccounts", namespace, name))
+    except ApiError:
+        return
+    meta = found["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": meta["name"], "namespace": namespace, "uid": meta["uid"]},
+    }
+    events.post(body, type, reason, message)

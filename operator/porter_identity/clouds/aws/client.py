@@ -193,14 +193,15 @@ class AwsProvider:
                 return found
         return None
 
-    def list_associations(self) -> list[AssociationSummary]:
-        """Every association of the cluster, one call per page of 100 (the API's largest page)."""
+    def list_associations(self, namespace: str | None = None) -> list[AssociationSummary]:
+        """Every association of the cluster (or of one namespace), one call per page of 100 (the API's largest)."""
         out: list[AssociationSummary] = []
         token: str | None = None
+        only = {"namespace": namespace} if namespace is not None else {}
         while True:
             with translated():
                 page = self.eks.list_pod_identity_associations(
-                    clusterName=self.cluster_name, maxResults=100, **({"nextToken": token} if token else {})
+                    clusterName=self.cluster_name, maxResults=100, **only, **({"nextToken": token} if token else {})
                 )
             out += [
                 AssociationSummary(a["associationId"], a["namespace"], a["serviceAccount"])

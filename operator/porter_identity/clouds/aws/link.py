@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from porter_identity.api.connection import AwsStatus, Provider, ServiceIdentityConnection
 from porter_identity.clouds.aws import drift as sweep
 from porter_identity.clouds.aws import plan as decide
 from porter_identity.clouds.aws.client import AwsProvider
-from porter_identity.clouds.base import Change, Result
+from porter_identity.clouds.base import Change, Result, RetainedLink
 from porter_identity.errors import AccessDenied, CloudError, Conflict, NotFound
 from porter_identity.model import Association, Role, role_name
 from porter_identity.reconcile import outcome
@@ -253,3 +255,28 @@ class AwsLink:
 
     def delete_orphan(self, orphan: Orphan) -> None:
         self.cloud.delete_association(orphan.link)
+
+    def retained_links(self, namespace: str | None, marks: Mapping[tuple[str, str], str]) -> list[RetainedLink]:
+        if namespace is None:
+            found = list(self.known.values())  # described by the last sweep: no call of its own
+        else:
+            listed = self.cloud.list_associations(namespace)
+            found = [
+                a
+                for s in listed
+                if (a := self.known.get(s.association_id) or self.cloud.describe_association(s.association_id))
+                is not None
+            ]
+        return [
+            RetainedLink(self.provider, a.namespace, a.service_account, a.role_arn, a.association_id)
+            for a in found
+            if decide.retained(a)
+        ]
+
+    def remove_retained(self, retained: RetainedLink) -> str:
+        self.cloud.delete_association(retained.link)
+        self.known.pop(retained.link, None)
+        return (
+            f"deleted the retained EKS Pod Identity association {retained.link} of "
+            f"{retained.namespace}/{retained.service_account} (role {retained.identity})"
+        )

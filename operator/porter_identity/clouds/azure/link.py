@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from porter_identity.api.connection import AzureStatus, Provider, ServiceIdentityConnection
 from porter_identity.clouds.azure import drift as sweep
 from porter_identity.clouds.azure import plan as decide
 from porter_identity.clouds.azure.client import AzureProvider
-from porter_identity.clouds.base import Change, Result, kept_for_another, mark_retained, retained_annotation
+from porter_identity.clouds.base import (
+    Change,
+    Result,
+    RetainedLink,
+    kept_for_another,
+    mark_retained,
+    retained_annotation,
+)
 from porter_identity.errors import AccessDenied, CloudError, Conflict, LimitExceeded, NotFound
 from porter_identity.kube.serviceaccounts import ServiceAccountMissing, ServiceAccounts
 from porter_identity.model import Credential, Identity
@@ -228,6 +237,28 @@ class AzureLink:
         found = self.accounts.annotations(orphan.namespace, orphan.service_account) or {}
         marked = found.get(retained_annotation(self.provider))
         return marked is not None and self.same_identity(marked, orphan.where)
+
+    def retained_links(self, namespace: str | None, marks: Mapping[tuple[str, str], str]) -> list[RetainedLink]:
+        return [RetainedLink(self.provider, ns, sa, identity) for (ns, sa), identity in marks.items()]
+
+    def remove_retained(self, retained: RetainedLink) -> str:
+        resource_group, name = split(retained.identity)
+        ns, sa = retained.namespace, retained.service_account
+        try:
+            listed = self.cloud.list_credentials(resource_group, name)
+        except NotFound:
+            listed = []  # the identity is gone, and its credentials with it
+        gone = [c.name for c in listed if decide.ours(c, self.issuer) == (ns, sa)]
+        for credential in gone:
+            self.cloud.delete_credential(resource_group, name, credential)
+        marks: dict[str, str | None] = {
+            decide.CLIENT_ID_ANNOTATION: None,
+            decide.TENANT_ID_ANNOTATION: None,
+            retained_annotation(self.provider): None,
+        }
+        self.accounts.annotate_if_present(ns, sa, marks)
+        what = f"federated identity credential {', '.join(gone)}" if gone else "no federated identity credential left"
+        return f"removed the retained {what} of {ns}/{sa} on {_where(resource_group, name)}"
 
     def delete_orphan(self, orphan: Orphan) -> None:
         resource_group, identity = split(orphan.where)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from porter_identity.api.connection import GcpStatus, Provider, ServiceIdentityConnection, TakeOver
-from porter_identity.clouds.base import Change, Result, kept_for_another, mark_retained, retained_annotation
+from porter_identity.clouds.base import (
+    Change,
+    Result,
+    RetainedLink,
+    kept_for_another,
+    mark_retained,
+    retained_annotation,
+)
 from porter_identity.clouds.gcp import drift as sweep
 from porter_identity.clouds.gcp import plan as decide
 from porter_identity.clouds.gcp.client import GcpProvider
@@ -196,6 +205,27 @@ class GcpLink:
 
     def retained_orphan(self, orphan: Orphan) -> bool:
         return False  # GCP members are never reported as orphans (reconcile/drift.py)
+
+    def retained_links(self, namespace: str | None, marks: Mapping[tuple[str, str], str]) -> list[RetainedLink]:
+        return [RetainedLink(self.provider, ns, sa, email) for (ns, sa), email in marks.items()]
+
+    def remove_retained(self, retained: RetainedLink) -> str:
+        ns, sa, email = retained.namespace, retained.service_account, retained.identity
+        who = decide.member(self.pool, ns, sa)
+        try:
+            _, wrote = self.cloud.update(email, lambda policy: decide.without_member(policy, who))
+        except NotFound:
+            wrote = False  # the service account is gone, and its policy with it
+        found = self.accounts.annotations(ns, sa) or {}
+        marks: dict[str, str | None] = {retained_annotation(self.provider): None}
+        if _marked(found, decide.SERVICE_ACCOUNT_ANNOTATION, email):
+            marks[decide.SERVICE_ACCOUNT_ANNOTATION] = None
+        self.accounts.annotate_if_present(ns, sa, marks)
+        return (
+            f"removed the retained {who} from {email}"
+            if wrote
+            else f"the retained {who} was already absent from {email}"
+        )
 
     def delete_orphan(self, orphan: Orphan) -> None:
         raise NotImplementedError("GCP members are never orphans")
