@@ -57,6 +57,14 @@ def apply(
             ),
             None,
         )
+    first = conn.status.gcp is None
+    before: dict[str, str] | None = None
+    if first:
+        # Who made a member is remembered on the ServiceAccount before the member is written: a status write lost
+        # after it (a crash, the API server refusing under load) must not make our own member look hand-made.
+        before = accounts.annotations(ns, sa)
+        if before is not None and not _marked(before, MADE_ANNOTATION, email):
+            accounts.annotate_if_present(ns, sa, {MADE_ANNOTATION: email})
     try:
         privilege = _privilege(provider, project, email)
         refusal = least.blocked(privilege, block_broad)
@@ -80,13 +88,14 @@ def apply(
     adopted = conn.status.gcp.adopted if conn.status.gcp is not None else None
     if wrote:
         change = Change(outcome.Action.CREATED, f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
-    elif conn.status.gcp is None:
-        # A member this connection has no record of: one a Retain delete of ours left, one this connection adopted
-        # (its status lost), or one bound outside porter-identity, taken only when the spec asks.
-        found = accounts.annotations(ns, sa) or {}
-        ours = _marked(found, retained_annotation(Provider.GCP), email)
+    elif first:
+        # A member this connection has no record of: one we made (its status lost), one a Retain delete of ours
+        # left, one this connection adopted, or one bound outside porter-identity, taken only when the spec asks.
+        found = before or {}
+        ours = _marked(found, MADE_ANNOTATION, email) or _marked(found, retained_annotation(Provider.GCP), email)
         adopted = _marked(found, ADOPTED_ANNOTATION, email) or None
         if not ours and not adopted and conn.spec.take_over is TakeOver.NEVER:
+            accounts.annotate_if_present(ns, sa, {MADE_ANNOTATION: None})  # not ours: our mark goes again
             return Result(
                 outcome.stalled(
                     Reason.CONFLICT,
@@ -102,6 +111,7 @@ def apply(
     marks: dict[str, str | None] = {decide.SERVICE_ACCOUNT_ANNOTATION: email, retained_annotation(Provider.GCP): None}
     if adopted:
         marks[ADOPTED_ANNOTATION] = email  # remembered where status can be lost: released, never deleted
+        marks[MADE_ANNOTATION] = None
     try:
         # A retained link taken over by this connection is no longer marked retained.
         accounts.annotate(ns, sa, marks)
@@ -119,8 +129,10 @@ def apply(
     return Result(outcome.ready(f"service account {ns}/{sa} may act as {email} ({who})"), status, change, privilege)
 
 
-# On the ServiceAccount: the IAM service account whose member a connection adopted (spec.takeOver: Adopt).
+# On the ServiceAccount: the IAM service account whose member a connection adopted (spec.takeOver: Adopt), and the
+# one whose member this cluster's operator made (written before the member, so a lost status cannot lose it).
 ADOPTED_ANNOTATION = "identity.porter.run/adopted-gcp"
+MADE_ANNOTATION = "identity.porter.run/made-gcp"
 
 
 def _marked(annotations: dict[str, str], key: str, email: str) -> bool:
@@ -130,7 +142,7 @@ def _marked(annotations: dict[str, str], key: str, email: str) -> bool:
 def release(accounts: ServiceAccounts, conn: ServiceIdentityConnection, email: str, who: str) -> Result:
     """An adopted member is left as it was found, and so is the annotation naming it; only our mark goes."""
     ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
-    accounts.annotate_if_present(ns, sa, {ADOPTED_ANNOTATION: None})
+    accounts.annotate_if_present(ns, sa, {ADOPTED_ANNOTATION: None, MADE_ANNOTATION: None})
     message = (
         f"released {who} in {WORKLOAD_IDENTITY_USER} on {email}: adopted, not made by porter-identity; left in place"
     )
@@ -159,7 +171,7 @@ def delete(
             conn.status.gcp,
         )
     if annotations is not None:
-        accounts.unannotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email}, annotations)
+        accounts.unannotate(ns, sa, {decide.SERVICE_ACCOUNT_ANNOTATION: email, MADE_ANNOTATION: email}, annotations)
     if not wrote:
         return Result(outcome.ready(f"{who} was already absent from {email}"), None)
     message = f"removed {who} from {email}"
@@ -217,7 +229,7 @@ class GcpLink:
         except NotFound:
             wrote = False  # the service account is gone, and its policy with it
         found = self.accounts.annotations(ns, sa) or {}
-        marks: dict[str, str | None] = {retained_annotation(self.provider): None}
+        marks: dict[str, str | None] = {retained_annotation(self.provider): None, MADE_ANNOTATION: None}
         if _marked(found, decide.SERVICE_ACCOUNT_ANNOTATION, email):
             marks[decide.SERVICE_ACCOUNT_ANNOTATION] = None
         self.accounts.annotate_if_present(ns, sa, marks)
