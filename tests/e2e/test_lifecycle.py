@@ -22,7 +22,16 @@ from porter_dev.controlplane import ControlPlane
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator
 from porter_identity.kube.rest import Kube
-from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, sa_annotations, wait_for
+from tests.conftest import (
+    AZURE_SUBSCRIPTION,
+    EKS_CLUSTER,
+    GCP_PROJECT,
+    GROUP,
+    PLURAL,
+    VERSION,
+    sa_annotations,
+    wait_for,
+)
 from tests.e2e.helpers import Connections, instead_of_the_session_operator
 
 pytestmark = pytest.mark.e2e
@@ -461,12 +470,14 @@ def test_operator_killed_mid_move_converges_to_the_new_link(
     links_become(cloud, conns, "app", {new})
 
 
-@pytest.mark.parametrize("pairs", [10])
+@pytest.mark.parametrize("pairs", [20])
 def test_two_connections_applied_together_never_both_link(
     cloud: Cloud, conns: Connections, api: client.ApiClient, pairs: int
 ) -> None:
-    """Pairs of connections for one ServiceAccount, created back to back (the index lags): once settled, exactly
-    one of each pair is Ready and exactly its link exists; deleting both leaves nothing."""
+    """Pairs of connections for one ServiceAccount, created back to back (the index lags): never are both of a pair
+    Ready at once; once settled, exactly one of each pair is Ready and exactly its link exists; deleting both
+    leaves nothing. Runs for one ServiceAccount and cloud are serialized and see each other's results, so this
+    settles without the sweep's help."""
     core = client.CoreV1Api(api)
     made: dict[int, tuple[str, str]] = {}
     for i in range(pairs):
@@ -478,16 +489,23 @@ def test_two_connections_applied_together_never_both_link(
         conns.create(f"p{i}-a", f"p{i}", **cloud.spec(a))
         conns.create(f"p{i}-b", f"p{i}", **cloud.spec(b))
 
+    def conditions() -> dict[str, dict[str, Any]]:
+        listed: Any = conns.custom.list_namespaced_custom_object(GROUP, VERSION, conns.namespace, PLURAL)
+        return {o["metadata"]["name"]: Connections.condition_of(o) or {} for o in listed["items"]}
+
     def settled(i: int) -> bool:
-        ready = [s for s in ("a", "b") if (conns.condition(f"p{i}-{s}") or {}).get("status") == "True"]
-        waiting = [s for s in ("a", "b") if (conns.condition(f"p{i}-{s}") or {}).get("reason") == "Conflict"]
+        found = conditions()
+        ready = [s for s in ("a", "b") if found.get(f"p{i}-{s}", {}).get("status") == "True"]
+        assert len(ready) < 2, f"pair {i}: both connections Ready at once"
+        waiting = [s for s in ("a", "b") if found.get(f"p{i}-{s}", {}).get("reason") == "Conflict"]
         if len(ready) != 1 or len(waiting) != 1:
             return False
         winner = made[i][0] if ready == ["a"] else made[i][1]
         return cloud.links(conns.namespace, f"p{i}") == {winner}
 
     for i in range(pairs):
-        wait_for(lambda i=i: settled(i), SWEEPS * 2, what=f"pair {i}: one Ready with exactly its link")
+        # Well within one sweep's worth of waiting per pair: no sweep has to heal anything.
+        wait_for(lambda i=i: settled(i), SWEEPS, what=f"pair {i}: one Ready with exactly its link")
     for i in range(pairs):
         conns.delete(f"p{i}-a")
         conns.delete(f"p{i}-b")

@@ -177,50 +177,66 @@ def annotated_namespace(api: client.ApiClient) -> Any:
     core.delete_namespace(name)
 
 
+@pytest.mark.parametrize("provider", ["aws", "azure", "gcp"])
 def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_5_s(
+    provider: str,
     api: client.ApiClient,
     annotated_namespace: str,
     operator: Operator,
     aws: AwsEmulator,
+    azure: AzureEmulator,
+    gcp: GcpEmulator,
     eks_cluster: str,
     make_role: Any,
     service_account: Any,
 ) -> None:
+    """The trial of the revocation issue: a tenant pauses one link, detaches another and retains a third, then the
+    admin withdraws the cloud from the namespace while the tenant deletes the detached and retained ones."""
     ns = annotated_namespace
     core = client.CoreV1Api(api)
-    role = f"rv-{uuid.uuid4().hex[:8]}"
-    make_role(role)
-    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"aws:{role} keep:Retain,DetachOnDelete,Skip"}}})
+    suffix = uuid.uuid4().hex[:8]
+    if provider == "aws":
+        role = f"rv-{suffix}"
+        make_role(role)
+        allowed, spec = f"aws:{role}", {"aws": {"role": role}}
+
+        def linked() -> set[str]:
+            return {a["serviceAccount"] for a in associations(aws, eks_cluster, ns)}
+    elif provider == "azure":
+        name = f"rv-{suffix}"
+        azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+        allowed, spec = f"azure:{RG}/{name}", {"azure": {"identityName": name, "resourceGroup": RG}}
+
+        def linked() -> set[str]:
+            prefix = f"system:serviceaccount:{ns}:"
+            return {c.subject.removeprefix(prefix) for c in credentials(azure, name) if c.subject.startswith(prefix)}
+    else:
+        email = gcp.seed_service_account(GCP_PROJECT, f"rv-{suffix}")
+        allowed, spec = f"gcp:{email}", {"gcp": {"serviceAccountEmail": email}}
+
+        def linked() -> set[str]:
+            prefix = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{ns}/"
+            return {m.removeprefix(prefix).rstrip("]") for m in members(gcp, email) if m.startswith(prefix)}
+
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"{allowed} keep:Retain,DetachOnDelete,Skip"}}})
     conns = Connections(api, ns)
     for sa in ("paused", "retained", "detached"):
         service_account(ns, sa)
-    conns.create("paused", "paused", aws={"role": role})
-    conns.create("retained", "retained", aws={"role": role}, deletionPolicy="Retain")
-    conns.create("detached", "detached", aws={"role": role})
-    for name in ("paused", "retained", "detached"):
-        conns.wait_ready(name)
-    assert len(associations(aws, eks_cluster, ns)) == 3
-    conns.custom.patch_namespaced_custom_object(
-        "identity.porter.run",
-        "v1alpha1",
-        ns,
-        "serviceidentityconnections",
-        "paused",
-        {"metadata": {"annotations": {PAUSE: "skip"}}},
-    )
-    conns.custom.patch_namespaced_custom_object(
-        "identity.porter.run",
-        "v1alpha1",
-        ns,
-        "serviceidentityconnections",
-        "detached",
-        {"metadata": {"annotations": {PAUSE: "detach-on-delete"}}},
-    )
+    conns.create("paused", "paused", **spec)
+    conns.create("retained", "retained", deletionPolicy="Retain", **spec)
+    conns.create("detached", "detached", **spec)
+    for name_ in ("paused", "retained", "detached"):
+        conns.wait_ready(name_)
+    assert linked() == {"paused", "retained", "detached"}
+    for name_, value in (("paused", "skip"), ("detached", "detach-on-delete")):
+        conns.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name_, {"metadata": {"annotations": {PAUSE: value}}}
+        )
     time.sleep(1)  # the pause is seen before the withdrawal
-    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: "gcp:nothing-here"}}})
+    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: "aws:nothing-here"}}})
     conns.delete("retained")
     conns.delete("detached")
-    wait_for(lambda: associations(aws, eks_cluster, ns) == [], 5, what="every association removed")
+    wait_for(lambda: linked() == set(), 5, what="every link removed")
     conns.wait_reason("paused", "NotAllowed", timeout=5)
     conns.wait_gone("retained")
     conns.wait_gone("detached")

@@ -16,6 +16,7 @@ from porter_identity.engine.lifecycle import Lifecycle
 from porter_identity.errors import CloudError
 from porter_identity.kube import rest
 from porter_identity.kube.events import post_on_service_account
+from porter_identity.kube.rest import Kube
 from porter_identity.reconcile.outcome import Reason
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,25 @@ def spec_of(retained: RetainedLink) -> ConnectionSpec | None:
         return None  # not a spec any connection could have had: nothing to ask the policy
 
 
+def marks_in(kube: Kube, namespace: str) -> Marks:
+    """The marks of one namespace's ServiceAccounts as the API server has them now (the watch may lag a mark
+    written a moment ago)."""
+    listed: Any = kube.get(rest.path("", "v1", "serviceaccounts", namespace))
+    out: Marks = {}
+    for item in listed.get("items") or []:
+        meta = item.get("metadata") or {}
+        found = marks_of(meta.get("annotations") or {})
+        if found:
+            out[(namespace, str(meta.get("name")))] = found
+    return out
+
+
 def revoke_retained(memo: kopf.Memo, marks: Marks, namespace: str | None = None) -> int:
-    """Remove the retained links (in `namespace`, or everywhere) that no rule allows any more; how many were."""
+    """Remove the retained links (in `namespace`, read fresh, or everywhere) that no rule allows any more; how many
+    were."""
     lifecycle: Lifecycle = memo.lifecycle
+    if namespace is not None:
+        marks = marks_in(memo.kube, namespace)
     removed = 0
     for provider in Provider:
         link = lifecycle.registry.get(provider)

@@ -509,6 +509,11 @@ class Runner:
         lifecycle: Lifecycle = self.memo.lifecycle
         with self.serialized.hold("/".join(claim_key(conn))):
             result: Result = lifecycle.delete(conn, self._owner(conn))
+            kept = conn.spec.deletion_policy is DeletionPolicy.RETAIN and result.outcome.state is State.READY
+            if kept and not allow.check(self.memo, self.memo.get("allowed_identities"), conn.spec, _ns(conn)).allowed:
+                # Withdrawn while this delete ran: the namespace's revocation may have looked before the mark was
+                # written, so the link goes now rather than at the next sweep.
+                result = lifecycle.delete(_with_policy(conn, DeletionPolicy.DELETE), self._owner(conn))
         if result.outcome.state is not State.READY:
             if result.outcome.reason is not Reason.PROGRESSING:
                 self._events.post(body, "Warning", result.outcome.reason.value, result.outcome.message)
