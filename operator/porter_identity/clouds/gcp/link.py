@@ -41,7 +41,10 @@ def apply(
     pool: str,
     conn: ServiceIdentityConnection,
     block_broad: bool = False,
+    made: set[tuple[str, str, str]] | None = None,
 ) -> Result:
+    """`made`: members this process wrote whose status may not record them yet (namespace, ServiceAccount, email)."""
+    made = made if made is not None else set()
     spec = conn.spec.gcp
     assert spec is not None
     ns, sa = conn.metadata.namespace or "", conn.spec.service_account_name
@@ -58,13 +61,7 @@ def apply(
             None,
         )
     first = conn.status.gcp is None
-    before: dict[str, str] | None = None
-    if first:
-        # Who made a member is remembered on the ServiceAccount before the member is written: a status write lost
-        # after it (a crash, the API server refusing under load) must not make our own member look hand-made.
-        before = accounts.annotations(ns, sa)
-        if before is not None and not _marked(before, MADE_ANNOTATION, email):
-            accounts.annotate_if_present(ns, sa, {MADE_ANNOTATION: email})
+    key = (ns, sa, email.lower())
     try:
         privilege = _privilege(provider, project, email)
         refusal = least.blocked(privilege, block_broad)
@@ -87,15 +84,18 @@ def apply(
         )
     adopted = conn.status.gcp.adopted if conn.status.gcp is not None else None
     if wrote:
+        made.add(key)  # until status records it: a status write refused under load must not lose who made it
         change = Change(outcome.Action.CREATED, f"added {who} to {WORKLOAD_IDENTITY_USER} on {email}")
     elif first:
-        # A member this connection has no record of: one we made (its status lost), one a Retain delete of ours
-        # left, one this connection adopted, or one bound outside porter-identity, taken only when the spec asks.
-        found = before or {}
-        ours = _marked(found, MADE_ANNOTATION, email) or _marked(found, retained_annotation(Provider.GCP), email)
+        # A member this connection has no record of: one we made (its status lost: this process remembers, and the
+        # ServiceAccount's mark once annotated), one a Retain delete of ours left, one this connection adopted, or
+        # one bound outside porter-identity, taken only when the spec asks.
+        found = accounts.annotations(ns, sa) or {}
+        ours = key in made or any(
+            _marked(found, mark, email) for mark in (MADE_ANNOTATION, retained_annotation(Provider.GCP))
+        )
         adopted = _marked(found, ADOPTED_ANNOTATION, email) or None
         if not ours and not adopted and conn.spec.take_over is TakeOver.NEVER:
-            accounts.annotate_if_present(ns, sa, {MADE_ANNOTATION: None})  # not ours: our mark goes again
             return Result(
                 outcome.stalled(
                     Reason.CONFLICT,
@@ -108,7 +108,13 @@ def apply(
             adopted = True
         change = Change(outcome.Action.ADOPTED, f"adopted {who} in {WORKLOAD_IDENTITY_USER} on {email}")
     status = GcpStatus(member=who, adopted=adopted)
-    marks: dict[str, str | None] = {decide.SERVICE_ACCOUNT_ANNOTATION: email, retained_annotation(Provider.GCP): None}
+    marks: dict[str, str | None] = {
+        decide.SERVICE_ACCOUNT_ANNOTATION: email,
+        retained_annotation(Provider.GCP): None,
+        MADE_ANNOTATION: email,  # in the same patch: who made it survives a status lost later
+    }
+    if not first:
+        made.discard(key)  # status records it now
     if adopted:
         marks[ADOPTED_ANNOTATION] = email  # remembered where status can be lost: released, never deleted
         marks[MADE_ANNOTATION] = None
@@ -130,7 +136,7 @@ def apply(
 
 
 # On the ServiceAccount: the IAM service account whose member a connection adopted (spec.takeOver: Adopt), and the
-# one whose member this cluster's operator made (written before the member, so a lost status cannot lose it).
+# one whose member this cluster's operator made (so a status lost later cannot make it look hand-made).
 ADOPTED_ANNOTATION = "identity.porter.run/adopted-gcp"
 MADE_ANNOTATION = "identity.porter.run/made-gcp"
 
@@ -187,15 +193,17 @@ class GcpLink:
         self.accounts = accounts
         self.project = project
         self.pool = pool
+        self.made: set[tuple[str, str, str]] = set()
 
     def same_identity(self, a: str, b: str) -> bool:
         return a.lower() == b.lower()
 
     def apply(self, conn: ServiceIdentityConnection, block_broad: bool) -> Result:
-        return apply(self.cloud, self.accounts, self.project, self.pool, conn, block_broad)
+        return apply(self.cloud, self.accounts, self.project, self.pool, conn, block_broad, self.made)
 
     def remove(self, conn: ServiceIdentityConnection, identity: str) -> Result:
         found = self.accounts.annotations(conn.metadata.namespace or "", conn.spec.service_account_name)
+        self.made.discard((conn.metadata.namespace or "", conn.spec.service_account_name, identity.lower()))
         if kept_for_another(found or {}, conn, self.provider, identity, self.same_identity):
             return Result(outcome.ready(f"the link to {identity} is retained: left in place"), None)
         recorded = conn.status.gcp is not None and bool(conn.status.gcp.adopted)
