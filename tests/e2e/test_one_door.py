@@ -218,7 +218,9 @@ def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_
             prefix = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{ns}/"
             return {m.removeprefix(prefix).rstrip("]") for m in members(gcp, email) if m.startswith(prefix)}
 
-    core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: f"{allowed} keep:Retain keep:DetachOnDelete keep:Skip"}}})
+    core.patch_namespace(
+        ns, {"metadata": {"annotations": {ALLOW: f"{allowed} keep:Retain keep:DetachOnDelete keep:Skip"}}}
+    )
     conns = Connections(api, ns)
     for sa in ("paused", "retained", "detached"):
         service_account(ns, sa)
