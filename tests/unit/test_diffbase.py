@@ -53,5 +53,5 @@ def test_nothing_is_stored_or_read_for_a_connection() -> None:
     patch = kopf.Patch()
     storage.store(body=connection, patch=patch, essence=storage.build(body=connection))
     assert not patch
-    assert storage.fetch(body=kopf.Body(handled)) is None
+    assert storage.fetch(body=kopf.Body(handled)) == storage.build(body=connection) == {}  # no change, ever
     assert storage.fetch(body=kopf.Body({**handled, "kind": "PorterRoleSet"})) == {}
