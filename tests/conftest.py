@@ -72,6 +72,12 @@ E2E_POLICY: list[dict[str, Any]] = [
         "keep": ["Retain", "DetachOnDelete", "Skip"],
     },
     {
+        "name": "strict",  # grants no keeping at all, not even Retain
+        "namespaces": ["strict-*"],
+        "aws": {"roles": ["*"]},
+        "keep": [],
+    },
+    {
         "name": "hostile",
         "namespaces": ["h-*"],
         "aws": {"roles": ["ok-*"]},

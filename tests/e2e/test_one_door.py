@@ -390,3 +390,29 @@ def test_a_retained_link_is_removed_within_5_s_of_its_rule_being_withdrawn(
     assert any("retained" in m and "not allowed by policy" in m for m in messages), messages
     marks = sa_annotations(api, ns, "kept")
     assert not [k for k in marks if k.startswith("identity.porter.run/retained-")], marks
+
+
+def test_retain_that_no_rule_grants_is_refused_at_admission_and_the_link_removed_on_delete_without_the_webhook(
+    api: client.ApiClient, operator: Operator, aws: AwsEmulator, eks_cluster: str, make_role: Any, kubectl: Any
+) -> None:
+    core = client.CoreV1Api(api)
+    ns = f"strict-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    try:
+        role = make_role()
+        core.create_namespaced_service_account(ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="app")))
+        conns = Connections(api, ns)
+        with pytest.raises(client.ApiException) as refused:
+            conns.create("app", "app", aws={"role": role}, deletionPolicy="Retain")
+        assert refused.value.status == 403
+        assert "Retain is not granted by rule strict (it grants nothing)" in str(refused.value.body)
+        with no_webhook(kubectl):
+            conns.create("app", "app", aws={"role": role}, deletionPolicy="Retain")
+            conns.wait_ready("app")
+            conns.delete("app")
+            conns.wait_gone("app")
+        assert associations(aws, eks_cluster, ns) == [], "Retain is not granted here: the delete removed the link"
+        warnings = [e.message for e in conns.events("app") if e.type == "Warning"]
+        assert any("Retain is not granted" in m for m in warnings), warnings
+    finally:
+        core.delete_namespace(ns)

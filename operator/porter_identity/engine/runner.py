@@ -198,32 +198,38 @@ class Runner:
         if ask.deleting:
             return self._delete(uid, ask)
         body = ask.body
+        cached = True  # the first read may come from the API server's watch cache: the write is checked anyway
         for _ in range(WRITE_ATTEMPTS):
-            if body is None:
-                body = self._read(ask.namespace, ask.name)
-            if body is None or (body.get("metadata") or {}).get("uid") != uid:
-                self.forget(uid)
-                return None
             try:
+                if body is None:
+                    body = self._read(ask.namespace, ask.name, cached)
+                if body is None or (body.get("metadata") or {}).get("uid") != uid:
+                    self.forget(uid)
+                    return None
                 return self._run_once(uid, ask, body)
             except _Changed:
-                body = None
+                body, cached = None, False
                 ask = replace(ask, look=True)
-            except (rest.ApiError, CloudError, OSError) as err:  # the API server or a cloud failed us: try again
+            except Exception as err:  # nothing is dropped: whatever failed, the connection runs again later
                 retries = self.retries.get(uid, 0)
                 self.retries[uid] = retries + 1
                 delay = backoff.delay(retries, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-                log.warning(f"{ask.namespace}/{ask.name}: {err}; running it again in {delay:.0f} s")
+                expected = isinstance(err, rest.ApiError | CloudError | OSError)  # the API server or a cloud
+                (log.warning if expected else log.exception)(
+                    f"{ask.namespace}/{ask.name}: {err}; running it again in {delay:.0f} s"
+                )
                 self.door.later(uid, delay, replace(ask, body=None, look=True))
                 return None
         log.warning(f"{ask.namespace}/{ask.name}: changed under {WRITE_ATTEMPTS} runs in a row; asked again")
         self.door.later(uid, self.settings.retry_base_seconds, replace(ask, body=None))
         return None
 
-    def _read(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def _read(self, namespace: str, name: str, cached: bool = False) -> Mapping[str, Any] | None:
+        """`cached`: from the API server's watch cache (resourceVersion=0), no etcd read: cheap under a backlog."""
         kube: Kube = self.memo.kube
+        query = {"resourceVersion": "0"} if cached else None
         try:
-            found: Mapping[str, Any] = kube.get(rest.path(GROUP, VERSION, PLURAL, namespace, name))
+            found: Mapping[str, Any] = kube.get(rest.path(GROUP, VERSION, PLURAL, namespace, name), query=query)
         except rest.ApiError as err:
             if err.status == 404:
                 return None
