@@ -8,7 +8,11 @@ ResourceNotFoundException (404) for a missing cluster or association, ResourceIn
 for a second association of the same namespace + service account in one cluster,
 InvalidParameterException (400) for malformed input (including maxResults outside 1-100 and
 a bad nextToken), ResourceLimitExceededException at the 5,000-associations-per-cluster quota, and
-clientRequestToken idempotency. Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
+clientRequestToken idempotency. Create and Update check the role as EKS does: one that does not exist, or whose
+trust policy does not let pods.eks.amazonaws.com AssumeRole and TagSession, is refused with
+InvalidParameterException ("Role provided in the request does not exist", "Trust policy of the role provided is
+invalid": the messages terraform-provider-aws matches, its issues 34711 and 41483).
+Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
 as EKS's restJson protocol does; injected throttling uses the codes botocore retries.
 EKS Auth's AssumeRoleForPodIdentity (`porter_dev.eks_auth`, which cites its pages) checks the token against the
 cluster's OIDC issuer, set with `/_porter/cluster-issuer` (moto gives clusters a made-up issuer).
@@ -134,6 +138,10 @@ class PodIdentityStore:
     """Associations by (account, region, cluster); one lock keeps the uniqueness rule atomic."""
 
     cluster_exists: Callable[[str, str, str], bool]
+    # The role's trust policy as EKS sees it (None: no such role). EKS checks the role at create and update:
+    # InvalidParameterException "Role provided in the request does not exist" (terraform-provider-aws retries on
+    # it, its issue 34711), and "Trust policy of the role provided is invalid" (its issue 41483).
+    trust_of: Callable[[str], dict[str, Any] | None] = field(default=lambda role: {})
     associations: dict[tuple[str, str, str], dict[str, Association]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -141,6 +149,14 @@ class PodIdentityStore:
         if not self.cluster_exists(account, region, cluster):
             raise EksError(404, "ResourceNotFoundException", f"No cluster found for name: {cluster}.")
         return self.associations.setdefault((account, region, cluster), {})
+
+    def _check_role(self, account: str, role: str, session_tags: bool = True) -> None:
+        policy = self.trust_of(role)
+        if policy is None:
+            raise EksError(400, "InvalidParameterException", "Role provided in the request does not exist")
+        actions = ["sts:AssumeRole", "sts:TagSession"] if session_tags else ["sts:AssumeRole"]
+        if policy and not all(iam_rules.service_allows(policy, eks_auth.AUDIENCE, a, account) for a in actions):
+            raise EksError(400, "InvalidParameterException", "Trust policy of the role provided is invalid")
 
     def _get(self, account: str, region: str, cluster: str, association_id: str) -> Association:
         found = self._cluster(account, region, cluster).get(association_id)
@@ -162,6 +178,7 @@ class PodIdentityStore:
             raise EksError(400, "InvalidParameterException", f"Role ARN {role} is not a valid IAM role ARN.")
         tags = body.get("tags") or {}
         _validate_tags(tags)
+        self._check_role(account, role, not body.get("disableSessionTags", False))
         token = body.get("clientRequestToken")
         with self.lock:
             existing = self._cluster(account, region, cluster)
@@ -212,6 +229,8 @@ class PodIdentityStore:
         role = body.get("roleArn")
         if role is not None and (not isinstance(role, str) or not ROLE_ARN.match(role)):
             raise EksError(400, "InvalidParameterException", f"Role ARN {role} is not a valid IAM role ARN.")
+        if role is not None:
+            self._check_role(account, role)
         with self.lock:
             assoc = self._get(account, region, cluster, association_id)
             if role is not None:
@@ -366,7 +385,7 @@ class AwsEmulator:
             inner = DomainDispatcherApplication(create_backend_app)
         self.inner = inner
         self.faults = Faults()
-        self.store = PodIdentityStore(cluster_exists=_moto_cluster_exists)
+        self.store = PodIdentityStore(cluster_exists=_moto_cluster_exists, trust_of=_trust_policy)
         self.assume_role_calls: Counter[str] = Counter()
         self.counter_lock = threading.Lock()
         # a quota check and the write it allows must not interleave with another write to the same role

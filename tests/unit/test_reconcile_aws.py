@@ -328,3 +328,21 @@ def test_trust_that_pod_identity_can_use(trust: dict[str, Any]) -> None:
 def test_trust_that_pod_identity_cannot_use_names_what_is_missing(trust: dict[str, Any], says: str) -> None:
     problem = decide.trust_problem(trust)
     assert problem is not None and says in problem
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "refusal"),
+    [
+        ("InvalidParameterException", "Role provided in the request does not exist", "NOT_VISIBLE"),
+        ("InvalidParameterException", "Trust policy of the role provided is invalid", "TRUST"),
+        ("InvalidParameterException", "namespace and serviceAccount must be valid names.", None),
+        ("ResourceInUseException", "Role provided in the request does not exist", None),
+    ],
+)
+def test_eks_refusals_of_the_role_itself_are_told_from_other_invalid_requests(
+    code: str, message: str, refusal: str | None
+) -> None:
+    from porter_identity.clouds.aws.plan import RoleRefusal, eks_role_refusal
+
+    found = eks_role_refusal(code, message)
+    assert found is (None if refusal is None else RoleRefusal[refusal])

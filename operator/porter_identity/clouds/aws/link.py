@@ -151,6 +151,22 @@ def apply(
                     outcome.Action.ADOPTED, f"adopted existing EKS Pod Identity association {current.association_id}"
                 )
     except CloudError as err:
+        refused = decide.eks_role_refusal(err.code, err.message)
+        if refused is not None:
+            provider.forget_role(conn.spec.aws.role)  # read afresh next time, by every connection naming it
+        if refused is decide.RoleRefusal.NOT_VISIBLE:
+            # GetRole already returns it: IAM is eventually consistent, and EKS does not see it yet.
+            message = (
+                f"EKS does not see IAM role {conn.spec.aws.role} yet ({err.message}); "
+                "a role made a moment ago takes time"
+            )
+            return Result(outcome.stalled(Reason.ROLE_NOT_FOUND, message), conn.status.aws)
+        if refused is decide.RoleRefusal.TRUST:
+            message = (
+                f"EKS refused IAM role {conn.spec.aws.role}: {err.message}; allow {decide.POD_IDENTITY_PRINCIPAL} "
+                f"the actions {', '.join(decide.POD_IDENTITY_ACTIONS)} in its trust policy"
+            )
+            return Result(outcome.stalled(Reason.TRUST_POLICY_INVALID, message), conn.status.aws)
         return Result(outcome.from_error(err, what=step), conn.status.aws)
     return _ready(ns, sa, role, current, change, privilege)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 from porter_identity.iam.policy import listed
@@ -134,3 +134,23 @@ def plan_delete(uid: str, observed: Association | None, uid_tag: str = UID_TAG) 
     if not owned_by(observed, uid, uid_tag):
         return DeleteAction.NOT_OURS
     return DeleteAction.DELETE
+
+
+class RoleRefusal(Enum):
+    """What EKS says of a role at CreatePodIdentityAssociation or Update, that GetRole may not have shown."""
+
+    NOT_VISIBLE = "not visible"  # IAM is eventually consistent: a role made a moment ago may be unknown to EKS
+    TRUST = "trust"
+
+
+def eks_role_refusal(code: str, message: str) -> RoleRefusal | None:
+    """EKS's refusal of the role itself (InvalidParameterException with these messages, as terraform-provider-aws
+    matches them: its issues 34711 and 41483), else None."""
+    if code != "InvalidParameterException":
+        return None
+    text = message.lower()
+    if "role provided in the request does not exist" in text:
+        return RoleRefusal.NOT_VISIBLE
+    if "trust policy of the role provided is invalid" in text:
+        return RoleRefusal.TRUST
+    return None
