@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -149,3 +150,33 @@ def test_sdk_calls_reuse_their_connection(aws: AwsEmulator, eks_cluster: str, ma
             )
             client.list_pod_identity_associations(clusterName=eks_cluster, namespace=ns)
     assert opened == []
+
+
+def test_eks_refuses_a_role_it_cannot_see_or_that_does_not_trust_pod_identity(
+    aws: AwsEmulator, eks: Any, eks_cluster: str, make_role: Any, ns: str
+) -> None:
+    """As EKS does at create and update (the messages terraform-provider-aws matches, its issues 34711, 41483)."""
+    with pytest.raises(ClientError) as err:
+        eks.create_pod_identity_association(
+            clusterName=eks_cluster, namespace=ns, serviceAccount="a", roleArn="arn:aws:iam::123456789012:role/ghost"
+        )
+    assert _code(err) == ("InvalidParameterException", 400)
+    assert "Role provided in the request does not exist" in str(err.value)
+    ec2_only = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+    other = aws.client("iam").create_role(RoleName=f"ec2-{ns}", AssumeRolePolicyDocument=ec2_only)["Role"]["Arn"]
+    with pytest.raises(ClientError) as err:
+        eks.create_pod_identity_association(clusterName=eks_cluster, namespace=ns, serviceAccount="b", roleArn=other)
+    assert "Trust policy of the role provided is invalid" in str(err.value)
+    made = eks.create_pod_identity_association(
+        clusterName=eks_cluster, namespace=ns, serviceAccount="c", roleArn=make_role()
+    )["association"]
+    with pytest.raises(ClientError) as err:
+        eks.update_pod_identity_association(clusterName=eks_cluster, associationId=made["associationId"], roleArn=other)
+    assert "Trust policy of the role provided is invalid" in str(err.value)
