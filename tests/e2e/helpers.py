@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
+from porter_dev import admission
 from porter_dev.controlplane import ControlPlane
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, Operator
 from tests.conftest import EKS_CLUSTER, GROUP, PLURAL, VERSION, wait_for
@@ -158,3 +159,16 @@ def check(env: dict[str, str], namespace: str, name: str, *args: str) -> tuple[i
     assert done.stdout, done.stderr
     verdict: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, verdict
+
+
+@contextmanager
+def webhook_bypassed(kubectl: Any) -> Iterator[None]:
+    """As an attacker who got the webhook configuration deleted: only the CRD rules and reconcile remain."""
+    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
+    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
+    try:
+        yield
+    finally:
+        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            saved["metadata"].pop(key, None)
+        kubectl("apply", "-f", "-", stdin=json.dumps(saved))

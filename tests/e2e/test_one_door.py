@@ -4,18 +4,16 @@ emulators, with the chart's RBAC; the long recheck is the default 300 s, so only
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from porter_dev import admission
 from porter_dev.aws import AwsEmulator
 from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator, workload_identity_member
@@ -23,7 +21,7 @@ from porter_dev.processes import Operator, pod_identity_trust_policy
 from porter_identity import GROUP, VERSION
 from porter_identity.api.connection import PLURAL
 from tests.conftest import AZURE_SUBSCRIPTION, GCP_PROJECT, sa_annotations, wait_for
-from tests.e2e.helpers import Connections, connection
+from tests.e2e.helpers import Connections, connection, webhook_bypassed
 
 pytestmark = pytest.mark.e2e
 RG = "door-rg"
@@ -167,6 +165,50 @@ def test_deleting_a_connection_whose_credential_is_already_gone_reports_no_delet
     assert not any(m.startswith("deleted federated identity credential") for m in messages), messages
 
 
+@dataclass
+class Identity:
+    """One cloud identity made for a test: the allow-annotation entry, the spec block, and which ServiceAccounts of
+    a namespace are linked to it in the cloud."""
+
+    allowed: str
+    spec: dict[str, Any]
+    linked: Callable[[str], set[str]]
+
+
+@pytest.fixture
+def make_identity(
+    aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator, eks_cluster: str, make_role: Any
+) -> Callable[[str], Identity]:
+    def make(provider: str) -> Identity:
+        name = f"id-{uuid.uuid4().hex[:8]}"
+        if provider == "aws":
+            make_role(name)
+            return Identity(
+                f"aws:{name}",
+                {"aws": {"role": name}},
+                lambda ns: {a["serviceAccount"] for a in associations(aws, eks_cluster, ns)},
+            )
+        if provider == "azure":
+            azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
+
+            def subjects(ns: str) -> set[str]:
+                prefix = f"system:serviceaccount:{ns}:"
+                return {
+                    c.subject.removeprefix(prefix) for c in credentials(azure, name) if c.subject.startswith(prefix)
+                }
+
+            return Identity(f"azure:{RG}/{name}", {"azure": {"identityName": name, "resourceGroup": RG}}, subjects)
+        email = gcp.seed_service_account(GCP_PROJECT, name)
+
+        def bound(ns: str) -> set[str]:
+            prefix = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{ns}/"
+            return {m.removeprefix(prefix).rstrip("]") for m in members(gcp, email) if m.startswith(prefix)}
+
+        return Identity(f"gcp:{email}", {"gcp": {"serviceAccountEmail": email}}, bound)
+
+    return make
+
+
 @pytest.fixture
 def annotated_namespace(api: client.ApiClient) -> Any:
     """A namespace no policy-file rule covers: what it may use is its allow annotation alone."""
@@ -183,40 +225,18 @@ def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_
     api: client.ApiClient,
     annotated_namespace: str,
     operator: Operator,
-    aws: AwsEmulator,
-    azure: AzureEmulator,
-    gcp: GcpEmulator,
-    eks_cluster: str,
-    make_role: Any,
+    make_identity: Callable[[str], Identity],
     service_account: Any,
 ) -> None:
     """The trial of the revocation issue: a tenant pauses one link, detaches another and retains a third, then the
     admin withdraws the cloud from the namespace while the tenant deletes the detached and retained ones."""
     ns = annotated_namespace
     core = client.CoreV1Api(api)
-    suffix = uuid.uuid4().hex[:8]
-    if provider == "aws":
-        role = f"rv-{suffix}"
-        make_role(role)
-        allowed, spec = f"aws:{role}", {"aws": {"role": role}}
+    identity = make_identity(provider)
+    allowed, spec = identity.allowed, identity.spec
 
-        def linked() -> set[str]:
-            return {a["serviceAccount"] for a in associations(aws, eks_cluster, ns)}
-    elif provider == "azure":
-        name = f"rv-{suffix}"
-        azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
-        allowed, spec = f"azure:{RG}/{name}", {"azure": {"identityName": name, "resourceGroup": RG}}
-
-        def linked() -> set[str]:
-            prefix = f"system:serviceaccount:{ns}:"
-            return {c.subject.removeprefix(prefix) for c in credentials(azure, name) if c.subject.startswith(prefix)}
-    else:
-        email = gcp.seed_service_account(GCP_PROJECT, f"rv-{suffix}")
-        allowed, spec = f"gcp:{email}", {"gcp": {"serviceAccountEmail": email}}
-
-        def linked() -> set[str]:
-            prefix = f"serviceAccount:{GCP_PROJECT}.svc.id.goog[{ns}/"
-            return {m.removeprefix(prefix).rstrip("]") for m in members(gcp, email) if m.startswith(prefix)}
+    def linked() -> set[str]:
+        return identity.linked(ns)
 
     core.patch_namespace(
         ns, {"metadata": {"annotations": {ALLOW: f"{allowed} keep:Retain keep:DetachOnDelete keep:Skip"}}}
@@ -234,7 +254,8 @@ def test_an_admins_withdrawal_removes_paused_retained_and_detached_links_within_
         conns.custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, PLURAL, name_, {"metadata": {"annotations": {PAUSE: value}}}
         )
-    time.sleep(1)  # the pause is seen before the withdrawal
+    # the pause is seen (its Event) before the withdrawal
+    wait_for(lambda: any(e.reason == "Paused" for e in conns.events("paused")), 10, what="the Paused Event")
     core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: "aws:nothing-here"}}})
     conns.delete("retained")
     conns.delete("detached")
@@ -273,19 +294,6 @@ def test_a_gcp_member_bound_by_hand_is_taken_only_when_asked_and_released_not_de
     assert any(e.reason == "Released" for e in conns.events("tf"))
 
 
-@contextmanager
-def no_webhook(kubectl: Any) -> Iterator[None]:
-    """The webhook out of the way, as when it is bypassed: reconcile must refuse on its own."""
-    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
-    try:
-        yield
-    finally:
-        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-            saved["metadata"].pop(key, None)
-        kubectl("apply", "-f", "-", stdin=json.dumps(saved))
-
-
 def test_keeping_that_no_rule_grants_is_refused_at_admission_and_ignored_in_reconcile(
     api: client.ApiClient,
     annotated_namespace: str,
@@ -317,14 +325,13 @@ def test_keeping_that_no_rule_grants_is_refused_at_admission_and_ignored_in_reco
             GROUP, VERSION, ns, PLURAL, "detached", {"metadata": {"annotations": {PAUSE: "detach-on-delete"}}}
         )
 
-    with no_webhook(kubectl):
+    with webhook_bypassed(kubectl):
         conns.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, paused)
         conns.wait_ready("skipped")  # the skip is ignored: the connection is run, with a Warning that says why
         conns.custom.patch_namespaced_custom_object(
             GROUP, VERSION, ns, PLURAL, "detached", {"metadata": {"annotations": {PAUSE: "detach-on-delete"}}}
         )
-        time.sleep(0.5)
-        conns.delete("detached")
+        conns.delete("detached")  # the delete reads the annotation from the object it deletes
         conns.wait_gone("detached")
     warnings = [e.message for e in conns.events("skipped") if e.type == "Warning"]
     assert any("skip is ignored" in m and "Skip is not granted" in m for m in warnings), warnings
@@ -340,37 +347,16 @@ def test_a_retained_link_is_removed_within_5_s_of_its_rule_being_withdrawn(
     api: client.ApiClient,
     annotated_namespace: str,
     operator: Operator,
-    aws: AwsEmulator,
-    azure: AzureEmulator,
-    gcp: GcpEmulator,
-    eks_cluster: str,
-    make_role: Any,
+    make_identity: Callable[[str], Identity],
     service_account: Any,
 ) -> None:
     ns = annotated_namespace
     core = client.CoreV1Api(api)
-    suffix = uuid.uuid4().hex[:8]
-    if provider == "aws":
-        role = f"kept-{suffix}"
-        make_role(role)
-        allowed, spec = f"aws:{role}", {"aws": {"role": role}}
+    identity = make_identity(provider)
+    allowed, spec = identity.allowed, identity.spec
 
-        def linked() -> bool:
-            return any(a["serviceAccount"] == "kept" for a in associations(aws, eks_cluster, ns))
-    elif provider == "azure":
-        name = f"kept-{suffix}"
-        azure.seed_identity(AZURE_SUBSCRIPTION, RG, name)
-        allowed, spec = f"azure:{RG}/{name}", {"azure": {"identityName": name, "resourceGroup": RG}}
-
-        def linked() -> bool:
-            return bool(credentials(azure, name))
-    else:
-        email = gcp.seed_service_account(GCP_PROJECT, f"kept-{suffix}")
-        allowed, spec = f"gcp:{email}", {"gcp": {"serviceAccountEmail": email}}
-        who = workload_identity_member(GCP_PROJECT, ns, "kept")
-
-        def linked() -> bool:
-            return who in members(gcp, email)
+    def linked() -> bool:
+        return "kept" in identity.linked(ns)
 
     core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: allowed}}})  # Retain is granted by default
     service_account(ns, "kept")
@@ -406,7 +392,7 @@ def test_retain_that_no_rule_grants_is_refused_at_admission_and_the_link_removed
             conns.create("app", "app", aws={"role": role}, deletionPolicy="Retain")
         assert refused.value.status == 403
         assert "Retain is not granted by rule strict (it grants nothing)" in str(refused.value.body)
-        with no_webhook(kubectl):
+        with webhook_bypassed(kubectl):
             conns.create("app", "app", aws={"role": role}, deletionPolicy="Retain")
             conns.wait_ready("app")
             conns.delete("app")

@@ -7,7 +7,6 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from porter_dev import admission, rbac
+from porter_dev import rbac
 from porter_dev.azure import AzureEmulator
 from porter_dev.controlplane import ControlPlane
 from porter_dev.gcp import GcpEmulator
@@ -34,7 +33,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.e2e import helpers
-from tests.e2e.helpers import Connections, instead_of_the_session_operator
+from tests.e2e.helpers import Connections, instead_of_the_session_operator, webhook_bypassed
 
 pytestmark = pytest.mark.e2e
 ANNOTATION = "identity.porter.run/allowed-identities"
@@ -412,19 +411,6 @@ def test_the_operators_own_identities_are_refused_whatever_their_names(
         assert "is the operator's own identity, which connections may never use" in refused.value.body
     credentials = azure.client(AZURE_SUBSCRIPTION).federated_identity_credentials.list("ops-rg", guarded["azure"])
     assert list(credentials) == [], "nothing linked to the operator's own managed identity"
-
-
-@contextmanager
-def webhook_bypassed(kubectl: Any) -> Iterator[None]:
-    """As an attacker who got the webhook configuration deleted: only the CRD rules and reconcile remain."""
-    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
-    try:
-        yield
-    finally:
-        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-            saved["metadata"].pop(key, None)
-        kubectl("apply", "-f", "-", stdin=json.dumps(saved))
 
 
 def test_with_the_webhook_bypassed_reconcile_still_refuses_own_identities_and_protected_namespaces(

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from kopf._cogs.aiokits import aiotoggles
 
-from porter_identity.runtime import kopf_toggles as toggles
+from porter_identity.runtime import kopf_internals as toggles
 
 
 class Counting(asyncio.Condition):

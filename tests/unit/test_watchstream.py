@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kopf._cogs.clients import watching
 
-from porter_identity.runtime import kopf_watch as watchstream
+from porter_identity.runtime import kopf_internals as watchstream
 
 BODY: dict[str, Any] = {
     "apiVersion": "identity.porter.run/v1alpha1",

@@ -117,7 +117,9 @@ class SecretKeyRef(CamelModel):
 class Access(CamelModel):
     """The first hop of the chain: the role the operator's own credentials assume."""
 
-    role_arn: RoleArn = Field(description="Role assumed with the ExternalId (porter-access-manager in the seed).")
+    role_arn: RoleArn = Field(
+        description="Role assumed with the ExternalId (porter-access-manager in Porter's IAM inventory)."
+    )
     external_id_secret_ref: SecretKeyRef = Field(description="Secret holding the ExternalId.")
 
 
@@ -187,13 +189,13 @@ CUSTOM_NEEDS_DOCUMENTS = {
 
 
 class RoleSpec(CamelModel):
-    """A preset from the seed, or a fully custom role."""
+    """A preset from Porter's IAM inventory, or a fully custom role."""
 
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": cast(Any, [ONE_OF_PRESET_OR_NAME, CUSTOM_NEEDS_DOCUMENTS])}
     )
 
-    preset: PresetName | None = Field(default=None, description="A role of the seed's inventory.")
+    preset: PresetName | None = Field(default=None, description="A role of Porter's IAM inventory.")
     name: RoleName | None = Field(default=None, description="Name of a custom role.")
     service_account: ServiceAccountRef | None = Field(default=None, description=SERVICE_ACCOUNT_DESCRIPTION)
     statements: list[PolicyStatement] | None = Field(
@@ -247,7 +249,7 @@ class RoleSetSpec(CamelModel):
     ack_compatible_trust: bool = Field(
         default=False,
         description="true: porter-access-manager and porter-infra-manager trust the management principal without "
-        "an ExternalId, as the seed does for ACK. porter-manager always requires it.",
+        "an ExternalId, as Porter's IAM inventory does for ACK. porter-manager always requires it.",
     )
     roles: list[RoleSpec] = Field(default_factory=list, max_length=50, description="Presets and custom roles.")
     buckets: list[Bucket] = Field(
