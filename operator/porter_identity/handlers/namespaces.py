@@ -4,15 +4,18 @@ for a run of every connection in the namespace at once (an admin's withdrawal ac
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
 
 from porter_identity.engine import revoke
 from porter_identity.engine.runner import Runner
+from porter_identity.kube import rest
 from porter_identity.reconcile.policy import ANNOTATION
 
 _UNSEEN = object()
+log = logging.getLogger(__name__)
 
 
 @kopf.index("v1", "namespaces")
@@ -39,4 +42,7 @@ async def allow_annotation_changed(
         return
     runner.ask_namespace(name, f"namespace {name}'s {ANNOTATION} changed")
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(runner.executor, revoke.revoke_retained, memo, runner.retained_marks, name)
+    try:
+        await loop.run_in_executor(runner.executor, revoke.revoke_retained, memo, runner.retained_marks, name)
+    except (rest.ApiError, OSError) as err:  # the sweep looks again
+        log.warning(f"could not check the retained links of namespace {name}: {err}")
