@@ -9,7 +9,7 @@ for a second association of the same namespace + service account in one cluster,
 InvalidParameterException (400) for malformed input (including maxResults outside 1-100 and
 a bad nextToken), ResourceLimitExceededException at the 5,000-associations-per-cluster quota, and
 clientRequestToken idempotency. Create and Update check the role as EKS does: one that does not exist, or whose
-trust policy does not let pods.eks.amazonaws.com AssumeRole and TagSession, is refused with
+trust policy does not let pods.eks.amazonaws.com AssumeRole, is refused with
 InvalidParameterException ("Role provided in the request does not exist", "Trust policy of the role provided is
 invalid": the messages terraform-provider-aws matches, its issues 34711 and 41483).
 Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
@@ -150,12 +150,12 @@ class PodIdentityStore:
             raise EksError(404, "ResourceNotFoundException", f"No cluster found for name: {cluster}.")
         return self.associations.setdefault((account, region, cluster), {})
 
-    def _check_role(self, account: str, role: str, session_tags: bool = True) -> None:
+    def _check_role(self, account: str, role: str) -> None:
+        """A missing sts:TagSession is not refused here: EKS Auth refuses it when a pod asks for credentials."""
         policy = self.trust_of(role)
         if policy is None:
             raise EksError(400, "InvalidParameterException", "Role provided in the request does not exist")
-        actions = ["sts:AssumeRole", "sts:TagSession"] if session_tags else ["sts:AssumeRole"]
-        if policy and not all(iam_rules.service_allows(policy, eks_auth.AUDIENCE, a, account) for a in actions):
+        if policy and not iam_rules.service_allows(policy, eks_auth.AUDIENCE, "sts:AssumeRole", account):
             raise EksError(400, "InvalidParameterException", "Trust policy of the role provided is invalid")
 
     def _get(self, account: str, region: str, cluster: str, association_id: str) -> Association:
@@ -178,7 +178,7 @@ class PodIdentityStore:
             raise EksError(400, "InvalidParameterException", f"Role ARN {role} is not a valid IAM role ARN.")
         tags = body.get("tags") or {}
         _validate_tags(tags)
-        self._check_role(account, role, not body.get("disableSessionTags", False))
+        self._check_role(account, role)
         token = body.get("clientRequestToken")
         with self.lock:
             existing = self._cluster(account, region, cluster)
