@@ -18,7 +18,7 @@ from porter_identity.reconcile.outcome import OUTSIDE_THE_SPEC, Action, Reason
 from porter_identity.reconcile.reconcile_policy import ReconcilePolicy
 
 # A connection left retrying is asked for by the sweep too: the runner retries it on its own schedule
-# (engine/wait.py), and the sweep is the safety net (an ask for a connection already waiting merges into it).
+# (engine/wait.py) and the sweep is the safety net; it may run a backing-off connection early, once a sweep.
 RECHECKED = frozenset(
     {Reason.THROTTLED, Reason.CLOUD_UNAVAILABLE, Reason.SERVICE_ACCOUNT_NOT_FOUND, Reason.PROGRESSING}
 )
