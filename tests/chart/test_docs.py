@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 from porter_dev import REPO_ROOT
 from porter_dev.chart import CHART
-from porter_identity import helmchart
+from porter_identity import cli, helmchart
 
 STALE = "stale: run `porter-identity crds .`"
 
@@ -112,3 +114,21 @@ top:
     assert values["top.commented"].default is helmchart.UNSET
     assert values["top.commented"].description == "Unset: described."
     assert list(values) == ["top", "top.above", "top.beside", "top.grouped", "top.list", "top.ref", "top.commented"]
+
+
+def test_one_command_regenerates_all_of_it(tmp_path: Path) -> None:
+    """`porter-identity crds .` (make crds) writes the schema's policy part, the README and the docs' table."""
+    tree = tmp_path / "tree"
+    shutil.copytree(CHART, tree / helmchart.CHART)
+    (tree / "docs").mkdir()
+    shutil.copy(REPO_ROOT / helmchart.DOCS, tree / helmchart.DOCS)
+    schema_file = tree / helmchart.CHART / "values.schema.json"
+    stale = json.loads(schema_file.read_text())
+    stale["properties"]["policy"] = {"type": "object"}
+    schema_file.write_text(json.dumps(stale))
+    (tree / helmchart.CHART / "README.md").unlink()
+    docs = tree / helmchart.DOCS
+    docs.write_text(docs.read_text().replace("`podDisruptionBudget.enabled`", "`podDisruptionBudget.on`"))
+    assert cli.main(["crds", str(tree)]) == 0
+    for path in (helmchart.CHART / "values.schema.json", helmchart.CHART / "README.md", helmchart.DOCS):
+        assert (tree / path).read_text() == (REPO_ROOT / path).read_text(), path
