@@ -173,7 +173,11 @@ def read_values(text: str) -> list[Value]:
                 lines[-1] = lines[-1].rstrip() + ":"  # a heading over a group of keys
             lines.append(beside)
         path = [k for _, k in stack] + [key["key"]]
-        default = _lookup(data, path)
+        try:
+            default = _lookup(data, path)
+        except (KeyError, TypeError):  # a key of a map inside a list item: part of the list's default
+            pending = []
+            continue
         parent = isinstance(default, dict) and bool(default)
         found.append(Value(".".join(path), default, lines, parent))
         stack.append((indent, key["key"]))

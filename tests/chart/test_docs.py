@@ -103,6 +103,9 @@ top:
     #   name: x
   # Unset: described.
   # commented: 3
+items:
+  - name: a
+    value: b
 """
     values = {v.path: v for v in helmchart.read_values(text)}
     assert values["top"].parent and values["top"].description == "Heading of a map."
@@ -113,7 +116,10 @@ top:
     assert values["top.ref"].description == "`name: x`"
     assert values["top.commented"].default is helmchart.UNSET
     assert values["top.commented"].description == "Unset: described."
-    assert list(values) == ["top", "top.above", "top.beside", "top.grouped", "top.list", "top.ref", "top.commented"]
+    assert list(values) == [
+        *("top", "top.above", "top.beside", "top.grouped", "top.list", "top.ref", "top.commented", "items")
+    ]
+    assert values["items"].default == [{"name": "a", "value": "b"}]
 
 
 def test_one_command_regenerates_all_of_it(tmp_path: Path) -> None:
