@@ -26,18 +26,23 @@ def schemas_dir(version: str) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _strict(node: Any) -> Any:
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     """Objects with declared properties allow no others (the API server drops or refuses unknown fields: a field
-    a newer release added is unknown to an older one)."""
-    if isinstance(node, dict):
-        node = {k: _strict(v) for k, v in node.items()}
-        if "properties" in node and "additionalProperties" not in node:
-            node["additionalProperties"] = False
-        if node.get("nullable"):  # OpenAPI 3.0's `nullable` is JSON Schema's null type
-            node = {"anyOf": [{"type": "null"}, {k: v for k, v in node.items() if k != "nullable"}]}
-        return node
-    if isinstance(node, list):
-        return [_strict(v) for v in node]
+    a newer release added is unknown to an older one). Walks schema keywords only: a map of properties may well
+    hold a property named `nullable` or `properties` (JSONSchemaProps does)."""
+    node = dict(schema)
+    if "properties" in node:
+        node["properties"] = {name: _strict(prop) for name, prop in node["properties"].items()}
+        node.setdefault("additionalProperties", False)
+    if isinstance(node.get("additionalProperties"), dict):
+        node["additionalProperties"] = _strict(node["additionalProperties"])
+    if "items" in node:
+        node["items"] = _strict(node["items"])
+    for keyword in ("allOf", "anyOf", "oneOf"):
+        if keyword in node:
+            node[keyword] = [_strict(s) for s in node[keyword]]
+    if node.pop("nullable", False):  # OpenAPI 3.0's `nullable` is JSON Schema's null type
+        return {"anyOf": [{"type": "null"}, node]}
     return node
 
 
@@ -48,7 +53,7 @@ class KubeSchemas:
         components: dict[str, Any] = {}
         for path in sorted(directory.glob("*.json")):
             components |= json.loads(path.read_text()).get("components", {}).get("schemas", {})
-        self.root = {"components": {"schemas": _strict(components)}}
+        self.root = {"components": {"schemas": {name: _strict(s) for name, s in components.items()}}}
         self.kinds: dict[tuple[str, str], str] = {}
         for name, schema in components.items():
             for gvk in schema.get("x-kubernetes-group-version-kind", []):

@@ -62,6 +62,14 @@ def test_renders_are_valid_objects_of_the_oldest_supported_kubernetes(
     assert "sleep" in container["lifecycle"]["preStop"], "the field that sets the minimum version was checked"
 
 
+def test_the_crds_the_chart_installs_are_valid_for_the_oldest_supported_kubernetes() -> None:
+    """A CRD field newer than the minimum (a CEL rule option, selectableFields) would be dropped or refused there."""
+    crds = list(yaml.safe_load_all(helm("show", "crds", str(CHART)).stdout))
+    assert len(crds) == 2
+    schemas = release(minimum_version())
+    assert {c["metadata"]["name"]: schemas.errors(c) for c in crds} == {c["metadata"]["name"]: [] for c in crds}
+
+
 def test_the_schema_check_refuses_unknown_fields_and_kinds() -> None:
     """The check is strict: a misspelt field or a kind the release does not serve is an error."""
     schemas = release(minimum_version())
