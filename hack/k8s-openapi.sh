@@ -12,8 +12,10 @@ if [ -f "$out/api__v1_openapi.json" ]; then echo "$out"; exit 0; fi
 # Only the module's files are needed, not a build: `go mod download` fetches and verifies its zip (about 20 MB).
 dir=$(cd "$(mktemp -d)" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$K8S_MIN_VERSION" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-mkdir -p "$out.tmp"
-cp "$dir"/api/openapi-spec/v3/*.json "$out.tmp/"
-chmod -R u+w "$out.tmp"
-rm -rf "$out" && mv "$out.tmp" "$out"
+mkdir -p "$cache"
+tmp=$(mktemp -d "$out.XXXXXX")
+cp "$dir"/api/openapi-spec/v3/*.json "$tmp/"
+chmod -R u+w "$tmp"
+# Two test processes may fetch at once: the first rename wins, the other's copy is dropped.
+mv -T "$tmp" "$out" 2>/dev/null || rm -rf "$tmp"
 echo "$out"
