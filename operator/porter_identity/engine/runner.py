@@ -263,7 +263,7 @@ class Runner:
             step = self._apply(conn, refusal, ask.ignoring)
             outcome = _noted(step.result.outcome)
             new = kstatus.next_status(conn, outcome, step.result.privilege, step.linked, step.result.status)
-            self._write(body, conn, new)
+            self._write(body, conn, new, made=step.result.change is not None)
             rank = claims.rank(outcome.state is State.READY, outcome.reason.value, NOT_CLAIMING)
             self.written[uid] = (time.monotonic(), rank)
         self._report(body, conn, replace(step, result=replace(step.result, outcome=outcome)), ask)
@@ -329,25 +329,37 @@ class Runner:
         refused = guard.over_budget(conn.spec, ns, limit, [t for t in holding if t is not None])
         return None if refused is None else refused.message
 
-    def _write(self, body: Mapping[str, Any], conn: ServiceIdentityConnection, new: Any) -> None:
+    def _write(self, body: Mapping[str, Any], conn: ServiceIdentityConnection, new: Any, made: bool = False) -> None:
         """Patch status only on change, checked against the resourceVersion read; a conflict with a write that
-        changed nothing this run decided from (kopf's finalizer) is written again on the new version."""
+        changed nothing this run decided from (kopf's finalizer) is written again on the new version.
+
+        `made`: this run changed the cloud. Its status is then written even when the object changed meanwhile (and
+        the connection is run again after): status is where the next run finds what exists, so a link made for a
+        spec that changed under the run is moved or removed, never left behind. It says what is linked and for
+        which generation, so it is true whatever the new spec asks."""
         doc = new.model_dump(mode="json", by_alias=True)
         if doc == conn.status.model_dump(mode="json", by_alias=True):
             return
         kube: Kube = self.memo.kube
         where = rest.path(GROUP, VERSION, PLURAL, _ns(conn), conn.metadata.name or "")
         version = (body.get("metadata") or {}).get("resourceVersion")
+        changed = False
         for _ in range(WRITE_ATTEMPTS):
             try:
                 kube.patch(f"{where}/status", {"metadata": {"resourceVersion": version}, "status": doc})
+                if changed:
+                    raise _Changed
                 return
             except rest.ApiError as err:
                 if err.status != 409:
                     raise
             fresh = self._read(_ns(conn), conn.metadata.name or "")
-            if fresh is None or _inputs(fresh) != _inputs(body):
+            if fresh is None:
                 raise _Changed
+            if _inputs(fresh) != _inputs(body):
+                if not made:
+                    raise _Changed
+                changed = True
             version = (fresh.get("metadata") or {}).get("resourceVersion")
         raise _Changed
 
