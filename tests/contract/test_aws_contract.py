@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from botocore.config import Config
 
@@ -289,8 +290,11 @@ def test_iam_and_sts_answers_of_the_roleset_client(
 # ---- the checks themselves can fail
 
 
+MODELS = botocore.session.get_session()  # the same models boto3's clients load
+
+
 def _answer(service: str, operation: str, status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:
-    model = boto3.session.Session(region_name=AWS_REGION).client(service).meta.service_model
+    model = MODELS.get_service_model(service)
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return Answer(service, model.operation_model(operation), status, headers or {}, raw)
 
