@@ -261,10 +261,14 @@ def test_iam_and_sts_answers_of_the_roleset_client(
     roles.delete_role(observed)
     with pytest.raises(CloudError):
         roles.create_role(name, {"Statement": "x" * 3000}, {}, "too long")  # LimitExceeded: trust policy quota
+    gate = {"StringEquals": {"sts:ExternalId": "contract-external-id"}}
+    statement = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Condition": gate}
+    trusted = roles.create_role(
+        f"{name}-t", {"Version": "2012-10-17", "Statement": [{**statement, "Action": "sts:AssumeRole"}]}, {}, "t"
+    )
+    AssumedRoles(max_attempts=1, base=session).session(trusted, "contract-external-id", AWS_REGION)
     with pytest.raises(AccessDenied):
-        AssumedRoles(max_attempts=1, base=session).session(
-            f"arn:aws:iam::123456789012:role/{name}", "wrong-external-id", AWS_REGION
-        )
+        AssumedRoles(max_attempts=1, base=session).session(trusted, "wrong-external-id", AWS_REGION)
     within_model(
         recorder,
         seen={
@@ -282,6 +286,7 @@ def test_iam_and_sts_answers_of_the_roleset_client(
             "ListPolicyVersions:404",
             "AttachRolePolicy:200",
             "DeleteRole:200",
+            "AssumeRole:200",
             "AssumeRole:403",
         },
     )
