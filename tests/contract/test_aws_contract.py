@@ -292,6 +292,15 @@ def test_iam_and_sts_answers_of_the_roleset_client(
     )
 
 
+def test_eks_auth_refusals(recorder: Recorder, session: boto3.session.Session, eks_cluster: str) -> None:
+    """EKS Auth's AssumeRoleForPodIdentity (the emulator's own code): what it answers a token it cannot accept."""
+    auth = session.client("eks-auth", config=Config(parameter_validation=False, retries={"total_max_attempts": 1}))
+    for cluster, token in ((eks_cluster, "not-a-jwt"), (eks_cluster, ""), ("no-such-cluster", "not-a-jwt")):
+        with pytest.raises(auth.exceptions.ClientError):
+            auth.assume_role_for_pod_identity(clusterName=cluster, token=token)
+    within_model(recorder, seen={"AssumeRoleForPodIdentity:400", "AssumeRoleForPodIdentity:404"})
+
+
 # ---- the checks themselves can fail
 
 
