@@ -173,9 +173,14 @@ def test_refusals_are_arm_errors(
         except HttpResponseError as err:
             errors.append(err)
 
+    key = "managedidentity:FederatedIdentityCredentials_Delete"
+    before = azure.calls().get(key, 0)
     writer = threading.Thread(target=slow)
     writer.start()
-    time.sleep(0.5)  # the other write now holds the identity for a second more
+    deadline = time.monotonic() + 10
+    while azure.calls().get(key, 0) == before and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the other delete has reached the emulator and holds the identity
+    time.sleep(0.1)
     with pytest.raises(HttpResponseError) as err:
         fics.delete(rg, name, "fill-00")
     writer.join()
