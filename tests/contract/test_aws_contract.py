@@ -14,7 +14,7 @@ from botocore.config import Config
 
 from porter_dev.processes import AWS_REGION, AwsEmulator, pod_identity_trust_policy
 from porter_identity.clouds.aws.client import AwsProvider
-from porter_identity.errors import AccessDenied, CloudError
+from porter_identity.errors import AccessDenied, CloudError, Conflict, Invalid, NotFound
 from porter_identity.providers.iam import AssumedRoles, IamRoles
 from tests.contract.aws_model import Answer, Recorder, problems
 
@@ -65,9 +65,15 @@ def within_model(recorder: Recorder, *, seen: Iterable[str] = ()) -> None:
     assert not missing, f"not exercised: {sorted(missing)}"
 
 
-def ignoring(kind: type[CloudError], call: Callable[[], Any]) -> None:
+def refused(kind: type[CloudError], call: Callable[[], Any]) -> None:
     with pytest.raises(kind):
         call()
+
+
+def test_every_pod_identity_operation_of_the_model_is_covered() -> None:
+    """A Pod Identity operation added to the model must be added here (and to the emulator, if the operator uses it)."""
+    model = botocore.session.get_session().get_service_model("eks")
+    assert {op for op in model.operation_names if "PodIdentityAssociation" in op} <= POD_IDENTITY_OPERATIONS
 
 
 def test_association_lifecycle_through_the_operator_client(
@@ -92,6 +98,7 @@ def test_association_lifecycle_through_the_operator_client(
     assert provider.delete_association(created.association_id) is True
     assert provider.delete_association(created.association_id) is False  # 404, which the client takes as gone
     assert provider.describe_association(created.association_id) is None
+    assert {a.operation.name for a in recorder.answers} == POD_IDENTITY_OPERATIONS
     within_model(
         recorder,
         seen={
@@ -128,20 +135,18 @@ def test_paging_answers(
 def test_refusals_are_errors_the_operations_declare(
     provider: AwsProvider, session: boto3.session.Session, recorder: Recorder, make_role: Any, ns: str
 ) -> None:
-    from porter_identity.errors import Conflict, Invalid, NotFound
-
     role = make_role()
     created = provider.create_association(ns, "sa", role, {})
-    ignoring(Conflict, lambda: provider.create_association(ns, "sa", make_role(), {}))
-    ignoring(Invalid, lambda: provider.create_association(ns, "other", "not-an-arn", {}))
+    refused(Conflict, lambda: provider.create_association(ns, "sa", make_role(), {}))
+    refused(Invalid, lambda: provider.create_association(ns, "other", "not-an-arn", {}))
     missing_role = f"arn:aws:iam::123456789012:role/missing-{uuid.uuid4().hex[:8]}"
-    ignoring(Invalid, lambda: provider.create_association(ns, "other", missing_role, {}))
-    ignoring(Invalid, lambda: provider.update_association(created.association_id, missing_role))
-    ignoring(NotFound, lambda: provider.update_association("a-nosuchassociation0", role))
-    ignoring(Invalid, lambda: provider.tag_association(created, {"aws:reserved": "x"}))
+    refused(Invalid, lambda: provider.create_association(ns, "other", missing_role, {}))
+    refused(Invalid, lambda: provider.update_association(created.association_id, missing_role))
+    refused(NotFound, lambda: provider.update_association("a-nosuchassociation0", role))
+    refused(Invalid, lambda: provider.tag_association(created, {"aws:reserved": "x"}))
     gone = AwsProvider(AWS_REGION, "no-such-cluster", max_attempts=1, session=session)
-    ignoring(NotFound, lambda: gone.create_association(ns, "sa", role, {}))
-    ignoring(NotFound, lambda: gone.list_associations())
+    refused(NotFound, lambda: gone.create_association(ns, "sa", role, {}))
+    refused(NotFound, lambda: gone.list_associations())
     eks = session.client("eks")
     arn = created.association_arn.rsplit("/", 1)[0] + "/a-nosuchassociation0"
     with pytest.raises(eks.exceptions.NotFoundException):
