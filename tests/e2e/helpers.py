@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from porter_dev import admission
-from porter_dev.controlplane import ControlPlane
+from porter_dev.controlplane import ControlPlane, free_port
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, Operator
 from tests.conftest import EKS_CLUSTER, GROUP, PLURAL, VERSION, wait_for
 
@@ -135,7 +137,7 @@ def instead_of_the_session_operator(
             started[name] = Operator(
                 kubeconfig=operator.kubeconfig,  # the chart's RBAC, as the session's operator
                 logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
-                env=env | {"PORTER_METRICS_PORT": "0"} | changes,
+                env=env | {"PORTER_METRICS_PORT": str(free_port())} | changes,
                 args=["--log-format", "json"],
             ).start()
         for op in started.values():
@@ -172,3 +174,58 @@ def webhook_bypassed(kubectl: Any) -> Iterator[None]:
         for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
             saved["metadata"].pop(key, None)
         kubectl("apply", "-f", "-", stdin=json.dumps(saved))
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(operator: Operator) -> Samples:
+    """The operator's Prometheus endpoint, parsed: (name, sorted labels) -> value."""
+    url = f"http://127.0.0.1:{operator.env['PORTER_METRICS_PORT']}/metrics"
+
+    def fetch() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:  # the operator process may still be starting
+            return None
+
+    text: str = wait_for(fetch, 30, what=f"{url} answering")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def sweeps(operator: Operator) -> float:
+    return value(scrape(operator), "porter_identity_drift_sweeps_total", outcome="completed")
+
+
+def wait_sweeps(*operators: Operator, count: int = 1, timeout: float = 60.0) -> None:
+    """Until each operator has completed `count` more drift sweeps: what "nothing happened" tests wait for, instead
+    of a fixed time (a sweep is where drift, orphans and revocations are acted on)."""
+    for op in operators:
+        start = sweeps(op)
+        wait_for(lambda op=op, start=start: sweeps(op) >= start + count, timeout, what=f"{count} more sweeps")
+
+
+@contextmanager
+def sweeping(operator: Operator, seconds: float = 2.0) -> Iterator[Operator]:
+    """The session operator sweeps every `seconds` (its own interval is 600 s) once the test next starts it; as it
+    was after."""
+    saved = operator.env.get("PORTER_DRIFT_SWEEP_SECONDS")
+    operator.env["PORTER_DRIFT_SWEEP_SECONDS"] = str(seconds)
+    try:
+        yield operator
+    finally:
+        operator.stop()
+        if saved is None:
+            operator.env.pop("PORTER_DRIFT_SWEEP_SECONDS", None)
+        else:
+            operator.env["PORTER_DRIFT_SWEEP_SECONDS"] = saved
+        operator.start().wait_ready()

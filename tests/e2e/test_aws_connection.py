@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
@@ -12,7 +11,7 @@ from kubernetes import client
 
 from porter_dev.processes import AwsEmulator, Operator
 from tests.conftest import EKS_CLUSTER, wait_for
-from tests.e2e.helpers import Connections
+from tests.e2e.helpers import Connections, sweeping, wait_sweeps
 
 pytestmark = pytest.mark.e2e
 
@@ -205,15 +204,14 @@ def test_operator_restart_makes_no_duplicate_and_no_writes(
     before = {name: associations(aws, conns.namespace, name) for name in names}
     probe_role = make_role()
 
-    operator.kill()
-    aws.reset()
-    operator.start()
-    # The operator is up again once it has handled something new; give the resume pass time too.
-    conns.create("probe", "probe", aws={"role": probe_role})
-    conns.wait_ready("probe")
-    time.sleep(2)
-
-    calls = aws.calls()
+    with sweeping(operator):
+        operator.kill()
+        aws.reset()
+        operator.start()
+        conns.create("probe", "probe", aws={"role": probe_role})
+        conns.wait_ready("probe")
+        wait_sweeps(operator, count=2)  # the restart's listing is long handled; an idle sweep writes nothing either
+        calls = aws.calls()
     for name in names:
         assert conns.get(name)["metadata"]["resourceVersion"] == versions[name], name
         assert associations(aws, conns.namespace, name) == before[name]  # same id, role, modifiedAt

@@ -8,7 +8,6 @@ owner goes was woken, not rechecked).
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from tests.conftest import (
     sa_annotations,
     wait_for,
 )
-from tests.e2e.helpers import Connections, instead_of_the_session_operator
+from tests.e2e.helpers import Connections, instead_of_the_session_operator, wait_sweeps
 
 pytestmark = pytest.mark.e2e
 RG = "lifecycle-rg"
@@ -260,7 +259,7 @@ def test_a_refused_identity_removes_the_old_link(cloud: Cloud, conns: Connection
 
 
 def test_retain_survives_the_orphan_sweep_and_is_adopted(
-    cloud: Cloud, conns: Connections, service_account: Any
+    cloud: Cloud, conns: Connections, service_account: Any, operator: Operator
 ) -> None:
     one = cloud.identity()
     linked(cloud, conns, service_account, one, deletionPolicy="Retain")
@@ -268,7 +267,7 @@ def test_retain_survives_the_orphan_sweep_and_is_adopted(
     conns.wait_gone("app")
     assert cloud.links(conns.namespace, "app") == {one}
     # Several sweeps with PORTER_DELETE_ORPHANS=true: a retained link is never ours to delete.
-    time.sleep(3 * 3 + 2)
+    wait_sweeps(operator, count=3)
     assert cloud.links(conns.namespace, "app") == {one}
     conns.create("again", "app", **cloud.spec(one))
     conns.wait_ready("again")

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Any
 
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from porter_dev.processes import AwsEmulator, Operator
-from tests.conftest import wait_for
-from tests.e2e.helpers import Connections
+from tests.e2e.helpers import Connections, scrape, value
 
 pytestmark = pytest.mark.e2e
-
-
-def scrape(operator: Operator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{operator.env['PORTER_METRICS_PORT']}/metrics"
-
-    def fetch() -> str | None:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return str(response.read().decode())
-        except OSError:  # the operator process may still be starting
-            return None
-
-    text: str = wait_for(fetch, 30, what=f"{url} answering")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 @pytest.fixture

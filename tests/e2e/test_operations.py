@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from porter_identity import runner
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.kube.rest import Kube
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GROUP, PLURAL, VERSION
-from tests.e2e.helpers import Connections, connection, instead_of_the_session_operator
+from tests.e2e.helpers import Connections, connection, instead_of_the_session_operator, wait_sweeps
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +69,9 @@ def _namespaces_reconciled(op: Operator) -> set[str]:
     return seen
 
 
+SWEEP = {"PORTER_DRIFT_SWEEP_SECONDS": "2"}
+
+
 @pytest.fixture
 def shards(control_plane: ControlPlane, operator: Operator, workdir: Path) -> Iterator[dict[str, Operator]]:
     """Two instances with disjoint namespace selectors; only the second syncs PorterRoleSets."""
@@ -78,8 +80,10 @@ def shards(control_plane: ControlPlane, operator: Operator, workdir: Path) -> It
         control_plane,
         workdir,
         # AWS_SDK_UA_APP_ID: botocore's User-Agent app id, so the AWS emulator counts each shard's calls apart
-        a={"PORTER_SHARD_SELECTOR": "porter.run/shard=a", "PORTER_ROLESETS": "false", "AWS_SDK_UA_APP_ID": "shard-a"},
-        b={"PORTER_SHARD_SELECTOR": "porter.run/shard=b", "PORTER_ROLESETS": "true", "AWS_SDK_UA_APP_ID": "shard-b"},
+        a={"PORTER_SHARD_SELECTOR": "porter.run/shard=a", "PORTER_ROLESETS": "false", "AWS_SDK_UA_APP_ID": "shard-a"}
+        | SWEEP,
+        b={"PORTER_SHARD_SELECTOR": "porter.run/shard=b", "PORTER_ROLESETS": "true", "AWS_SDK_UA_APP_ID": "shard-b"}
+        | SWEEP,
     ) as started:
         yield started
 
@@ -100,7 +104,8 @@ def test_two_shards_serve_disjoint_namespaces_and_leave_the_rest_alone(
             c.create("app", "app", aws={"role": role})
         for shard in ("a", "b"):
             conns[shard].wait_ready("app")
-        time.sleep(2)  # both shards have had every event; neither must touch the unlabelled namespace
+        # both shards have had every event and swept twice; neither must touch the unlabelled namespace
+        wait_sweeps(*shards.values(), count=2)
         orphan = conns["none"].get("app") or {}
         # only the CRD default, as the API server serves it before anyone writes status
         assert orphan.get("status") == {"observedGeneration": 0}, (

@@ -10,7 +10,6 @@ same string for both), which docs/lifecycle.md says.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,11 +23,11 @@ from porter_dev import rbac
 from porter_dev.admission import write_policy
 from porter_dev.azure import AzureEmulator
 from porter_dev.bench import wait_for_crd
-from porter_dev.controlplane import ControlPlane, k8s_bin_dir
+from porter_dev.controlplane import ControlPlane, free_port, k8s_bin_dir
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator, emulator_settings
 from tests.conftest import AZURE_SUBSCRIPTION, E2E_POLICY, EKS_CLUSTER, GCP_PROJECT, wait_for
-from tests.e2e.helpers import Connections, instead_of_the_session_operator
+from tests.e2e.helpers import Connections, instead_of_the_session_operator, wait_sweeps
 
 pytestmark = pytest.mark.e2e
 RG = "two-clusters-rg"
@@ -41,6 +40,7 @@ class Cluster:
     api: client.ApiClient
     issuer: str
     eks: str
+    operator: Operator
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +79,14 @@ def clusters(
             account=AWS_ACCOUNT_ID,
         ) | {"PORTER_POLICY_FILE": str(write_policy(here / "policy.yaml", E2E_POLICY)), "PORTER_WEBHOOK_PORT": "0"}
         token = rbac.chart_kubeconfig(other.kubeconfig, here / "operator.kubeconfig")  # the chart's RBAC only
-        second = Operator(token, here / "operator.log", env | SWEEP, ["--log-format", "json"]).start()
+        metrics = {"PORTER_METRICS_PORT": str(free_port())}
+        second = Operator(token, here / "operator.log", env | SWEEP | metrics, ["--log-format", "json"]).start()
         second.wait_ready()
-        with instead_of_the_session_operator(operator, control_plane, workdir, first=SWEEP):
-            yield Cluster(api, control_plane.server, EKS_CLUSTER), Cluster(other_api, other.server, OTHER_EKS)
+        with instead_of_the_session_operator(operator, control_plane, workdir, first=SWEEP) as started:
+            yield (
+                Cluster(api, control_plane.server, EKS_CLUSTER, started["first"]),
+                Cluster(other_api, other.server, OTHER_EKS, second),
+            )
     finally:
         if second is not None:
             second.stop()
@@ -113,7 +117,7 @@ def test_azure_two_clusters_keep_their_own_credentials(clusters: tuple[Cluster, 
         return sorted(c.issuer for c in fics.list(RG, identity))
 
     assert issuers() == sorted(c.issuer for c in clusters)
-    time.sleep(3 * 3 + 1)  # three sweeps each, with orphan deletion on
+    wait_sweeps(*(c.operator for c in clusters), count=3)  # three sweeps each, with orphan deletion on
     assert issuers() == sorted(c.issuer for c in clusters)  # neither sweep took the other's for an orphan
     assert not [e for e in one.events("app") + two.events("app") if e.reason == "DriftCorrected"]
     one.delete("app")
