@@ -63,9 +63,10 @@ def test_readme_is_a_front_page() -> None:
     for shown in ("kubectl get sic", "kubectl describe sic", "kubectl identity check"):
         assert shown in text
     assert "denied\nby default" in text or "denied by default" in text
-    for page in ("connections", "configuration", "operations", "security", "gitops", "metrics", "rolesets"):
+    pages = ("connections", "configuration", "operations", "security", "gitops", "metrics", "rolesets")
+    for page in (*pages, "troubleshooting", "api-policy", "performance"):
         assert f"(docs/{page}.md)" in text, f"the README links docs/{page}.md"
-    assert "(CONTRIBUTING.md)" in text
+    assert "(CONTRIBUTING.md)" in text and "(CHANGELOG.md)" in text
 
 
 def test_examples_hold_only_kubernetes_objects() -> None:
