@@ -25,6 +25,7 @@ from porter_identity.clouds.base import Change, Result
 from porter_identity.config import Settings
 from porter_identity.engine import allow, wait
 from porter_identity.engine.door import Ask, Door
+from porter_identity.engine.index import ClaimKey, Connections, Index
 from porter_identity.engine.lifecycle import Lifecycle, Step, recorded
 from porter_identity.engine.revoke import Marks
 from porter_identity.errors import CloudError
@@ -40,7 +41,6 @@ from porter_identity.reconcile.policy import Decision
 from porter_identity.reconcile.reconcile_policy import ReconcilePolicy
 
 KIND = SINGULAR
-ClaimKey = tuple[str, str, str]  # namespace, ServiceAccount, provider
 log = logging.getLogger(__name__)
 
 # A write that finds the object changed is tried again with the new resourceVersion when nothing this run read
@@ -117,9 +117,9 @@ class Runner:
         return settings
 
     @property
-    def owners(self) -> kopf.Index[ClaimKey, claims.Claim] | None:
-        index: kopf.Index[ClaimKey, claims.Claim] | None = self.memo.get("by_service_account")
-        return index
+    def owners(self) -> Index[ClaimKey, claims.Claim] | None:
+        connections: Connections | None = self.memo.get("connections")
+        return None if connections is None else connections.owners
 
     # ---- asking -------------------------------------------------------------------------------------------------
 
@@ -205,6 +205,9 @@ class Runner:
                     body = self._read(ask.namespace, ask.name, cached)
                 if body is None or (body.get("metadata") or {}).get("uid") != uid:
                     self.forget(uid)
+                    connections: Connections | None = self.memo.get("connections")
+                    if connections is not None:
+                        connections.forget(uid)  # gone between the start-up list and the watch: no event says so
                     return None
                 return self._run_once(uid, ask, body)
             except _Changed:
@@ -291,7 +294,7 @@ class Runner:
         have seen that write yet: two connections for one ServiceAccount run one after the other, and the second
         sees what the first wrote."""
         owners = self.owners
-        assert owners is not None, "kopf passes every index to the startup handlers"
+        assert owners is not None, "the index is built before the runner"
         now = time.monotonic()
         out = []
         for claim in owners.get(key, []):
