@@ -150,7 +150,7 @@ def test_making_words_are_found() -> None:
 def _user_facing_files() -> list[Path]:
     chart = REPO_ROOT / "charts" / "porter-identity"
     files = [*PAGES, *sorted((REPO_ROOT / "crds").glob("*.yaml")), *sorted((chart / "crds").glob("*.yaml"))]
-    files += [chart / "values.yaml", chart / "Chart.yaml", chart / "templates" / "NOTES.txt"]
+    files += [chart / "values.yaml", chart / "Chart.yaml", chart / "README.md", chart / "templates" / "NOTES.txt"]
     files += sorted((REPO_ROOT / "examples").rglob("*.yaml")) + sorted((REPO_ROOT / "sandbox").glob("*.yaml"))
     return files
 
