@@ -179,7 +179,8 @@ def up(workdir: Path, with_operator: bool = True) -> int:
     }
     (workdir / "env.sh").write_text(
         "".join(f"export {k}={v}\n" for k, v in {**env, **controls, "KUBECONFIG": str(cp.kubeconfig)}.items())
-        + f"export PATH={bins}:$PATH\n"
+        # The venv's bin holds porter-identity and the kubectl-identity plugin: `kubectl identity` finds it on PATH.
+        + f"export PATH={bins}:{Path(sys.executable).parent}:$PATH\n"
     )
     kubectl(cp, "apply", "-f", str(EXAMPLES))
     if with_operator:

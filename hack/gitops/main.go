@@ -1,9 +1,11 @@
 // Command gitops judges live objects the way GitOps tools do, with their own libraries: kstatus (Flux, kpt,
-// cli-utils) and Argo CD's custom health checks (gopher-lua, with the libraries Argo CD opens for them).
+// cli-utils), Flux's CEL health checks (cel-go) and Argo CD's custom health checks (gopher-lua, with the libraries
+// Argo CD opens for them).
 //
 //	gitops kstatus < objects.json          one JSON line {"status", "message"} per object
 //	gitops argo SCRIPT < objects.json      one JSON line {"status", "message"} per object
 //	gitops argo-tests DIR                  run every <group>/<Kind>/health_test.yaml under DIR
+//	gitops flux KUSTOMIZATION < objects    Flux's health: the Kustomization's healthCheckExprs (CEL), else kstatus
 //
 // Objects come as one JSON or YAML document each, or as a list (items).
 package main
@@ -38,7 +40,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: gitops kstatus | argo SCRIPT | argo-tests DIR")
+		return errors.New("usage: gitops kstatus | argo SCRIPT | argo-tests DIR | flux KUSTOMIZATION")
 	}
 	switch args[0] {
 	case "kstatus":
@@ -59,6 +61,17 @@ func run(args []string) error {
 		}
 		return each(os.Stdin, func(obj *unstructured.Unstructured) (verdict, error) {
 			return argoHealth(obj.Object, string(script))
+		})
+	case "flux":
+		if len(args) != 2 {
+			return errors.New("usage: gitops flux KUSTOMIZATION")
+		}
+		exprs, err := fluxExprs(args[1])
+		if err != nil {
+			return err
+		}
+		return each(os.Stdin, func(obj *unstructured.Unstructured) (verdict, error) {
+			return fluxHealth(exprs, obj)
 		})
 	case "argo-tests":
 		if len(args) != 2 {

@@ -67,7 +67,12 @@ class Settings(BaseSettings):
         default=None, pattern=r"^[0-9]{12}$", description="Account that role names resolve in."
     )
     eks_cluster_name: str | None = Field(default=None, description="EKS cluster that receives associations.")
-    aws_max_attempts: int = Field(default=3, ge=1, le=10, description="botocore attempts per call (standard mode).")
+    aws_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="botocore attempts per call (retry mode adaptive for connections, standard for PorterRoleSets).",
+    )
 
     oidc_issuer: str | None = Field(
         default=None, description="The cluster's service-account token issuer (Azure federated credentials trust it)."

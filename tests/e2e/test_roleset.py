@@ -695,11 +695,11 @@ def test_inventory_live_is_what_the_account_holds_and_marks_each_deliberate_diff
     node_notes = sections["porter-node-manager"][1]
     assert [n.split("`")[1] for n in node_notes] == ["AllowCreateAccessPoint", "AllowTagNewAccessPoints"]
     for note in node_notes:
-        assert "seed `aws:TagKeys = efs.csi.aws.com/cluster`" in note
+        assert "inventory `aws:TagKeys = efs.csi.aws.com/cluster`" in note
         assert "deployed `ForAllValues:StringEquals aws:TagKeys = efs.csi.aws.com/cluster`" in note
         assert "multivalued context key" in note
     [s3_note] = sections[s3_role][1]
-    assert s3_note.startswith(f"- `S3ObjectAccess`: seed `arn:aws:s3:::*/*`, deployed `arn:aws:s3:::{bucket}/*`")
+    assert s3_note.startswith(f"- `S3ObjectAccess`: inventory `arn:aws:s3:::*/*`, deployed `arn:aws:s3:::{bucket}/*`")
     assert "only the objects of its own bucket" in s3_note
     # the docs list the same deliberate differences
     docs = (REPO / "docs" / "rolesets.md").read_text()

@@ -124,7 +124,7 @@ def _condition(sid: str, op: str, key: str, value: Any) -> Condition:
 
 # The deployed documents differ from the seed's tables in these places, on purpose; `inventory --live` marks them.
 BUCKET_SCOPED = (
-    "the seed's row is the template of every porter-s3-<hash> role (arn:aws:s3:::*/*); each deployed role reaches "
+    "the inventory's row is the template of every porter-s3-<hash> role (arn:aws:s3:::*/*); each deployed role reaches "
     "only the objects of its own bucket"
 )
 SET_OPERATOR = (
@@ -262,8 +262,8 @@ def render_live(roles: list[LiveRole]) -> str:
             for s in r.statements
         ]
         if r.differences:
-            lines += ["", "Deployed differently from the seed:", ""]
-            lines += [f"- `{d.sid}`: seed `{d.seed}`, deployed `{d.deployed}`: {d.why}" for d in r.differences]
+            lines += ["", "Deployed differently from Porter's IAM inventory:", ""]
+            lines += [f"- `{d.sid}`: inventory `{d.seed}`, deployed `{d.deployed}`: {d.why}" for d in r.differences]
     return "\n".join(lines) + "\n"
 
 
