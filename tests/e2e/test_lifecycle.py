@@ -469,14 +469,44 @@ def test_operator_killed_mid_move_converges_to_the_new_link(
     links_become(cloud, conns, "app", {new})
 
 
+# The chaos test's cloud load (tests/e2e/test_chaos.py): 15% throttled, 15% unavailable, and slow answers.
+CHAOS = {"rules": [{"fault": "throttle", "rate": 0.15}, {"fault": "unavailable", "rate": 0.18}], "seed": 7}
+
+
+class Load:
+    """The clouds' weather while the operator works: calm, or the chaos test's failures (switched on by `start`)."""
+
+    def __init__(self, name: str, clouds: tuple[AwsEmulator, AzureEmulator, GcpEmulator]) -> None:
+        self.name, self.clouds = name, clouds
+
+    def start(self) -> None:
+        if self.name == "chaos":
+            for emulator in self.clouds:
+                emulator.faults(**CHAOS, latencyMs=100)
+
+    def stop(self) -> None:
+        for emulator in self.clouds:
+            emulator.faults(rules=[], latencyMs=0)
+
+
+@pytest.fixture(params=["calm", "chaos"])
+def load(request: pytest.FixtureRequest, aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator) -> Iterator[Load]:
+    weather = Load(str(request.param), (aws, azure, gcp))
+    try:
+        yield weather
+    finally:
+        weather.stop()
+
+
 @pytest.mark.parametrize("pairs", [20])
 def test_two_connections_applied_together_never_both_link(
-    cloud: Cloud, conns: Connections, api: client.ApiClient, pairs: int
+    cloud: Cloud, conns: Connections, api: client.ApiClient, pairs: int, load: Load
 ) -> None:
-    """Pairs of connections for one ServiceAccount, created back to back (the index lags): never are both of a pair
-    Ready at once; once settled, exactly one of each pair is Ready and exactly its link exists; deleting both
-    leaves nothing. Runs for one ServiceAccount and cloud are serialized and see each other's results, so this
-    settles without the sweep's help."""
+    """Pairs of connections for one ServiceAccount, created back to back (the index lags), with the clouds calm and
+    under the chaos test's failures: never are both of a pair Ready at once; once settled, exactly one of each pair
+    is Ready and exactly its link exists; deleting both leaves nothing. Runs for one ServiceAccount and cloud are
+    serialized and see each other's results, so this settles without the sweep's help."""
+    patience = SWEEPS if load.name == "calm" else 4 * SWEEPS  # retries back off under faults
     core = client.CoreV1Api(api)
     made: dict[int, tuple[str, str]] = {}
     for i in range(pairs):
@@ -484,6 +514,7 @@ def test_two_connections_applied_together_never_both_link(
             conns.namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=f"p{i}"))
         )
         made[i] = (cloud.identity(), cloud.identity())
+    load.start()
     for i, (a, b) in made.items():
         conns.create(f"p{i}-a", f"p{i}", **cloud.spec(a))
         conns.create(f"p{i}-b", f"p{i}", **cloud.spec(b))
@@ -492,25 +523,38 @@ def test_two_connections_applied_together_never_both_link(
         listed: Any = conns.custom.list_namespaced_custom_object(GROUP, VERSION, conns.namespace, PLURAL)
         return {o["metadata"]["name"]: Connections.condition_of(o) or {} for o in listed["items"]}
 
-    def settled(i: int) -> bool:
+    def winner(i: int) -> str | None:
+        """The one Ready of pair i once the other says Conflict, else None; never two Ready."""
         found = conditions()
         ready = [s for s in ("a", "b") if found.get(f"p{i}-{s}", {}).get("status") == "True"]
         assert len(ready) < 2, f"pair {i}: both connections Ready at once"
         waiting = [s for s in ("a", "b") if found.get(f"p{i}-{s}", {}).get("reason") == "Conflict"]
         if len(ready) != 1 or len(waiting) != 1:
-            return False
-        winner = made[i][0] if ready == ["a"] else made[i][1]
-        return cloud.links(conns.namespace, f"p{i}") == {winner}
+            return None
+        return made[i][0] if ready == ["a"] else made[i][1]
 
     for i in range(pairs):
         # Well within one sweep's worth of waiting per pair: no sweep has to heal anything.
-        wait_for(lambda i=i: settled(i), SWEEPS, what=f"pair {i}: one Ready with exactly its link")
+        if load.name == "calm":
+            wait_for(
+                lambda i=i: (w := winner(i)) and cloud.links(conns.namespace, f"p{i}") == {w},
+                patience,
+                what=f"pair {i}: one Ready with exactly its link",
+            )
+        else:  # the test's own reads of the clouds would meet the faults too: links are counted after
+            wait_for(lambda i=i: winner(i), patience, what=f"pair {i}: one Ready, the other Conflict")
+    load.stop()
+    for i in range(pairs):
+        assert cloud.links(conns.namespace, f"p{i}") == {winner(i)}, f"pair {i}: exactly the Ready one's link"
+    load.start()
     for i in range(pairs):
         conns.delete(f"p{i}-a")
         conns.delete(f"p{i}-b")
     for i in range(pairs):
-        conns.wait_gone(f"p{i}-a")
-        conns.wait_gone(f"p{i}-b")
+        conns.wait_gone(f"p{i}-a", timeout=patience)
+        conns.wait_gone(f"p{i}-b", timeout=patience)
+    load.stop()
+    for i in range(pairs):
         assert cloud.links(conns.namespace, f"p{i}") == set()
 
 
