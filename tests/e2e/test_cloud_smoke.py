@@ -12,11 +12,13 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 
 from porter_dev import REPO_ROOT
 from porter_dev.azure import CERT_NAME
@@ -185,8 +187,10 @@ def smoke_on_the_local_node(cluster: NodeCluster, workdir: Path) -> None:
         "PORTER_GCP_IAM_ENDPOINT": cluster.gcp.endpoint,
         "PORTER_SMOKE_GCP_SERVICE_ACCOUNTS": ",".join(emails),
     }
+    started = time.monotonic()
     out = run_smoke(env, "--create-identity=aws,azure", "--timeout", "120", "--pod-overlay", str(overlay))
-    shown = f"{out.stdout}\n{out.stderr}"
+    shown = f"{out.stdout}\n{out.stderr}\n(the run took {time.monotonic() - started:.0f}s)"
+    print(shown)  # the run's own report, kept by pytest for a failing test
     assert out.returncode == 0, shown
     for cloud in ("aws", "azure", "gcp"):
         assert re.search(rf"^  {cloud} +PASS ", out.stdout, re.MULTILINE), shown
@@ -206,7 +210,10 @@ def smoke_on_the_local_node(cluster: NodeCluster, workdir: Path) -> None:
     iam = cluster.aws.client("iam")
     assert [r["Arn"] for r in iam.list_roles()["Roles"] if r["Arn"] in arns] == []
     msi = cluster.azure.client(AZURE_SUBSCRIPTION)
-    assert [i.name for i in msi.user_assigned_identities.list_by_resource_group(RESOURCE_GROUP)] == ["existing"]
+    for identity in identities:
+        with pytest.raises(ResourceNotFoundError):
+            msi.user_assigned_identities.get(*identity.split("/"))
+    assert msi.user_assigned_identities.get(RESOURCE_GROUP, "existing").name == "existing"  # not the run's
     for email in emails:
         policy = cluster.gcp.client().get_iam_policy(
             request={"resource": f"projects/{GCP_PROJECT}/serviceAccounts/{email}"}
@@ -215,3 +222,32 @@ def smoke_on_the_local_node(cluster: NodeCluster, workdir: Path) -> None:
     listed = cluster.kubectl("get", "namespaces", "-l", "app.kubernetes.io/created-by=porter-identity-smoke", "-o",
                              "jsonpath={.items[*].status.phase}").stdout.split()  # fmt: skip
     assert set(listed) <= {"Terminating"}, listed
+
+
+def failing_smoke_on_the_local_node(cluster: NodeCluster, workdir: Path) -> None:
+    """A run whose pods cannot get credentials (the agent's address is wrong) fails with a non-zero exit, and
+    still deletes what it made: the roles, the connection (so the association) and the namespace."""
+    overlay = node_overlay(cluster)
+    overlay["aws"]["env"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = "http://127.0.0.1:9/v1/credentials"
+    (workdir / "broken.json").write_text(json.dumps(overlay))
+    env = {
+        "KUBECONFIG": str(cluster.control_plane.kubeconfig),
+        **cluster.aws.env,
+        "EKS_CLUSTER_NAME": EKS_CLUSTER,
+        "AWS_REGION": AWS_REGION,
+    }
+    out = run_smoke(env, "--create-identity", "--timeout", "10", "--pod-overlay", str(workdir / "broken.json"))
+    shown = f"{out.stdout}\n{out.stderr}"
+    print(shown)
+    assert out.returncode == 1, shown
+    assert re.search(r"^  aws +FAIL .*did not get arn:aws:iam::", out.stdout, re.MULTILINE), shown
+    assert "azure  SKIP" in out.stdout and "gcp    SKIP" in out.stdout, shown
+    [arns] = re.findall(r"created \(tagged as the smoke run's\): (\S+), (\S+)\n", out.stdout)
+    [namespace] = re.findall(r"connection (pid-smoke-aws-\w+)/smoke -> ", out.stdout)
+    assert "cleanup: deleting the connection" in out.stdout, shown
+    iam = cluster.aws.client("iam")
+    assert [r["Arn"] for r in iam.list_roles()["Roles"] if r["Arn"] in arns] == []
+    associations = cluster.aws.client("eks").list_pod_identity_associations(clusterName=EKS_CLUSTER)
+    assert [a for a in associations["associations"] if a["namespace"] == namespace] == []
+    phase = cluster.kubectl("get", "namespace", namespace, "-o", "jsonpath={.status.phase}", check=False).stdout
+    assert phase in ("", "Terminating"), phase

@@ -614,10 +614,11 @@ def test_after_the_azure_connection_is_deleted_the_pod_is_refused(
 def test_hack_cloud_smoke_runs_a_connection_s_whole_life_on_each_cloud(installed: NodeCluster, tmp_path: Path) -> None:
     """The script users run on their EKS, AKS and GKE clusters, here against the emulators (it needs this file's
     node, so its test lives here; tests/e2e/test_cloud_smoke.py)."""
-    from tests.e2e.test_cloud_smoke import smoke_on_the_local_node
+    from tests.e2e.test_cloud_smoke import failing_smoke_on_the_local_node, smoke_on_the_local_node
 
     wait_available(installed)
     smoke_on_the_local_node(installed, tmp_path)
+    failing_smoke_on_the_local_node(installed, tmp_path)
 
 
 def test_upgrade_with_a_changed_value_rolls_the_pods_and_admission_never_fails(
