@@ -6,6 +6,7 @@ Application Default Credentials). The PORTER_* endpoint settings the operator ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ class Cloud:
         """The links made for this ServiceAccount, by identity (each identity of the run is a key)."""
         raise NotImplementedError
 
+    def unlink(self, namespace: str, service_account: str) -> None:
+        """Remove the ServiceAccount's links from every identity of the run: only when the operator did not."""
+        raise NotImplementedError
+
     def answer_is(self, answer: dict[str, Any], identity: str) -> bool:
         raise NotImplementedError
 
@@ -164,6 +169,16 @@ class Aws(Cloud):
             )["association"]
             found.setdefault(described["roleArn"], []).append(f"association {described['associationId']}")
         return found
+
+    def unlink(self, namespace: str, service_account: str) -> None:
+        listed = self.eks.list_pod_identity_associations(
+            clusterName=self.cluster, namespace=namespace, serviceAccount=service_account
+        )["associations"]
+        for summary in listed:
+            with contextlib.suppress(self.eks.exceptions.ResourceNotFoundException):
+                self.eks.delete_pod_identity_association(
+                    clusterName=self.cluster, associationId=summary["associationId"]
+                )
 
     def answer_is(self, answer: dict[str, Any], identity: str) -> bool:
         return f":assumed-role/{self._name(identity)}/" in str(answer.get("arn", ""))
@@ -262,6 +277,17 @@ class Azure(Cloud):
             ]
         return found
 
+    def unlink(self, namespace: str, service_account: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        subject = f"system:serviceaccount:{namespace}:{service_account}"
+        for identity in self.identities:
+            group, name = self._split(identity)
+            for credential in self.msi.federated_identity_credentials.list(group, name):
+                if credential.subject == subject:
+                    with contextlib.suppress(ResourceNotFoundError):
+                        self.msi.federated_identity_credentials.delete(group, name, credential.name)
+
     def answer_is(self, answer: dict[str, Any], identity: str) -> bool:
         return bool(answer.get("clientId")) and answer.get("clientId") == self.client_ids.get(identity)
 
@@ -335,6 +361,23 @@ class Gcp(Cloud):
             policy = self.iam.get_iam_policy(request={"resource": f"projects/{self.project}/serviceAccounts/{email}"})
             found[email] = [f"member {m} in {b.role}" for b in policy.bindings for m in b.members if m.endswith(suffix)]
         return found
+
+    def unlink(self, namespace: str, service_account: str) -> None:
+        suffix = f".svc.id.goog[{namespace}/{service_account}]"
+        for email in self.identities:
+            resource = f"projects/{self.project}/serviceAccounts/{email}"
+            policy = self.iam.get_iam_policy(request={"resource": resource})
+            if not any(m.endswith(suffix) for b in policy.bindings for m in b.members):
+                continue
+            for binding in policy.bindings:
+                kept = [m for m in binding.members if not m.endswith(suffix)]
+                del binding.members[:]
+                binding.members.extend(kept)
+            kept_bindings = [b for b in policy.bindings if b.members]
+            del policy.bindings[:]
+            policy.bindings.extend(kept_bindings)
+            # The policy's etag makes this a read-modify-write: a concurrent change fails it instead of being lost.
+            self.iam.set_iam_policy(request={"resource": resource, "policy": policy})
 
     def answer_is(self, answer: dict[str, Any], identity: str) -> bool:
         return answer.get("email") == identity

@@ -14,17 +14,22 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.msi.models import FederatedIdentityCredential
 
 from porter_dev import REPO_ROOT
-from porter_dev.azure import CERT_NAME
+from porter_dev.azure import CERT_NAME, AzureEmulator
 from porter_dev.controlplane import ControlPlane
+from porter_dev.gcp import GcpEmulator
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
-from porter_dev.processes import AWS_REGION
+from porter_dev.processes import AWS_REGION, AwsEmulator
+from porter_dev.smoke_clouds import Aws, Azure, Cloud, Gcp
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_POOL, GCP_PROJECT, NodeCluster
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +83,62 @@ def test_without_the_operator_it_says_so_and_makes_nothing(control_plane: Contro
     assert "porter-identity operator is not" in out.stderr, out.stderr
     assert "app.kubernetes.io/name=porter-identity" in out.stderr
     assert "pid-smoke" not in out.stdout + out.stderr  # no namespace, no connection, nothing made
+
+
+def test_links_the_operator_left_are_removed_by_the_cleanup(
+    aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator, eks_cluster: str, make_role: Callable[..., str]
+) -> None:
+    """When the operator does not remove a link (it is down, or wrong), the run's cleanup removes the links of its
+    own ServiceAccount, and only those: another ServiceAccount's stay."""
+    namespace, other = f"pid-smoke-x-{uuid.uuid4().hex[:6]}", "shop"
+    env = {
+        **aws.env,
+        "PORTER_AZURE_ARM_ENDPOINT": azure.endpoint,
+        "PORTER_AZURE_CA_FILE": str(azure.ca_file),
+        "PORTER_AZURE_CREDENTIAL": "emulator",
+        "PORTER_GCP_IAM_ENDPOINT": gcp.endpoint,
+    }
+    eks = aws.client("eks")
+    roles = [make_role(), make_role()]
+    for space in (namespace, other):
+        eks.create_pod_identity_association(
+            clusterName=eks_cluster, namespace=space, serviceAccount="smoke", roleArn=roles[1]
+        )
+    group = f"rg-{uuid.uuid4().hex[:6]}"
+    names = [azure.seed_identity(AZURE_SUBSCRIPTION, group, f"id-{i}")["name"] for i in range(2)]
+    msi = azure.client(AZURE_SUBSCRIPTION)
+    for space in (namespace, other):
+        credential = FederatedIdentityCredential(
+            issuer="https://issuer.example", subject=f"system:serviceaccount:{space}:smoke", audiences=["api://x"]
+        )
+        msi.federated_identity_credentials.create_or_update(group, names[0], f"fic-{space}", credential)
+    emails = [gcp.seed_service_account(GCP_PROJECT, f"smoke-{uuid.uuid4().hex[:6]}") for _ in range(2)]
+    iam = gcp.client()
+    resource = f"projects/{GCP_PROJECT}/serviceAccounts/{emails[0]}"
+    policy = iam.get_iam_policy(request={"resource": resource})
+    members = [f"serviceAccount:{GCP_POOL}[{space}/smoke]" for space in (namespace, other)]
+    policy.bindings.add(role="roles/iam.workloadIdentityUser", members=members)
+    iam.set_iam_policy(request={"resource": resource, "policy": policy})
+
+    with mock.patch.dict(os.environ, env):
+        clouds: list[Cloud] = [
+            Aws(eks_cluster, AWS_REGION, ",".join(roles)),
+            Azure(AZURE_SUBSCRIPTION, group, "", "", ",".join(names)),
+            Gcp(GCP_PROJECT, ",".join(emails)),
+        ]
+        for cloud in clouds:
+            cloud.use_given()
+            found = cloud.links(namespace, "smoke")
+            assert sum(len(links) for links in found.values()) == 1, (cloud.name, found)
+            cloud.unlink(namespace, "smoke")
+            assert cloud.links(namespace, "smoke") == {i: [] for i in cloud.identities}, cloud.name
+            # Another ServiceAccount's link, on the same identity, is not the run's: it stays.
+            assert sum(len(links) for links in cloud.links(other, "smoke").values()) == 1, cloud.name
+    assert {a["namespace"] for a in eks.list_pod_identity_associations(clusterName=eks_cluster)["associations"]} >= {
+        other
+    }
+    kept = iam.get_iam_policy(request={"resource": resource})
+    assert [list(b.members) for b in kept.bindings] == [[members[1]]]
 
 
 # On the local node (called from tests/e2e/test_node.py, on its Helm release).
