@@ -512,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigException as err:
         print(f"cloud-smoke: no cluster to run on (set KUBECONFIG): {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # unreachable API server, refused credentials: nothing was made yet
+        print(f"cloud-smoke: cannot use the cluster: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     overlay = json.loads(Path(args.pod_overlay).read_text()) if args.pod_overlay else {}
     options = Options(
         args.timeout,
