@@ -268,12 +268,23 @@ class Lifecycle:
         name = f"probe-{self.probes}"
         self.core.create_namespaced_pod(self.namespace, self._pod(name, identity))
 
+        waiting: list[str] = []
+
         def finished() -> str | None:
-            phase = self.core.read_namespaced_pod(name, self.namespace).status.phase
-            return str(phase) if phase in ("Succeeded", "Failed") else None
+            status = self.core.read_namespaced_pod(name, self.namespace).status
+            # Why it has not run yet (ImagePullBackOff, ...), for the report if it never does.
+            waiting[:] = [
+                f"{c.state.waiting.reason}: {c.state.waiting.message or ''}"
+                for c in status.container_statuses or []
+                if c.state and c.state.waiting and c.state.waiting.reason
+            ]
+            return str(status.phase) if status.phase in ("Succeeded", "Failed") else None
 
         try:
-            phase = wait(f"pod {self.namespace}/{name} to finish", self.options.timeout, finished)
+            try:
+                phase = wait(f"pod {self.namespace}/{name} to finish", self.options.timeout, finished)
+            except Failed as err:
+                raise Failed(f"{err}{'; ' + '; '.join(waiting) if waiting else ''}") from None
             logs = str(self.core.read_namespaced_pod_log(name, self.namespace))
         finally:
             self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
