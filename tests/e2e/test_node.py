@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -608,6 +609,16 @@ def test_after_the_azure_connection_is_deleted_the_pod_is_refused(
     assert answer.get("error") == "ClientAuthenticationError" and "AADSTS70021" in answer["message"], answer
     verdict = check(installed, namespace, "ledger")
     assert (verdict["ok"], verdict["failedStep"], verdict["reason"]) == (False, "connection", "ConnectionNotFound")
+
+
+def test_hack_cloud_smoke_runs_a_connection_s_whole_life_on_each_cloud(installed: NodeCluster, tmp_path: Path) -> None:
+    """The script users run on their EKS, AKS and GKE clusters, here against the emulators (it needs this file's
+    node, so its test lives here; tests/e2e/test_cloud_smoke.py)."""
+    from tests.e2e.test_cloud_smoke import failing_smoke_on_the_local_node, smoke_on_the_local_node
+
+    wait_available(installed)
+    smoke_on_the_local_node(installed, tmp_path)
+    failing_smoke_on_the_local_node(installed, tmp_path)
 
 
 def test_upgrade_with_a_changed_value_rolls_the_pods_and_admission_never_fails(
