@@ -80,14 +80,14 @@ HINTS: dict[CheckReason, str] = {
 # Worth running again soon: nothing is wrong that the caller must fix.
 RETRY_SOON = frozenset({CheckReason.NOT_YET_PROPAGATED, CheckReason.CLOUD_UNAVAILABLE})
 # Refusals a lagging service gives for what its cloud's own API already has: a role, trust policy, association,
-# federated credential or member it does not see yet, or the previous issuer, subject or audience it still sees.
+# federated credential or member it does not see yet, or the previous subject it still sees. (An audience mismatch
+# is left alone: `--audience` makes one on purpose.)
 LAG_EXPLAINS = frozenset(
     {
         CheckReason.BINDING_MISSING,
         CheckReason.IDENTITY_NOT_FOUND,
         CheckReason.TRUST_POLICY_INVALID,
         CheckReason.SUBJECT_MISMATCH,
-        CheckReason.AUDIENCE_MISMATCH,
     }
 )
 # The operator's condition reasons for an identity the linking service said it does not have.
