@@ -120,6 +120,30 @@ def test_a_changed_trust_policy_is_judged_as_it_was_until_the_lag_ends(
     assert answer["assumedRoleUser"]["arn"].startswith(f"arn:aws:sts::{AWS_ACCOUNT_ID}:assumed-role/{name}/")
 
 
+def test_eks_refuses_a_trust_policy_fixed_a_moment_ago_until_the_fix_reaches_it(
+    lagged_aws: AwsEmulator, cluster: str
+) -> None:
+    iam, eks = lagged_aws.client("iam"), lagged_aws.client("eks")
+    name = f"lag-{uuid.uuid4().hex[:6]}"
+    root = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{AWS_ACCOUNT_ID}:root"}, "Action": "sts:AssumeRole"}
+    root_only = json.dumps({"Version": "2012-10-17", "Statement": [root]})
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=root_only)["Role"]["Arn"]
+    until_propagated(time.monotonic())
+    iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust("sts:AssumeRole", "sts:TagSession"))
+    fixed = time.monotonic()
+    got = iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert got == {"Service": "pods.eks.amazonaws.com"}  # IAM's own read: the fix at once
+
+    def create() -> Any:
+        return eks.create_pod_identity_association(
+            clusterName=cluster, namespace="shop", serviceAccount="fixed", roleArn=arn
+        )
+
+    assert refusal(create) == ("InvalidParameterException", "Trust policy of the role provided is invalid")
+    until_propagated(fixed)
+    assert create()["association"]["roleArn"] == arn
+
+
 def test_no_lag_without_a_plan(aws: AwsEmulator, cluster: str) -> None:
     aws.reset()
     arn = aws.client("iam").create_role(
