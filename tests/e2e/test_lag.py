@@ -31,7 +31,7 @@ from tests.e2e.test_metrics import scrape, value
 
 pytestmark = pytest.mark.e2e
 
-LAG = 8.0  # seconds before a write reaches the services that use it
+LAG = 10.0  # seconds before a write reaches the services that use it (checks run inside it, with room)
 LINKED_WITHIN = 10.0  # after the identity becomes visible to the linking service
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 RG = "lag-rg"
