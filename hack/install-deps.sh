@@ -29,7 +29,7 @@ finish() {
     exit 1
   fi
 }
-(bash hack/build-k8s.sh node && bash hack/build-helm.sh && bash hack/build-gitops.sh) >"$logs/go-builds.log" 2>&1 &
+(bash hack/build-k8s.sh node && bash hack/build-helm.sh && bash hack/build-gitops.sh && bash hack/k8s-openapi.sh) >"$logs/go-builds.log" 2>&1 &
 go_builds=$!
 
 python=${PYTHON:-python3}

@@ -12,8 +12,12 @@ clientRequestToken idempotency. Create and Update check the role as EKS does: on
 trust policy does not let pods.eks.amazonaws.com AssumeRole, is refused with
 InvalidParameterException ("Role provided in the request does not exist", "Trust policy of the role provided is
 invalid": the messages terraform-provider-aws matches, its issues 34711 and 41483).
+TagResource, UntagResource and ListTagsForResource on an association's ARN are served here too (moto knows no
+associations), with the only errors those operations declare: BadRequestException (400) and NotFoundException (404).
 Errors carry `x-amzn-ErrorType` and a `{"message": ...}` body
-as EKS's restJson protocol does; injected throttling uses the codes botocore retries.
+as EKS's restJson protocol does; injected throttling uses the codes botocore retries. Every answer the tests see
+is checked against botocore's EKS service model (shapes, lengths, the errors each operation declares), so an
+association without tags has no `tags` member (the model's TagMap holds 1-50 entries).
 EKS Auth's AssumeRoleForPodIdentity (`porter_dev.eks_auth`, which cites its pages) checks the token against the
 cluster's OIDC issuer, set with `/_porter/cluster-issuer` (moto gives clusters a made-up issuer).
 
@@ -123,11 +127,12 @@ class Association:
             "roleArn": self.role_arn,
             "associationArn": self.association_arn,
             "associationId": self.association_id,
-            "tags": dict(self.tags),
             "createdAt": self.created_at,
             "modifiedAt": self.modified_at,
             "disableSessionTags": self.disable_session_tags,
         }
+        if self.tags:  # the model's TagMap holds 1-50 entries: no tags is no member, never {}
+            out["tags"] = dict(self.tags)
         if self.target_role_arn:
             out["targetRoleArn"] = self.target_role_arn
         return out
@@ -251,23 +256,36 @@ class PodIdentityStore:
             assoc.modified_at = time.time()
             return assoc
 
+    def _by_arn(self, account: str, region: str, arn: str) -> Association:
+        found = [
+            a
+            for (acct, reg, _), byid in self.associations.items()
+            if (acct, reg) == (account, region)
+            for a in byid.values()
+            if a.association_arn == arn
+        ]
+        if not found:
+            raise EksError(404, "NotFoundException", f"Resource {arn} not found.")
+        return found[0]
+
     def tag(self, account: str, region: str, arn: str, tags: dict[str, str] | None, remove: list[str]) -> None:
         """TagResource / UntagResource on an association, by its ARN (EKS API reference: TagResource,
-        UntagResource: at most 50 tags, keys 1-128 and values up to 256 characters, no aws: prefix)."""
+        UntagResource: at most 50 tags, keys 1-128 and values up to 256 characters, no aws: prefix). These two
+        operations may return only BadRequestException and NotFoundException."""
         with self.lock:
-            found = [
-                a
-                for (acct, reg, _), byid in self.associations.items()
-                if (acct, reg) == (account, region)
-                for a in byid.values()
-                if a.association_arn == arn
-            ]
-            if not found:
-                raise EksError(404, "NotFoundException", f"Resource {arn} not found.")
-            merged = {k: v for k, v in found[0].tags.items() if k not in remove}
+            found = self._by_arn(account, region, arn)
+            merged = {k: v for k, v in found.tags.items() if k not in remove}
             merged.update(tags or {})
-            _validate_tags(merged)
-            found[0].tags = merged
+            try:
+                _validate_tags(merged)
+            except EksError as err:
+                raise EksError(400, "BadRequestException", err.message) from None
+            found.tags = merged
+
+    def tags_of(self, account: str, region: str, arn: str) -> dict[str, str]:
+        """ListTagsForResource of an association."""
+        with self.lock:
+            return dict(self._by_arn(account, region, arn).tags)
 
     def delete(self, account: str, region: str, cluster: str, association_id: str) -> Association:
         with self.lock:
@@ -458,12 +476,12 @@ class AwsEmulator:
         region = scope.group("region") if scope else "us-east-1"
         body = _read_body(environ)
         match = POD_IDENTITY.match(path) if service == "eks" else None
-        tags_match = ASSOCIATION_TAGS.match(path) if service == "eks" and method in ("POST", "DELETE") else None
+        tags_match = ASSOCIATION_TAGS.match(path) if service == "eks" and method in ("POST", "DELETE", "GET") else None
         auth_match = eks_auth.PATH.match(path) if service == "eks-auth" and method == "POST" else None
         params = _params(environ, body) if match is None and auth_match is None and tags_match is None else {}
         operation = "AssumeRoleForPodIdentity" if auth_match else _operation(method, path, params, match)
         if tags_match is not None:
-            operation = "TagResource" if method == "POST" else "UntagResource"
+            operation = {"POST": "TagResource", "DELETE": "UntagResource"}.get(method, "ListTagsForResource")
         fault = self.faults.on_call(service, operation, caller_of(environ.get("HTTP_USER_AGENT", "")))
         if fault == "invalid" and service == "sts" and operation == "AssumeRole":
             err = iam_rules.refuse_external_id(_one(params, "ExternalId") or "")
@@ -488,6 +506,9 @@ class AwsEmulator:
         try:
             if tags_match is not None:
                 arn = unquote(tags_match.group("arn"))
+                if method == "GET":
+                    found = self.store.tags_of(account, region, arn)
+                    return _json(start, 200, {"tags": found} if found else {})
                 query = parse_qs(environ.get("QUERY_STRING", ""))
                 tags = json.loads(body).get("tags") if method == "POST" and body else None
                 self.store.tag(account, region, arn, tags, query.get("tagKeys", []) if method == "DELETE" else [])

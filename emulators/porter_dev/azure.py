@@ -4,7 +4,9 @@ Routes and shapes follow the Managed Identity REST reference for api-version 202
 azure-mgmt-msi 7.1.0; https://learn.microsoft.com/rest/api/managedidentity/): user-assigned identities
 (Get, CreateOrUpdate, Delete) and their federated identity credentials (Get, CreateOrUpdate, Delete, and List
 paged by `nextLink` with `$top` / `$skiptoken`). Status codes follow that reference and the ARM resource
-provider contract: create 201, update 200, delete 200 or 204 when there was nothing to delete.
+provider contract: create 201, update 200, delete 200 or 204 when there was nothing to delete, both without a
+body. These are exactly the statuses azure-mgmt-msi's generated operations accept, and every body deserializes
+into its models with no unknown key (tests/contract checks both against the SDK's source).
 
 The rules are those of "Important considerations and restrictions for federated identity credentials"
 (https://learn.microsoft.com/entra/workload-id/workload-identity-federation-considerations), including its
@@ -450,7 +452,8 @@ def _json(start: StartResponse, status: int, body: Any, headers: Iterable[tuple[
         501: "Not Implemented",
         503: "Service Unavailable",
     }
-    data = b"" if status == 204 else json.dumps(body).encode()
+    # No body is no bytes: a delete's 200 carries nothing (the SDK reads no model for it), never "null".
+    data = b"" if status == 204 or body is None else json.dumps(body).encode()
     out = [("x-ms-request-id", str(uuid.uuid4())), ("Content-Length", str(len(data))), *headers]
     if data:
         out.insert(0, ("Content-Type", "application/json; charset=utf-8"))

@@ -456,7 +456,9 @@ def run(
         # one full resync: a restarted operator lists everything and must find nothing to do
         writes_before = watcher.writes_after()
         op.stop()
+        restarted = time.monotonic()
         op = _operator(cp, workdir, op_env, n)
+        restart_ready = time.monotonic() - restarted
         assert op.proc is not None
         _wait_quiet(op.proc.pid, timeout=max(60.0, n / 20))
         resynced = _calls(aws, azure, gcp)
@@ -471,6 +473,7 @@ def run(
                 q: round(1000 * percentile(each, v), 1) for q, v in (("p50", 0.5), ("p99", 0.99))
             },
             "admission": admission,
+            "restart_ready_seconds": round(restart_ready, 1),
             "profile": profile,
             "machine_loop_seconds": {"before": speed_before, "after": machine_seconds()},
         }  # fmt: skip
@@ -600,6 +603,7 @@ def markdown(fig: dict[str, Any]) -> str:
         ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
         ("restarted operator's peak RSS after its full resync", f"{fig['operator']['resync_peak_rss_mb']} MB"),
+        ("restarted operator: start to ready (every connection indexed)", f"{fig.get('restart_ready_seconds', '-')} s"),
         *(
             [
                 (

@@ -20,7 +20,7 @@ DOCS = Path("docs")
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from porter_identity import tables
+    from porter_identity import helmchart, tables
     from porter_identity.api import argocd, crd, reference
 
     if args.directory is None:
@@ -35,6 +35,8 @@ def _crds(args: argparse.Namespace) -> int:
     for name in tables.FILES:
         path = root / DOCS / name
         written[path] = tables.render_file(name, path.read_text() if path.exists() else "")
+    # The chart's policy schema, its README and the docs' Helm values table, when the tree has the chart.
+    written |= helmchart.files(root, written)
     for path, text in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,9 @@ from porter_identity.api.connection import PLURAL
 from porter_identity.clouds import registry
 from porter_identity.config import Settings
 from porter_identity.engine import allow
+from porter_identity.engine.index import Connections
 from porter_identity.engine.lifecycle import Lifecycle
-from porter_identity.engine.runner import ClaimKey, Runner
+from porter_identity.engine.runner import Runner
 from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
 from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the handlers
 from porter_identity.handlers import shard as shard_filters
@@ -41,7 +43,7 @@ from porter_identity.leader import Elector
 from porter_identity.providers import clients
 from porter_identity.providers.fence import FENCE
 from porter_identity.providers.iam import AssumedRoles
-from porter_identity.reconcile import claims, guard, shard
+from porter_identity.reconcile import guard, shard
 from porter_identity.runtime import kopf_internals
 
 
@@ -64,6 +66,7 @@ def services(memo: kopf.Memo, config: Settings) -> None:
     kube = Kube.from_environment(config.max_workers)
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
+    memo.connections = Connections()
     memo.lifecycle = Lifecycle(
         registry.build(config, memo.clouds, memo.service_accounts, memo.own_identities),
         config.block_broad_permissions,
@@ -79,16 +82,16 @@ def services(memo: kopf.Memo, config: Settings) -> None:
 async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
-    by_service_account: kopf.Index[ClaimKey, claims.Claim] | None = None,
     allowed_identities: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
-    """kopf's own settings, and the indexes for the runs outside a connection's handler (sweep, woken claimants,
-    the webhook), which read ownership and policy from the same indexes."""
-    assert by_service_account is not None, "kopf passes every index to startup handlers too"
+    """kopf's own settings; every connection indexed (a paged list) before kopf watches and the runner runs; the
+    namespaces' allow annotations for the runs outside a handler (sweep, woken claimants, the webhook)."""
     config: Settings = memo.settings
-    memo.by_service_account = by_service_account
     memo.allowed_identities = allowed_identities
+    connections: Connections = memo.connections
+    found = await asyncio.to_thread(connections.fill, memo.kube, memo.namespaces)
+    logging.getLogger(__name__).info(f"indexed {found} connections")
     settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
     memo.finalizer = settings.persistence.finalizer
     memo.kopf_settings = settings  # the runner logs through kopf's per-object logger
@@ -109,6 +112,9 @@ async def configure(
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # An object's kopf worker keeps its last body while it idles: at start-up every listed object has one, so a
+    # short idle keeps fewer bodies at once (a later event starts a new worker: a task, not a thread).
+    settings.queueing.idle_timeout = 1.0
     settings.networking.request_timeout = 60
     # A PorterRoleSet deleted while its drift timer runs waits for that run (a thread cannot be cancelled);
     # look again every second instead of kopf's default minute.
@@ -117,11 +123,15 @@ async def configure(
     # The one runner of connections, on kopf's worker threads: at most max_workers connections run at once.
     memo.runner = Runner(memo, settings.execution.executor, config.max_workers)
     memo.runner.door.start()
+    memo.service_account_watch = connection.watch_service_accounts(memo, asyncio.get_running_loop())
 
 
 @kopf.on.cleanup()
 async def stop_runner(memo: kopf.Memo, **_: Any) -> None:
     """Runs in flight finish on their threads; nothing waiting is started."""
+    watching: threading.Event | None = memo.get("service_account_watch")
+    if watching is not None:
+        watching.set()
     runner: Runner | None = memo.get("runner")
     if runner is not None:
         await runner.door.stop()
@@ -142,10 +152,9 @@ def _listed_uids(kube: Kube, namespaces: list[str]) -> list[str]:
     return uids
 
 
-def _indexed(kube: Kube, namespaces: list[str], index: kopf.Index[ClaimKey, claims.Claim]) -> str | None:
+def _indexed(kube: Kube, namespaces: list[str], connections: Connections) -> str | None:
     """Readiness: every connection the API server lists is in the in-memory index."""
-    indexed = [claim.uid for key in list(index) for claim in index.get(key, [])]
-    return health.readiness(True, _listed_uids(kube, namespaces), indexed)
+    return health.readiness(True, _listed_uids(kube, namespaces), connections.owners.uids())
 
 
 class _QuietSuccess(logging.Filter):
@@ -303,10 +312,10 @@ def _ready(memo: kopf.Memo) -> str | None:
     indexed. Readiness latches (health.Health), so a standby that becomes leader stays in the webhook's Service."""
     if not memo.leading:
         return None
-    index = memo.get("by_service_account")
-    if index is None:
-        return "starting: kopf has not indexed the connections yet"
-    return _indexed(memo.kube, memo.namespaces, index)
+    connections: Connections = memo.connections
+    if not connections.listed:
+        return "starting: the connections are not indexed yet"
+    return _indexed(memo.kube, memo.namespaces, connections)
 
 
 def _leases(memo: kopf.Memo, config: Settings) -> Leases:

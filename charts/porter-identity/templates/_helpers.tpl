@@ -63,3 +63,34 @@ app.kubernetes.io/part-of: porter-identity
 {{- toJson (list .Release.Namespace) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Refusals the schema cannot express: the same rules the operator applies at start (porter_identity/config.py), so a
+release that the operator would refuse fails `helm template` / `helm install` instead of crash-looping.
+*/}}
+{{- define "porter-identity.validate" -}}
+{{- with .Values.leaderElection -}}
+{{- if ge (int .renewDeadlineSeconds) (int .leaseDurationSeconds) -}}
+{{- fail (printf "leaderElection.renewDeadlineSeconds (%v) must be less than leaderElection.leaseDurationSeconds (%v): a standby could take the Lease while the old leader still writes" .renewDeadlineSeconds .leaseDurationSeconds) -}}
+{{- end -}}
+{{- if ge (int .retryPeriodSeconds) (int .renewDeadlineSeconds) -}}
+{{- fail (printf "leaderElection.retryPeriodSeconds (%v) must be less than leaderElection.renewDeadlineSeconds (%v): the leader would give up before its first retry" .retryPeriodSeconds .renewDeadlineSeconds) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not .Values.leaderElection.enabled) (gt (int .Values.replicas) 1) -}}
+{{- fail (printf "replicas is %v but leaderElection.enabled is false: every replica would reconcile the same objects; set leaderElection.enabled=true or replicas=1" .Values.replicas) -}}
+{{- end -}}
+{{- $selector := .Values.config.shardSelector | default "" -}}
+{{- if trim $selector -}}
+{{- /* reconcile/shard.py's grammar: key=value, key==value, key!=value, key, !key, key in (a,b), key notin (a,b). */ -}}
+{{- $key := `(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?` -}}
+{{- $value := `(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?` -}}
+{{- $set := printf `\s*%s\s+(?:in|notin)\s+\([^)]*\)\s*` $key -}}
+{{- $equality := printf `\s*%s\s*(?:==|=|!=)\s*%s\s*` $key $value -}}
+{{- $exists := printf `\s*!?\s*%s\s*` $key -}}
+{{- $requirement := printf `(?:%s|%s|%s)` $set $equality $exists -}}
+{{- if not (regexMatch (printf `^%s(?:,%s)*$` $requirement $requirement) $selector) -}}
+{{- fail (printf "config.shardSelector %q is not a label selector (e.g. porter.run/shard=a, porter.run/shard in (a,b), !porter.run/shard)" $selector) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -25,6 +25,7 @@ from porter_identity.clouds.base import Change, Result
 from porter_identity.config import Settings
 from porter_identity.engine import allow, wait
 from porter_identity.engine.door import Ask, Door
+from porter_identity.engine.index import ClaimKey, Connections, Index
 from porter_identity.engine.lifecycle import Lifecycle, Step, recorded
 from porter_identity.engine.revoke import Marks
 from porter_identity.errors import CloudError
@@ -40,7 +41,6 @@ from porter_identity.reconcile.policy import Decision
 from porter_identity.reconcile.reconcile_policy import ReconcilePolicy
 
 KIND = SINGULAR
-ClaimKey = tuple[str, str, str]  # namespace, ServiceAccount, provider
 log = logging.getLogger(__name__)
 
 # A write that finds the object changed is tried again with the new resourceVersion when nothing this run read
@@ -117,9 +117,9 @@ class Runner:
         return settings
 
     @property
-    def owners(self) -> kopf.Index[ClaimKey, claims.Claim] | None:
-        index: kopf.Index[ClaimKey, claims.Claim] | None = self.memo.get("by_service_account")
-        return index
+    def owners(self) -> Index[ClaimKey, claims.Claim] | None:
+        connections: Connections | None = self.memo.get("connections")
+        return None if connections is None else connections.owners
 
     # ---- asking -------------------------------------------------------------------------------------------------
 
@@ -205,6 +205,9 @@ class Runner:
                     body = self._read(ask.namespace, ask.name, cached)
                 if body is None or (body.get("metadata") or {}).get("uid") != uid:
                     self.forget(uid)
+                    connections: Connections | None = self.memo.get("connections")
+                    if connections is not None:
+                        connections.forget(uid)  # gone between the start-up list and the watch: no event says so
                     return None
                 return self._run_once(uid, ask, body)
             except _Changed:
@@ -260,7 +263,7 @@ class Runner:
             step = self._apply(conn, refusal, ask.ignoring)
             outcome = _noted(step.result.outcome)
             new = kstatus.next_status(conn, outcome, step.result.privilege, step.linked, step.result.status)
-            self._write(body, conn, new)
+            self._write(body, conn, new, made=step.result.change is not None)
             rank = claims.rank(outcome.state is State.READY, outcome.reason.value, NOT_CLAIMING)
             self.written[uid] = (time.monotonic(), rank)
         self._report(body, conn, replace(step, result=replace(step.result, outcome=outcome)), ask)
@@ -291,7 +294,7 @@ class Runner:
         have seen that write yet: two connections for one ServiceAccount run one after the other, and the second
         sees what the first wrote."""
         owners = self.owners
-        assert owners is not None, "kopf passes every index to the startup handlers"
+        assert owners is not None, "the index is built before the runner"
         now = time.monotonic()
         out = []
         for claim in owners.get(key, []):
@@ -326,25 +329,37 @@ class Runner:
         refused = guard.over_budget(conn.spec, ns, limit, [t for t in holding if t is not None])
         return None if refused is None else refused.message
 
-    def _write(self, body: Mapping[str, Any], conn: ServiceIdentityConnection, new: Any) -> None:
+    def _write(self, body: Mapping[str, Any], conn: ServiceIdentityConnection, new: Any, made: bool = False) -> None:
         """Patch status only on change, checked against the resourceVersion read; a conflict with a write that
-        changed nothing this run decided from (kopf's finalizer) is written again on the new version."""
+        changed nothing this run decided from (kopf's finalizer) is written again on the new version.
+
+        `made`: this run changed the cloud. Its status is then written even when the object changed meanwhile (and
+        the connection is run again after): status is where the next run finds what exists, so a link made for a
+        spec that changed under the run is moved or removed, never left behind. It says what is linked and for
+        which generation, so it is true whatever the new spec asks."""
         doc = new.model_dump(mode="json", by_alias=True)
         if doc == conn.status.model_dump(mode="json", by_alias=True):
             return
         kube: Kube = self.memo.kube
         where = rest.path(GROUP, VERSION, PLURAL, _ns(conn), conn.metadata.name or "")
         version = (body.get("metadata") or {}).get("resourceVersion")
+        changed = False
         for _ in range(WRITE_ATTEMPTS):
             try:
                 kube.patch(f"{where}/status", {"metadata": {"resourceVersion": version}, "status": doc})
+                if changed:
+                    raise _Changed
                 return
             except rest.ApiError as err:
                 if err.status != 409:
                     raise
             fresh = self._read(_ns(conn), conn.metadata.name or "")
-            if fresh is None or _inputs(fresh) != _inputs(body):
+            if fresh is None:
                 raise _Changed
+            if _inputs(fresh) != _inputs(body):
+                if not made:
+                    raise _Changed
+                changed = True
             version = (fresh.get("metadata") or {}).get("resourceVersion")
         raise _Changed
 

@@ -26,8 +26,9 @@ from porter_identity.clouds.base import Link
 from porter_identity.config import Settings
 from porter_identity.engine import allow, revoke
 from porter_identity.engine.door import Ask
+from porter_identity.engine.index import ClaimKey, Connections
 from porter_identity.engine.lifecycle import Lifecycle
-from porter_identity.engine.runner import ClaimKey, Runner
+from porter_identity.engine.runner import Runner
 from porter_identity.errors import CloudError
 from porter_identity.handlers import shard
 from porter_identity.kube import rest
@@ -41,13 +42,6 @@ from porter_identity.reconcile.outcome import Action
 ORPHANED_LINK = Action.ORPHANED_LINK
 ORPHAN_DELETED = Action.ORPHAN_DELETED
 log = logging.getLogger(__name__)
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-async def drift_view(body: kopf.Body, **_: Any) -> dict[Group, Linked]:
-    """Connections by what one bulk read covers (the cluster, an Azure identity, a GCP service account)."""
-    found = drift.entry(body)
-    return {} if found is None else {found[0]: found[1]}
 
 
 @dataclass
@@ -198,19 +192,18 @@ class Sweeper:
         return link is not None and link.retained_orphan(orphan)
 
 
-def _snapshot(index: kopf.Index[Group, Linked]) -> dict[Group, list[Linked]]:
-    """Copied on the event loop, which is the only writer of the index."""
-    return {group: list(index[group]) for group in index}
-
-
-async def _loop(memo: kopf.Memo, index: kopf.Index[Group, Linked], interval: float, stop: threading.Event) -> None:
+async def _loop(memo: kopf.Memo, connections: Connections, interval: float, stop: threading.Event) -> None:
     sweeper = Sweeper(memo, stop)
     while True:
         await asyncio.sleep(interval)
-        # Only this shard's connections: another shard repairs its own.
-        view = {g: [c for c in cs if shard.serves(memo, c.namespace)] for g, cs in _snapshot(index).items()}
-        owners_index: kopf.Index[ClaimKey, Claim] | None = memo.get("by_service_account")
-        owners = {key: list(owners_index[key]) for key in owners_index} if owners_index is not None else {}
+        runner: Runner = memo.runner
+        for uid, ns, name in connections.unconfirmed():
+            runner.ask(uid, Ask(ns, name, "listed at start-up and not seen since"))
+        # Only this shard's connections: another shard repairs its own. Copied on the event loop, the index's writer.
+        view = {
+            g: [c for c in cs if shard.serves(memo, c.namespace)] for g, cs in connections.groups.snapshot().items()
+        }
+        owners = connections.owners.snapshot()
         lifecycle: Lifecycle = memo.lifecycle
         if lifecycle.registry.get(Provider.AWS) is not None:
             view.setdefault(("aws",), [])  # orphans are found even when no AWS connection is left
@@ -231,10 +224,13 @@ async def after_takeover(memo: kopf.Memo, delay: float) -> None:
     no watch event follows, and kopf would wait for one forever: controller-runtime's resync covers such lost
     events; kopf has none, so this does, once, when the old leader can no longer write."""
     await asyncio.sleep(delay)
-    index: kopf.Index[Group, Linked] | None = memo.get("drift_index")
-    if index is None:
-        return
-    waiting = [c for cs in _snapshot(index).values() for c in cs if not c.settled and shard.serves(memo, c.namespace)]
+    connections: Connections = memo.connections
+    waiting = [
+        c
+        for cs in connections.groups.snapshot().values()
+        for c in cs
+        if not c.settled and shard.serves(memo, c.namespace)
+    ]
     runner: Runner = memo.runner
     for c in waiting:
         runner.ask(c.uid, Ask(c.namespace, c.name, "not settled after a takeover"))
@@ -244,13 +240,11 @@ async def after_takeover(memo: kopf.Memo, delay: float) -> None:
 
 @kopf.on.startup()
 async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
-    """kopf passes every index to activities too; the sweep keeps this live view, filled as kopf watches."""
-    drift_view: kopf.Index[Group, Linked] = kwargs["drift_view"]
-    memo.drift_index = drift_view
+    """The sweep reads the connections' index, kept as kopf watches; kopf passes its namespace index too."""
     memo.namespace_labels = kwargs.get(shard.INDEX)  # registered only with a shard selector
     memo.drift_stop = threading.Event()
     memo.drift_task = asyncio.create_task(
-        _loop(memo, drift_view, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"
+        _loop(memo, memo.connections, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"
     )
 
 

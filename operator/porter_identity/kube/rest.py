@@ -89,7 +89,7 @@ class Kube:
     ) -> Any:
         """The answer's JSON (None when empty); raises ApiError on any status of 400 or more."""
         url = self.server + path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Accept": accept, **self._auth()}
+        headers = {"Accept": accept, **self.auth_headers()}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -124,7 +124,7 @@ class Kube:
         """A JSON merge patch."""
         return self.request("PATCH", path, body, content_type=MERGE_PATCH, **kw)
 
-    def _auth(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         info = self._info
         if info.username and info.password:
             return dict(urllib3.make_headers(basic_auth=f"{info.username}:{info.password}"))

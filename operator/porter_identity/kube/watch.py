@@ -1,0 +1,119 @@
+"""A metadata-only list and watch of one kind on a thread, handing each object's metadata to the event loop.
+
+What the operator needs of a ServiceAccount is its name and annotations. kopf's watch keeps a memory per object
+(a copy of the operator's memo among others) for every ServiceAccount in the cluster, named by a connection or not,
+and parses whole bodies: PartialObjectMetadata (what client-go's metadata informers use) is a fraction of that."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+
+from porter_identity.kube.rest import ApiError, Kube
+
+PARTIAL = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+PAGE = 500
+# The API server ends a watch after this long; the watch then continues from the last resourceVersion seen.
+WATCH_SECONDS = 300
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)
+log = logging.getLogger(__name__)
+
+# (event type, metadata): the type is None for an object found by a list, as kopf's on.event has it.
+Deliver = Callable[[str | None, Mapping[str, Any]], None]
+
+
+class Gone(Exception):
+    """410: the resourceVersion is too old to watch from; list again."""
+
+
+class MetadataWatch:
+    """List (a page at a time), then watch from the list's resourceVersion; list again after a 410."""
+
+    def __init__(self, kube: Kube, path: str, deliver: Deliver, stop: threading.Event) -> None:
+        self.kube, self.path, self.deliver, self.stop = kube, path, deliver, stop
+        self.resource_version = ""
+
+    def start(self, name: str) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                if not self.resource_version:
+                    self.resource_version = self._list()
+                for kind, meta in self._watch():
+                    failures = 0
+                    self.deliver(kind, meta)
+            except Gone:
+                self.resource_version = ""
+            except (ApiError, OSError, urllib3.exceptions.HTTPError, ValueError) as err:
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                log.warning(f"watch of {self.path} failed ({err}); again in {delay:.0f} s")
+                self.stop.wait(delay)
+
+    def _list(self) -> str:
+        token = ""
+        while True:
+            query = {"limit": str(PAGE)} | ({"continue": token} if token else {})
+            page = self.kube.get(self.path, query=query, accept=PARTIAL_LIST)
+            for item in page.get("items") or []:
+                self.deliver(None, item.get("metadata") or {})
+            listed = page.get("metadata") or {}
+            token = str(listed.get("continue") or "")
+            if not token:
+                return str(listed.get("resourceVersion") or "")
+
+    def _watch(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": self.resource_version,
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        answer = self.kube.pool.request(
+            "GET",
+            f"{self.kube.server}{self.path}?{urlencode(query)}",
+            headers={"Accept": PARTIAL, **self.kube.auth_headers()},
+            preload_content=False,
+            timeout=urllib3.Timeout(connect=30, read=WATCH_SECONDS + 30),
+            retries=False,
+        )
+        try:
+            if answer.status == 410:
+                raise Gone()
+            if answer.status >= 400:
+                raise ApiError(answer.status, answer.reason or "", answer.data.decode(errors="replace")[:200])
+            buffer = b""
+            for chunk in answer.stream(64 * 1024):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield from self._event(json.loads(line))
+                if self.stop.is_set():
+                    return
+        finally:
+            answer.release_conn()
+
+    def _event(self, event: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        kind, obj = str(event.get("type")), event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ApiError(int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or ""))
+        if meta.get("resourceVersion"):
+            self.resource_version = str(meta["resourceVersion"])
+        if kind != "BOOKMARK":
+            yield kind, meta
