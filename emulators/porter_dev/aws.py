@@ -23,6 +23,15 @@ cluster's OIDC issuer, set with `/_porter/cluster-issuer` (moto gives clusters a
 
 AWS managed policies (AdministratorAccess and the rest) are loaded, as every real account has them.
 
+Eventual consistency (the plan's `propagationSeconds`, `porter_dev.faults`) follows IAM's "Changes that I make are
+not always immediately visible" (https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html
+#troubleshoot_general_eventual-consistency): IAM's own reads (GetRole, ListRoles) see a write at once, the services
+that use IAM do not. For `propagationSeconds` after CreateRole, EKS's CreatePodIdentityAssociation and
+UpdatePodIdentityAssociation refuse the role with "Role provided in the request does not exist", EKS Auth's
+AssumeRoleForPodIdentity with its AccessDeniedException, and sts:AssumeRole with AccessDenied; after
+UpdateAssumeRolePolicy they go on judging the previous trust policy for as long. That is the trap a caller meets:
+GetRole returns the role, EKS says it does not exist.
+
 moto lets anyone assume any role and enforces no IAM size quotas, so IAM and STS query-protocol calls get
 what AWS does, with the rules in `porter_dev.iam_rules` (which cites the pages):
 - sts:AssumeRole follows the STS AssumeRole API reference
@@ -385,12 +394,58 @@ def _trust_policy(role_arn: str) -> dict[str, Any] | None:
         return None
     _, partition, _, _, account, _ = role_arn.split(":", 5)
     role = _moto_role(account, partition, arn=role_arn)
-    document = role.assume_role_policy_document if role else None
+    return _policy_of(role.assume_role_policy_document if role else None)
+
+
+def _policy_of(document: Any) -> dict[str, Any] | None:
     try:
         policy = json.loads(document) if isinstance(document, str) else document
     except ValueError:
         return None
     return policy if isinstance(policy, dict) else None
+
+
+@dataclass
+class Propagation:
+    """When each role and trust policy was written, for what EKS, EKS Auth and STS see of IAM (module docstring)."""
+
+    faults: Faults
+    created: dict[tuple[str, str], float] = field(default_factory=dict)  # (account, lower-cased name) -> when
+    # (account, lower-cased name) -> (the trust document before the last UpdateAssumeRolePolicy, when)
+    trust_before: dict[tuple[str, str], tuple[Any, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wrote(self, operation: str, account: str, name: str, previous_trust: Any = None) -> None:
+        key, now = (account, name.lower()), time.monotonic()
+        with self.lock:
+            if operation == "CreateRole":
+                self.created[key] = now
+                self.trust_before.pop(key, None)
+            elif operation == "UpdateAssumeRolePolicy":
+                older = self.trust_before.get(key)
+                # writes in quick succession: what the others see is still the one before the first
+                if older is None or self.faults.propagated(older[1], now):
+                    self.trust_before[key] = (previous_trust, now)
+                else:
+                    self.trust_before[key] = (older[0], now)
+
+    def trust_seen(self, role_arn: str) -> dict[str, Any] | None:
+        """The role's trust policy as the services using IAM see it: None while a new role has not reached them,
+        the previous document while a changed one has not."""
+        if not ROLE_ARN.match(role_arn):
+            return None
+        _, partition, _, _, account, _ = role_arn.split(":", 5)
+        role = _moto_role(account, partition, arn=role_arn)
+        if role is None:
+            return None
+        key = (account, str(role.name).lower())
+        with self.lock:
+            created, before = self.created.get(key), self.trust_before.get(key)
+        if not self.faults.propagated(created):
+            return None
+        if before is not None and not self.faults.propagated(before[1]):
+            return _policy_of(before[0])
+        return _policy_of(role.assume_role_policy_document)
 
 
 class AwsEmulator:
@@ -403,7 +458,8 @@ class AwsEmulator:
             inner = DomainDispatcherApplication(create_backend_app)
         self.inner = inner
         self.faults = Faults()
-        self.store = PodIdentityStore(cluster_exists=_moto_cluster_exists, trust_of=_trust_policy)
+        self.propagation = Propagation(self.faults)
+        self.store = PodIdentityStore(cluster_exists=_moto_cluster_exists, trust_of=self.propagation.trust_seen)
         self.assume_role_calls: Counter[str] = Counter()
         self.counter_lock = threading.Lock()
         # a quota check and the write it allows must not interleave with another write to the same role
@@ -471,7 +527,7 @@ class AwsEmulator:
         external_id = _one(params, "ExternalId")
         iam_rules.check_external_id(external_id)
         caller = _moto_caller(access_key, region)
-        policy = _trust_policy(role_arn)
+        policy = self.propagation.trust_seen(role_arn)
         if policy is None or not iam_rules.trust_allows(policy, caller, external_id):
             raise IamRuleError(
                 403,
@@ -489,7 +545,7 @@ class AwsEmulator:
             with self.store.lock:
                 associations = list(self.store.associations.get((account, region, cluster), {}).values())
             answer = eks_auth.assume_role_for_pod_identity(
-                associations, self.issuers, account, region, cluster, payload
+                associations, self.issuers, account, region, cluster, payload, self.propagation.trust_seen
             )
         except eks_auth.EksAuthError as err:
             return _json(start, err.status, {"message": err.message}, [("x-amzn-ErrorType", err.code)])
@@ -507,10 +563,21 @@ class AwsEmulator:
         from moto.iam.models import get_account_id_from
         from moto.utilities.utils import get_partition
 
+        account, name = get_account_id_from(access_key), _one(params, "RoleName") or ""
+        statuses: list[str] = []
+
+        def started(status: str, headers: Any, *exc_info: Any) -> Any:
+            statuses.append(status)
+            return start(status, headers, *exc_info)
+
         with self.quota_lock:
-            role = _moto_role(get_account_id_from(access_key), get_partition(region), name=_one(params, "RoleName"))
+            role = _moto_role(account, get_partition(region), name=name)
             _check_quota(operation, params, role)
-            return list(self.inner(environ, start))
+            previous = role.assume_role_policy_document if role is not None else None
+            answer = list(self.inner(environ, started))
+            if statuses and statuses[-1].startswith("200"):
+                self.propagation.wrote(operation, account, name, previous)
+            return answer
 
     def _pod_identity(
         self,

@@ -25,6 +25,15 @@ Role assignments (for the operator's LeastPrivilege check) follow "Role Assignme
 at, above and below the subscription; other filters are this emulator's 400 `BadRequest`. Assignments are
 seeded through the control route `/_porter/role-assignments` (the emulator has no PUT for them).
 
+Eventual consistency (the plan's `propagationSeconds`, `porter_dev.faults`): ARM's own reads see a federated
+credential at once, Entra's token service only `propagationSeconds` after it was created or changed (until then it
+answers as if the credential did not exist, AADSTS70021 / 700211 / 700213, or judges the previous issuer, subject
+and audiences). AKS's "Use Microsoft Entra Workload ID with AKS" (https://learn.microsoft.com/azure/aks/
+workload-identity-overview, Limitations) says it takes a few seconds for a federated identity credential to be
+propagated after being initially added, and "Deploy and configure workload identity" (.../aks/
+workload-identity-deploy-cluster) that a token request made immediately after may fail until the directory's
+cache is populated. A deleted credential stops working at once here.
+
 azure-core only sends bearer tokens over HTTPS, so the server generates a self-signed certificate at start and
 writes it where clients can trust it (`connection_verify=`). A JWT bearer token must be one the emulator's
 Entra ID (`porter_dev.entra`, same host: `/{tenant}/oauth2/v2.0/token`) issued for ARM, else 401
@@ -135,6 +144,14 @@ class Credential:
     issuer: str
     subject: str
     audiences: list[str]
+    written_at: float | None = None  # time.monotonic() of the last change, for what Entra sees of it
+    before: tuple[str, str, list[str]] | None = None  # (issuer, subject, audiences) Entra sees until then
+
+    def seen(self, propagated: Callable[[float | None], bool]) -> tuple[str, str, list[str]] | None:
+        """(issuer, subject, audiences) as Entra's token service sees them now; None: not at all yet."""
+        if propagated(self.written_at):
+            return self.issuer, self.subject, list(self.audiences)
+        return self.before
 
     def to_json(self, identity_id: str) -> dict[str, Any]:
         return {
@@ -191,6 +208,8 @@ class IdentityStore:
     """Identities by (subscription, resource group, name); one lock guards all state, never held while sleeping."""
 
     settings: Settings
+    # whether a write stamped then has reached Entra (Faults.propagated: the plan's propagationSeconds)
+    propagated: Callable[[float | None], bool] = field(default=lambda written_at: True)
     groups: dict[tuple[str, ...], str] = field(default_factory=dict)  # key -> name as first seen
     identities: dict[tuple[str, ...], Identity] = field(default_factory=dict)
     role_assignments: list[dict[str, Any]] = field(default_factory=list)
@@ -347,7 +366,11 @@ class IdentityStore:
                         400, "BadRequest", "Issuer and subject combination already exists for this Managed Identity."
                     )
             if existing is not None:
-                existing.issuer, existing.subject, existing.audiences = wanted.issuer, wanted.subject, wanted.audiences
+                content = (wanted.issuer, wanted.subject, wanted.audiences)
+                if (existing.issuer, existing.subject, existing.audiences) != content:
+                    existing.before = existing.seen(self.propagated)
+                    existing.written_at = time.monotonic()
+                existing.issuer, existing.subject, existing.audiences = content
                 return identity, existing, False
             if len(identity.credentials) >= MAX_CREDENTIALS:
                 raise ArmError(
@@ -356,6 +379,7 @@ class IdentityStore:
                     f"A maximum of {MAX_CREDENTIALS} federated identity credentials can be added to a "
                     f"user-assigned managed identity; '{identity.name}' already has {len(identity.credentials)}.",
                 )
+            wanted.written_at = time.monotonic()
             identity.credentials[fic.lower()] = wanted
             return identity, wanted, True
 
@@ -464,7 +488,7 @@ class ManagedIdentityApp:
         self.default_tenant = tenant_id
         self.settings = Settings(tenant_id=tenant_id)
         self.faults = Faults()
-        self.store = IdentityStore(settings=self.settings)
+        self.store = IdentityStore(settings=self.settings, propagated=self.faults.propagated)
         self.entra = Entra()
 
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
@@ -495,7 +519,7 @@ class ManagedIdentityApp:
                     i.client_id,
                     i.principal_id,
                     i.tenant_id,
-                    [(c.issuer, c.subject, c.audiences) for c in i.credentials.values()],
+                    [seen for c in i.credentials.values() if (seen := c.seen(self.store.propagated)) is not None],
                 )
                 for i in self.store.identities.values()
             ]

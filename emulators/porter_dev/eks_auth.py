@@ -14,6 +14,7 @@ message texts are this emulator's. Credentials come from moto's STS, so they wor
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from porter_dev import iam_rules
@@ -49,9 +50,16 @@ def set_cluster_issuer(account: str, region: str, cluster: str, issuer: str) -> 
 
 
 def assume_role_for_pod_identity(
-    associations: list[Any], issuers: Issuers, account: str, region: str, cluster: str, body: dict[str, Any]
+    associations: list[Any],
+    issuers: Issuers,
+    account: str,
+    region: str,
+    cluster: str,
+    body: dict[str, Any],
+    trust_of: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
-    """The response body; `associations` are the cluster's Pod Identity associations."""
+    """The response body; `associations` are the cluster's Pod Identity associations, `trust_of` the role's trust
+    policy as EKS Auth sees it (None: no such role), by default IAM's own."""
     token = body.get("token")
     if not isinstance(token, str) or not token:
         raise EksAuthError(400, "InvalidParameterException", "token is required.")
@@ -74,14 +82,16 @@ def assume_role_for_pod_identity(
             f"of cluster {cluster}.",
         )
     role_arn = assoc.target_role_arn or assoc.role_arn
-    _check_trust(role_arn, account, assoc.disable_session_tags)
+    _check_trust(role_arn, account, assoc.disable_session_tags, trust_of)
     return _credentials(account, region, cluster, assoc, role_arn, namespace, service_account)
 
 
-def _check_trust(role_arn: str, account: str, disable_session_tags: bool) -> None:
+def _check_trust(
+    role_arn: str, account: str, disable_session_tags: bool, trust_of: Callable[[str], dict[str, Any] | None] | None
+) -> None:
     from porter_dev.aws import _trust_policy
 
-    policy = _trust_policy(role_arn)
+    policy = (trust_of or _trust_policy)(role_arn)
     actions = ["sts:AssumeRole"] if disable_session_tags else ["sts:AssumeRole", "sts:TagSession"]
     for action in actions:
         if policy is None or not iam_rules.service_allows(policy, AUDIENCE, action, account):

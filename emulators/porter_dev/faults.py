@@ -3,7 +3,12 @@
 Quotas are token buckets per access (read/write), as ARM documents its throttling ("Understand how Azure
 Resource Manager throttles requests": per-subscription buckets of 250 reads refilled at 25/s and 200 writes
 at 10/s); a call over quota is answered as the cloud answers throttling (the emulator's `throttle` fault:
-ARM 429 with Retry-After, AWS ThrottlingException, gRPC RESOURCE_EXHAUSTED). Off unless a plan sets them."""
+ARM 429 with Retry-After, AWS ThrottlingException, gRPC RESOURCE_EXHAUSTED). Off unless a plan sets them.
+
+Eventual consistency: a plan's `propagationSeconds` is how long a write takes to reach the services that use it
+(each emulator's docstring says which writes and which services, and the cloud's page it follows). The writing
+service's own reads see the write at once; the others see it `propagationSeconds` after it. Writes are stamped
+whatever the plan, so a lag set after a write applies to it too; 0 (the default) makes everything visible."""
 
 from __future__ import annotations
 
@@ -75,12 +80,14 @@ class Faults:
     # Calls by caller (the SDK's app id in its User-Agent, e.g. botocore's AWS_SDK_UA_APP_ID), then service:Operation.
     by_caller: dict[str, Counter[str]] = field(default_factory=dict)
     seed: int | None = None
+    propagation_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
 
     def configure(self, body: dict[str, Any]) -> None:
         with self._lock:
             self.latency_ms = float(body.get("latencyMs", 0))
+            self.propagation_seconds = max(0.0, float(body.get("propagationSeconds", 0)))
             self.rules = [
                 Rule(
                     fault=r["fault"],
@@ -101,11 +108,21 @@ class Faults:
     def reset(self) -> None:
         with self._lock:
             self.latency_ms = 0.0
+            self.propagation_seconds = 0.0
             self.rules = []
             self.quotas = []
             self.calls.clear()
             self.injected.clear()
             self.by_caller.clear()
+
+    def propagated(self, written_at: float | None, now: float | None = None) -> bool:
+        """Whether a write made at `written_at` (time.monotonic(); None: before any stamp) is seen by the other
+        services yet."""
+        if written_at is None:
+            return True
+        with self._lock:
+            lag = self.propagation_seconds
+        return (time.monotonic() if now is None else now) >= written_at + lag
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

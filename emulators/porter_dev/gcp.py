@@ -30,6 +30,19 @@ https://cloud.google.com/iam/docs/policies#versions, https://cloud.google.com/ia
   the project's policy, empty until bindings are seeded through `/_porter/project-bindings`; a malformed
   resource is INVALID_ARGUMENT. Faults use service `cloudresourcemanager`.
 
+Eventual consistency (the plan's `propagationSeconds`, `porter_dev.faults`) follows "Create service accounts"
+(https://cloud.google.com/iam/docs/service-accounts-create: after you create a service account you might need to
+wait 60 seconds or more before you use it, as reads are eventually consistent), the IAM API's consistency note
+(https://cloud.google.com/iam/docs/reference/rpc/google.iam.admin.v1#google.iam.admin.v1.IAM) and "Access change
+propagation" (https://cloud.google.com/iam/docs/access-change-propagation: policy changes typically take 2
+minutes, potentially 7 or more). For `propagationSeconds` after CreateServiceAccount (or the seeding route),
+GetIamPolicy and SetIamPolicy on the account answer NOT_FOUND "Service account ... does not exist.", a
+`serviceAccount:` member naming it is refused with INVALID_ARGUMENT "Service account EMAIL does not exist." (as
+googleapis/google-cloud-go issue 11482 met it), and the token services do not know it; GetServiceAccount and
+ListServiceAccounts see it at once (this emulator's choice: the caller reads what it just wrote, while the
+account is not yet usable elsewhere). After a SetIamPolicy, the token services go on honouring the previous
+workloadIdentityUser / serviceAccountTokenCreator members for `propagationSeconds`.
+
 Not modelled: UpdateServiceAccount and the other IAM methods (UNIMPLEMENTED), `update_mask` and
 `audit_configs` (ignored), whether a `serviceAccount:` member or a Workload Identity pool exists.
 Faults come from `porter_dev.faults.Faults` (service `iam`, operation = RPC name): throttle answers
@@ -51,6 +64,7 @@ import secrets
 import signal
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent import futures
@@ -127,6 +141,9 @@ class ServiceAccountRecord:
     display_name: str = ""
     description: str = ""
     policy: Any = field(default_factory=lambda: policy_pb2.Policy(etag=EMPTY_POLICY_ETAG))
+    created_at: float = field(default_factory=time.monotonic)
+    # (when, members holding a token-granting role): the policies the token services may still be judging by
+    granting: list[tuple[float, frozenset[str]]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -162,6 +179,8 @@ class IamStore:
     """Service accounts by email, with their policies; one lock makes each etag check-and-write atomic."""
 
     accounts: dict[str, ServiceAccountRecord] = field(default_factory=dict)
+    # whether a write stamped then has reached the other services (Faults.propagated: the plan's propagationSeconds)
+    propagated: Callable[[float | None], bool] = field(default=lambda written_at: True)
     project_bindings: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # project -> role -> members
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -214,7 +233,8 @@ class IamStore:
             self.accounts[email] = record
             return record
 
-    def _resolve(self, name: str, permission: str, missing: str) -> ServiceAccountRecord:
+    def _resolve(self, name: str, permission: str, missing: str, propagated: bool = False) -> ServiceAccountRecord:
+        """The account `name` names; `propagated`: only once its creation has reached the policy service."""
         match = ACCOUNT_NAME.match(name)
         if match is None:
             raise IamError(
@@ -224,19 +244,35 @@ class IamStore:
         found = self.accounts.get(account)
         if found is None and account.isdigit():
             found = next((a for a in self.accounts.values() if a.unique_id == account), None)
+        if found is not None and propagated and not self.propagated(found.created_at):
+            found = None
         if found is not None and project in ("-", found.project):
             return found
         if project == "-":
             raise IamError("PERMISSION_DENIED", f"Permission '{permission}' denied on resource (or it may not exist).")
         raise IamError("NOT_FOUND", missing.format(name=name))
 
+    def _check_members_propagated(self, bindings: list[Any]) -> None:
+        """A `serviceAccount:` member naming an account made a moment ago is refused as the service refuses one that
+        does not exist (INVALID_ARGUMENT, "Service account ... does not exist."); unknown accounts stay unchecked."""
+        for binding in bindings:
+            for who in binding.members:
+                kind, _, email = who.partition(":")
+                found = self.accounts.get(email) if kind == "serviceAccount" else None
+                if found is not None and not self.propagated(found.created_at):
+                    raise IamError("INVALID_ARGUMENT", f"Service account {email} does not exist.")
+
     def token_granting_members(self, email: str) -> set[str] | None:
         """Members that may mint tokens for `email` (workloadIdentityUser, serviceAccountTokenCreator), or None."""
         with self.lock:
             found = self.accounts.get(email)
-            if found is None:
+            if found is None or not self.propagated(found.created_at):
                 return None
-            return {m for b in found.policy.bindings if b.role in GRANTING_ROLES for m in b.members}
+            seen = [i for i, (when, _) in enumerate(found.granting) if self.propagated(when)]
+            if not seen:
+                return set()
+            del found.granting[: seen[-1]]  # older policies are no longer seen anywhere
+            return set(found.granting[0][1])
 
     def get(self, name: str) -> ServiceAccountRecord:
         with self.lock:
@@ -262,7 +298,7 @@ class IamStore:
             )
         with self.lock:
             stored = self._resolve(
-                resource, "iam.serviceAccounts.getIamPolicy", "Service account {name} does not exist."
+                resource, "iam.serviceAccounts.getIamPolicy", "Service account {name} does not exist.", True
             ).policy
             out = policy_pb2.Policy()
             out.CopyFrom(stored)
@@ -282,8 +318,9 @@ class IamStore:
         bindings = _normalized_bindings(policy)
         with self.lock:
             record = self._resolve(
-                resource, "iam.serviceAccounts.setIamPolicy", "Service account {name} does not exist."
+                resource, "iam.serviceAccounts.setIamPolicy", "Service account {name} does not exist.", True
             )
+            self._check_members_propagated(bindings)
             current = record.policy
             if policy.etag:
                 if policy.etag != current.etag:
@@ -301,6 +338,8 @@ class IamStore:
                 version=3 if any(b.HasField("condition") for b in bindings) else 1, bindings=bindings, etag=etag
             )
             record.policy = stored
+            granting = frozenset(m for b in bindings if b.role in GRANTING_ROLES for m in b.members)
+            record.granting.append((time.monotonic(), granting))
             out = policy_pb2.Policy()
             out.CopyFrom(stored)
             return out
@@ -420,6 +459,7 @@ class IamService:
     def __init__(self, store: IamStore | None = None, faults: Faults | None = None) -> None:
         self.store = store or IamStore()
         self.faults = faults or Faults()
+        self.store.propagated = self.faults.propagated
         self.tokens = TokenService(members_of=self.store.token_granting_members)
         methods: dict[str, Callable[[bytes], bytes]] = {
             "GetServiceAccount": self._get_service_account,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from porter_identity.api.connection import ServiceIdentityConnection
-from porter_identity.check.verdict import Verdict
+from porter_identity.check.verdict import Seen, Verdict
 from porter_identity.config import Settings
 
 
@@ -26,3 +26,5 @@ class ServiceAccountToken:
 
 
 Exchange = Callable[[ServiceIdentityConnection, dict[str, str], ServiceAccountToken, Settings, Options, Verdict], str]
+# What the cloud's own API shows of the connection's identity and link (None: it could not be read).
+Probe = Callable[[ServiceIdentityConnection, Settings, Options], Seen | None]

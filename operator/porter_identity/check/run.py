@@ -1,4 +1,4 @@
-"""Run the check: read the connection, request a ServiceAccount token, exchange it as the in-pod SDKs do, call once."""
+"""Run the check: read the connection, get a ServiceAccount token, exchange it as a pod's SDK does, call once."""
 
 from __future__ import annotations
 
@@ -9,15 +9,18 @@ from kubernetes import client
 
 from porter_identity import GROUP, VERSION
 from porter_identity.api.connection import Provider, ServiceIdentityConnection
-from porter_identity.check.exchange import Exchange, Options, ServiceAccountToken
+from porter_identity.check.exchange import Exchange, Options, Probe, ServiceAccountToken
 from porter_identity.check.verdict import (
+    LAG_EXPLAINS,
     TOKEN_SECONDS,
     CheckReason,
     Step,
     StepFailed,
     Verdict,
     default_audience,
+    missing_identity,
     readiness,
+    settle,
 )
 from porter_identity.clouds.aws import check as aws
 from porter_identity.clouds.azure import check as azure
@@ -30,7 +33,7 @@ PLURAL = "serviceidentityconnections"
 def check(api: client.ApiClient, namespace: str, name: str, settings: Settings, options: Options) -> Verdict:
     verdict = Verdict(connection=f"{namespace}/{name}")
     try:
-        conn = _connection(api, namespace, name, verdict)
+        conn = _connection(api, namespace, name, settings, options, verdict)
         annotations = _service_account(api, namespace, conn.spec.service_account_name, verdict)
         audience = options.audience or default_audience(conn.spec.provider, settings.workload_pool)
         if audience is None:
@@ -42,13 +45,20 @@ def check(api: client.ApiClient, namespace: str, name: str, settings: Settings, 
             f"issuer {sat.claims.get('iss')}",
         )
         exchange = EXCHANGES[conn.spec.provider]
-        verdict.obtained(exchange(conn, annotations, sat, settings, options, verdict))
+        try:
+            verdict.obtained(exchange(conn, annotations, sat, settings, options, verdict))
+        except StepFailed as refused:
+            if refused.reason not in LAG_EXPLAINS:
+                raise
+            raise settle(refused, PROBES[conn.spec.provider](conn, settings, options)) from None
     except StepFailed as failure:
         verdict.failed(failure)
     return verdict
 
 
-def _connection(api: client.ApiClient, namespace: str, name: str, verdict: Verdict) -> ServiceIdentityConnection:
+def _connection(
+    api: client.ApiClient, namespace: str, name: str, settings: Settings, options: Options, verdict: Verdict
+) -> ServiceIdentityConnection:
     try:
         body: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except client.ApiException as err:
@@ -59,9 +69,14 @@ def _connection(api: client.ApiClient, namespace: str, name: str, verdict: Verdi
         ) from None
     conn = ServiceIdentityConnection.from_body(body)
     verdict.provider = conn.spec.provider
-    ready, summary = readiness((body.get("status") or {}).get("conditions") or [])
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready, summary = readiness(conditions)
     if not ready:
-        raise StepFailed(Step.CONNECTION, CheckReason.CONNECTION_NOT_READY, summary)
+        refused = StepFailed(Step.CONNECTION, CheckReason.CONNECTION_NOT_READY, summary)
+        if not missing_identity(conditions):
+            raise refused
+        # The linking service said the identity does not exist: does the cloud's own API have it?
+        raise settle(refused, PROBES[conn.spec.provider](conn, settings, options))
     verdict.passed(Step.CONNECTION, f"Ready ({summary}), {conn.spec.provider.value} {conn.spec.identity}")
     return conn
 
@@ -95,4 +110,10 @@ EXCHANGES: dict[Provider, Exchange] = {
     Provider.AWS: aws.exchange,
     Provider.AZURE: azure.exchange,
     Provider.GCP: gcp.exchange,
+}
+# What each cloud's own API shows of the identity and link, to tell a refusal from a change not propagated yet.
+PROBES: dict[Provider, Probe] = {
+    Provider.AWS: aws.control_plane,
+    Provider.AZURE: azure.control_plane,
+    Provider.GCP: gcp.control_plane,
 }

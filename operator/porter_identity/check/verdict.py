@@ -46,6 +46,7 @@ class CheckReason(StrEnum):
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     IDENTITY_CALL_FAILED = "IdentityCallFailed"
     CLOUD_UNAVAILABLE = "CloudUnavailable"
+    NOT_YET_PROPAGATED = "NotYetPropagated"
 
 
 HINTS: dict[CheckReason, str] = {
@@ -71,7 +72,35 @@ HINTS: dict[CheckReason, str] = {
     CheckReason.IDENTITY_NOT_FOUND: "the cloud identity does not exist (or its ids changed)",
     CheckReason.IDENTITY_CALL_FAILED: "credentials were issued but the identity call refused them",
     CheckReason.CLOUD_UNAVAILABLE: "the cloud endpoint failed or could not be reached: retry, check endpoints",
+    CheckReason.NOT_YET_PROPAGATED: "the cloud's own API shows the identity and its link, the service that uses "
+    "them does not see them yet: cloud IAM is eventually consistent (seconds, at times minutes); run check again "
+    "in a minute, nothing needs fixing",
 }
+
+# Worth running again soon: nothing is wrong that the caller must fix.
+RETRY_SOON = frozenset({CheckReason.NOT_YET_PROPAGATED, CheckReason.CLOUD_UNAVAILABLE})
+# Refusals a lagging service gives for what its cloud's own API already has: a role, trust policy, association,
+# federated credential or member it does not see yet, or the previous subject it still sees. (An audience mismatch
+# is left alone: `--audience` makes one on purpose.)
+LAG_EXPLAINS = frozenset(
+    {
+        CheckReason.BINDING_MISSING,
+        CheckReason.IDENTITY_NOT_FOUND,
+        CheckReason.TRUST_POLICY_INVALID,
+        CheckReason.SUBJECT_MISMATCH,
+    }
+)
+# The operator's condition reasons for an identity the linking service said it does not have.
+MISSING_IDENTITY = frozenset({"RoleNotFound", "IdentityNotFound"})
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the cloud's own API (IAM GetRole, ARM, IAM getIamPolicy) shows of the identity and its link: `linked`
+    when it holds exactly what the connection asks for; `detail` says what was read."""
+
+    linked: bool
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,10 @@ class Verdict:
     def obtained(self, identity: str) -> None:
         self.identity, self.reason = identity, CheckReason.IDENTITY_OBTAINED
 
+    @property
+    def retry_soon(self) -> bool:
+        return self.reason in RETRY_SOON
+
     def to_json(self) -> dict[str, Any]:
         failed = next((s.step.value for s in self.steps if not s.ok), None)
         return {
@@ -118,6 +151,7 @@ class Verdict:
             "provider": self.provider.value if self.provider else None,
             "ok": self.ok,
             "reason": self.reason.value if self.reason else None,
+            "retrySoon": self.retry_soon,
             "failedStep": failed,
             "identity": self.identity,
             "hint": HINTS.get(self.reason) if self.reason else None,
@@ -146,6 +180,28 @@ def readiness(conditions: list[dict[str, Any]]) -> tuple[bool, str]:
     if ready.get("status") == "True":
         return True, str(ready.get("reason", ""))
     return False, f"{ready.get('reason', '')}: {ready.get('message', '')}".rstrip(": ")
+
+
+def missing_identity(conditions: list[dict[str, Any]]) -> bool:
+    """Whether the connection waits for an identity its cloud's linking service said does not exist."""
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is not None and ready.get("status") != "True" and ready.get("reason") in MISSING_IDENTITY
+
+
+def settle(refused: StepFailed, seen: Seen | None) -> StepFailed:
+    """Not yet propagated, or refused: a refusal of something absent (or as it was) is propagation when the cloud's
+    own API already shows exactly what was asked for; anything else, or nothing read (`seen` None), stays as
+    refused."""
+    waiting = refused.reason in LAG_EXPLAINS or (
+        refused.step is Step.CONNECTION and refused.reason is CheckReason.CONNECTION_NOT_READY
+    )
+    if seen is None or not seen.linked or not waiting:
+        return refused
+    return StepFailed(
+        refused.step,
+        CheckReason.NOT_YET_PROPAGATED,
+        f"{refused.detail}; yet {seen.detail}: not propagated to the service that refused it yet",
+    )
 
 
 def google_detail(args: tuple[Any, ...]) -> str:

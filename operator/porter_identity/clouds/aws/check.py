@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from porter_identity.api.connection import ServiceIdentityConnection
 from porter_identity.check.exchange import Options, ServiceAccountToken
 from porter_identity.check.verdict import (
     CheckReason,
+    Seen,
     Step,
     StepFailed,
     Verdict,
     classify_aws,
 )
+from porter_identity.clouds.aws.plan import trust_problem
 from porter_identity.config import Settings
+from porter_identity.model import role_name
 
 
 def exchange(
@@ -57,3 +62,48 @@ def exchange(
         raise StepFailed(Step.IDENTITY, CheckReason.IDENTITY_CALL_FAILED, f"STS GetCallerIdentity: {err}") from None
     verdict.passed(Step.IDENTITY, f"STS GetCallerIdentity: {arn}")
     return arn
+
+
+def control_plane(conn: ServiceIdentityConnection, settings: Settings, options: Options) -> Seen | None:
+    """What IAM (GetRole: at once after a write) and EKS show of the role and the association EKS or EKS Auth
+    refused: linked when the role exists with a trust policy EKS Pod Identity can use and, once the operator
+    recorded an association, that association names the role."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    assert conn.spec.aws is not None
+    wanted = conn.spec.aws.role
+    session = boto3.session.Session(region_name=settings.aws_region)
+    try:
+        role = session.client("iam", endpoint_url=options.aws_endpoint_url).get_role(RoleName=role_name(wanted))
+    except ClientError as err:
+        if err.response["Error"].get("Code") == "NoSuchEntity":
+            return Seen(False, f"IAM has no role {role_name(wanted)}")
+        return None
+    except BotoCoreError:
+        return None
+    arn, raw = role["Role"]["Arn"], role["Role"].get("AssumeRolePolicyDocument")
+    if wanted.startswith("arn:") and arn != wanted:
+        return Seen(False, f"IAM's role {role_name(wanted)} is {arn}")
+    trust: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    problem = trust_problem(trust)
+    if problem is not None:
+        return Seen(False, f"IAM role {arn}: {problem}")
+    made = f"{role['Role']['CreateDate']:%Y-%m-%dT%H:%M:%SZ}"
+    seen = f"IAM GetRole returns {arn}, created {made}, with a trust policy EKS Pod Identity can use"
+    recorded = conn.status.aws.association_id if conn.status.aws else None
+    if not recorded or not settings.eks_cluster_name:
+        return Seen(True, seen)
+    try:
+        found = session.client("eks", endpoint_url=options.aws_endpoint_url).describe_pod_identity_association(
+            clusterName=settings.eks_cluster_name, associationId=recorded
+        )["association"]
+    except ClientError as err:
+        if err.response["Error"].get("Code") == "ResourceNotFoundException":
+            return Seen(False, f"EKS has no association {recorded}")
+        return None
+    except BotoCoreError:
+        return None
+    if found.get("roleArn") != arn:
+        return Seen(False, f"EKS association {recorded} names {found.get('roleArn')}")
+    return Seen(True, f"{seen}, and EKS association {recorded} names it")

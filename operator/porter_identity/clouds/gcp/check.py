@@ -8,13 +8,14 @@ from porter_identity.api.connection import ServiceIdentityConnection
 from porter_identity.check.exchange import Options, ServiceAccountToken
 from porter_identity.check.verdict import (
     CheckReason,
+    Seen,
     Step,
     StepFailed,
     Verdict,
     classify_gcp,
     google_detail,
 )
-from porter_identity.clouds.gcp.plan import SERVICE_ACCOUNT_ANNOTATION
+from porter_identity.clouds.gcp.plan import SERVICE_ACCOUNT_ANNOTATION, member
 from porter_identity.config import Settings
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -69,3 +70,36 @@ def exchange(
     verdict.passed(Step.EXCHANGE, f"Google STS federated token for {member}")
     verdict.passed(Step.IDENTITY, f"IAM Credentials generateAccessToken for {email}")
     return email
+
+
+def control_plane(conn: ServiceIdentityConnection, settings: Settings, options: Options) -> Seen | None:
+    """What the IAM API shows of the service account (GetServiceAccount) and, once the operator linked it, of its
+    policy: linked when the account exists and, if linked, its workloadIdentityUser binding holds the member."""
+    from google.api_core import exceptions as gexc
+
+    from porter_identity.clouds.gcp.client import GcpProvider, resource
+    from porter_identity.model import WORKLOAD_IDENTITY_USER
+
+    spec = conn.spec.gcp
+    if spec is None or not settings.workload_pool:
+        return None
+    email = spec.service_account_email
+    provider = GcpProvider.connect(settings.gcp_iam_endpoint)
+    try:
+        found = provider.client.get_service_account(request={"name": resource(email)})
+    except (gexc.NotFound, gexc.PermissionDenied):
+        return Seen(False, f"IAM has no service account {email} (or it may not be read)")
+    except gexc.GoogleAPICallError:
+        return None
+    seen = f"IAM GetServiceAccount returns {found.email}"
+    if conn.status.gcp is None:
+        return Seen(True, seen)
+    who = member(settings.workload_pool, conn.metadata.namespace or "", conn.spec.service_account_name)
+    try:
+        policy = provider.client.get_iam_policy(request={"resource": resource(email)})
+    except gexc.GoogleAPICallError:
+        return None
+    bound = any(b.role == WORKLOAD_IDENTITY_USER and who in b.members for b in policy.bindings)
+    if not bound:
+        return Seen(False, f"{seen}, whose policy lacks {who} in {WORKLOAD_IDENTITY_USER}")
+    return Seen(True, f"{seen}, whose policy has {who} in {WORKLOAD_IDENTITY_USER}")
