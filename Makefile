@@ -29,6 +29,8 @@ unit:
 test: deps lint
 	$(VENV)/pytest -q -n $(WORKERS) --dist loadfile
 
-# dist/: the wheel, sdist, Helm chart, image archive and CRDs of pyproject.toml's version, checked (docs/release.md)
+# The wheel, sdist, Helm chart, image archive and CRDs of pyproject.toml's version, checked, into $(DIST)
+# (docs/release.md). A tree with uncommitted changes is refused unless PORTER_RELEASE_ALLOW_DIRTY=1.
+DIST ?= dist
 release:
-	bash hack/release
+	bash hack/release --dist $(DIST)

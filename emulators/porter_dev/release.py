@@ -239,6 +239,7 @@ def check_image(archive: Path, expected: str) -> None:
     _expect(
         printed == f"porter-identity {expected}", f"{archive.name}: `{entrypoint[0]} --version` printed {printed!r}"
     )
+    print(f"  the image as user {config['User']}: `{entrypoint[0]} --version` prints {printed!r}", file=sys.stderr)
 
 
 def run_in_image(archive: Path, user: str, *argv: str) -> str:
