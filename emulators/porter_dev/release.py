@@ -103,7 +103,8 @@ def source_copy(into: Path) -> Path:
 
 def build_python(dist: Path, expected: str) -> list[Artefact]:
     # sdist first, then the wheel from the sdist (python -m build's default): the sdist must be complete too
-    # File times in the archives are the commit's, so one commit builds the same wheel and sdist twice.
+    # File times in the wheel are the commit's: one commit builds the same wheel, byte for byte (the sdist's gzip
+    # header still carries the build's time).
     epoch = _run("git", "log", "-1", "--format=%ct").strip()
     with tempfile.TemporaryDirectory() as tmp:
         source = str(source_copy(Path(tmp)))
