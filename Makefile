@@ -1,5 +1,5 @@
 # One command for the sandbox, one for the tests. Both install what they need first.
-.PHONY: deps dev down test lint crds unit
+.PHONY: deps dev down test lint crds unit release
 
 VENV := .venv/bin
 # Test processes: each runs whole files (--dist loadfile) with its own control plane and emulators.
@@ -28,3 +28,9 @@ unit:
 
 test: deps lint
 	$(VENV)/pytest -q -n $(WORKERS) --dist loadfile
+
+# The wheel, sdist, Helm chart, image archive and CRDs of pyproject.toml's version, checked, into $(DIST)
+# (docs/release.md). A tree with uncommitted changes is refused unless PORTER_RELEASE_ALLOW_DIRTY=1.
+DIST ?= dist
+release:
+	bash hack/release --dist $(DIST)

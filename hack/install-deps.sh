@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests and the sandbox need, from package registries only: etcd and the local node's parts
-# (Debian), a virtualenv with the project and its test/dev extras (PyPI), the Kubernetes binaries, helm and
-# hack/gitops (Go module proxy), and the node tier's images (debootstrap + buildah, porter_dev.images).
+# (Debian), a virtualenv with the project and its test/dev extras (PyPI), the Kubernetes binaries, helm,
+# hack/gitops, promtool and the Prometheus Operator's CRDs (Go module proxy), and the node tier's images
+# (debootstrap + buildah, porter_dev.images).
 # The Go builds use the CPU while pip and debootstrap mostly wait on downloads, so they run side by side.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +30,8 @@ finish() {
     exit 1
   fi
 }
-(bash hack/build-k8s.sh node && bash hack/build-helm.sh && bash hack/build-gitops.sh && bash hack/k8s-openapi.sh) >"$logs/go-builds.log" 2>&1 &
+(bash hack/build-k8s.sh node && bash hack/build-helm.sh && bash hack/build-gitops.sh && bash hack/k8s-openapi.sh \
+  && bash hack/build-promtool.sh && bash hack/fetch-prometheus-operator-crds.sh) >"$logs/go-builds.log" 2>&1 &
 go_builds=$!
 
 python=${PYTHON:-python3}
@@ -45,6 +47,6 @@ echo "$root/emulators" > "$site/porter-dev.pth"
 # The operator image (and its Debian base) for the node tier, cached by the hash of its inputs.
 .venv/bin/python -m porter_dev.images operator >"$logs/images.log" 2>&1 &
 images=$!
-finish "$go_builds" "building the Kubernetes binaries, helm and hack/gitops" "$logs/go-builds.log"
+finish "$go_builds" "building the Kubernetes binaries, helm, hack/gitops and promtool" "$logs/go-builds.log"
 finish "$images" "building the operator image" "$logs/images.log"
 echo "dependencies ready"
