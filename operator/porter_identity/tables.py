@@ -79,6 +79,12 @@ REASONS: dict[Reason, tuple[str, str]] = {
         "the GetRole the operator makes anyway); the message names what is missing; no association is made",
         "fix the role's trust policy (docs/aws.md)",
     ),
+    Reason.NOT_YET_PROPAGATED: (
+        "(AWS, GCP) the cloud's own IAM API has the identity (or its fixed trust policy) and the service that links "
+        "it does not see it yet: IAM is eventually consistent; a link recorded before stays until the new one is made",
+        "nothing: looked at again every 1-2 s in the first minute, then less often; if it lasts, check the region or "
+        "project (docs/troubleshooting.md)",
+    ),
     Reason.IDENTITY_NOT_FOUND: (
         "the Azure managed identity or GCP service account does not exist",
         "create it, or fix the name / resource group / email",

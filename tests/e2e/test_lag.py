@@ -26,8 +26,7 @@ from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator, pod_identity_trust_policy
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_POOL, GCP_PROJECT, GROUP, PLURAL, VERSION, wait_for
 from tests.e2e import test_check
-from tests.e2e.helpers import Connections, instead_of_the_session_operator
-from tests.e2e.test_metrics import scrape, value
+from tests.e2e.helpers import Connections, instead_of_the_session_operator, scrape, value
 
 pytestmark = pytest.mark.e2e
 
@@ -175,7 +174,7 @@ def test_aws_role_made_with_its_connection(
     conns.create("api", "api", aws={"role": arn})
 
     # GetRole returns the role, EKS refuses it as absent: the operator waits for it to appear, check says so.
-    waiting = conns.wait_reason("api", "RoleNotFound", timeout=LAG)
+    waiting = conns.wait_reason("api", "NotYetPropagated", timeout=LAG)
     assert "EKS does not see IAM role" in waiting["message"], waiting
     code, verdict = check(conns.namespace, "api")
     assert (code, verdict["failedStep"], verdict["reason"], verdict["retrySoon"]) == (
@@ -189,7 +188,7 @@ def test_aws_role_made_with_its_connection(
     obj = linked(conns, transitions, "api", visible_at)
     quiet(conns, transitions, operator, "api", orphans)
     states = transitions.states("api")
-    assert {reason for status, reason in states if status != "True"} <= {"RoleNotFound", "Progressing"}, states
+    assert {reason for status, reason in states if status != "True"} <= {"NotYetPropagated", "Progressing"}, states
     found = aws.client("eks").list_pod_identity_associations(
         clusterName=EKS_CLUSTER, namespace=conns.namespace, serviceAccount="api"
     )["associations"]
@@ -263,7 +262,8 @@ def test_gcp_service_account_made_with_its_connection(
     visible_at = time.monotonic() + LAG  # its policy can be read and set from then on
     conns.create("api", "api", gcp={"serviceAccountEmail": email})
 
-    conns.wait_reason("api", "IdentityNotFound", timeout=LAG)
+    waiting = conns.wait_reason("api", "NotYetPropagated", timeout=LAG)
+    assert f"IAM shows service account {email}" in waiting["message"], waiting
     code, verdict = check(conns.namespace, "api")
     assert (code, verdict["failedStep"], verdict["reason"]) == (1, "connection", "NotYetPropagated"), verdict
     assert f"IAM GetServiceAccount returns {email}" in verdict["steps"][-1]["detail"]
@@ -277,9 +277,76 @@ def test_gcp_service_account_made_with_its_connection(
 
     quiet(conns, transitions, operator, "api", orphans)
     states = transitions.states("api")
-    assert {reason for status, reason in states if status != "True"} <= {"IdentityNotFound", "Progressing"}, states
+    assert {reason for status, reason in states if status != "True"} <= {"NotYetPropagated", "Progressing"}, states
     policy = gcp.client().get_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}"})
     assert [m for b in policy.bindings if b.role == WORKLOAD_IDENTITY_USER for m in b.members if m == who] == [who]
     time.sleep(max(0.0, linked_at + LAG + 0.5 - time.monotonic()))
     code, verdict = check(conns.namespace, "api")
     assert (code, verdict["reason"], verdict["identity"]) == (0, "IdentityObtained", email), verdict
+
+
+def _links_over_time(sample: Any, until: float) -> list[int]:
+    """How many links `sample()` finds, every 0.2 s until `until` (monotonic)."""
+    counts = []
+    while time.monotonic() < until:
+        counts.append(sample())
+        time.sleep(0.2)
+    return counts
+
+
+def test_aws_moving_to_a_role_made_a_moment_ago_keeps_the_old_link_until_the_new_one_is_made(
+    conns: Connections, aws: AwsEmulator, service_account: Any, make_role: Any
+) -> None:
+    """Make before break under IAM's lag: EKS refuses the new role as absent while GetRole returns it; the old
+    association stays (pods keep getting credentials) until the new role is linked."""
+    service_account(conns.namespace, "api")
+    old = make_role()
+    time.sleep(LAG)  # the old role has reached EKS
+    conns.create("api", "api", aws={"role": old})
+    conns.wait_ready("api", timeout=LINKED_WITHIN)
+    eks = aws.client("eks")
+
+    def associations() -> int:
+        return len(
+            eks.list_pod_identity_associations(clusterName=EKS_CLUSTER, namespace=conns.namespace)["associations"]
+        )
+
+    name = f"lag-{uuid.uuid4().hex[:8]}"
+    arn = aws.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=pod_identity_trust_policy())["Role"][
+        "Arn"
+    ]
+    visible_at = time.monotonic() + LAG
+    conns.patch_spec("api", {"aws": {"role": arn}})
+    waiting = conns.wait_reason("api", "NotYetPropagated", timeout=LAG)
+    assert "EKS does not see IAM role" in waiting["message"], waiting
+    kept = _links_over_time(associations, visible_at - 1)
+    assert kept and set(kept) == {1}, "the old association stays while EKS does not see the new role"
+    obj = conns.wait_ready("api", timeout=LINKED_WITHIN + 5)
+    assert obj["status"]["aws"]["roleArn"] == arn
+    assert associations() == 1
+
+
+def test_gcp_moving_to_a_service_account_made_a_moment_ago_keeps_the_old_member_until_the_new_one_is_added(
+    conns: Connections, gcp: GcpEmulator, service_account: Any
+) -> None:
+    service_account(conns.namespace, "api")
+    old = gcp.seed_service_account(GCP_PROJECT, f"lag-{uuid.uuid4().hex[:8]}")
+    time.sleep(LAG)
+    conns.create("api", "api", gcp={"serviceAccountEmail": old})
+    conns.wait_ready("api", timeout=LINKED_WITHIN)
+    who = f"serviceAccount:{GCP_POOL}[{conns.namespace}/api]"
+
+    def members(email: str) -> set[str]:
+        policy = gcp.client().get_iam_policy(request={"resource": f"projects/-/serviceAccounts/{email}"})
+        return {m for b in policy.bindings if b.role == WORKLOAD_IDENTITY_USER for m in b.members}
+
+    new = gcp.seed_service_account(GCP_PROJECT, f"lag-{uuid.uuid4().hex[:8]}")
+    visible_at = time.monotonic() + LAG
+    conns.patch_spec("api", {"gcp": {"serviceAccountEmail": new}})
+    waiting = conns.wait_reason("api", "NotYetPropagated", timeout=LAG)
+    assert f"IAM shows service account {new}" in waiting["message"], waiting
+    kept = _links_over_time(lambda: int(who in members(old)), visible_at - 1)
+    assert kept and set(kept) == {1}, "the old member stays while the new account is not usable yet"
+    obj = conns.wait_ready("api", timeout=LINKED_WITHIN + 5)
+    assert obj["status"]["identity"] == new
+    assert who in members(new) and who not in members(old)

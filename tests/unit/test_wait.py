@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from porter_identity.engine import wait
-from porter_identity.reconcile.outcome import Outcome, Reason, State, ready, stalled
+from porter_identity.reconcile.outcome import STATE, Outcome, Reason, State, ready, stalled
 
 RECHECK = 300.0
 
@@ -21,7 +21,7 @@ def test_looks_are_never_further_apart_than_the_long_recheck() -> None:
 
 @pytest.mark.parametrize("reason", sorted(wait.APPEARING))
 def test_what_may_be_appearing_is_looked_for_soon(reason: Reason) -> None:
-    outcome = Outcome(State.RECONCILING if reason is Reason.SERVICE_ACCOUNT_NOT_FOUND else State.STALLED, reason, "m")
+    outcome = Outcome(STATE[reason], reason, "m")
     assert wait.after(outcome, 0, 0.0, 1.0, 120.0, RECHECK) == 1.0
     assert wait.after(outcome, 0, 1_000.0, 1.0, 120.0, RECHECK) == RECHECK
 

@@ -91,7 +91,7 @@ LAG_EXPLAINS = frozenset(
     }
 )
 # The operator's condition reasons for an identity the linking service said it does not have.
-MISSING_IDENTITY = frozenset({"RoleNotFound", "IdentityNotFound"})
+MISSING_IDENTITY = frozenset({"RoleNotFound", "IdentityNotFound", "NotYetPropagated"})
 
 
 @dataclass(frozen=True)

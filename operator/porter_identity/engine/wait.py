@@ -7,7 +7,9 @@ from porter_identity.reconcile.outcome import Outcome, Reason, State
 
 # What a connection waits for that is often created in the same apply (one Terraform run, one Argo CD sync): looked
 # for every second or two at first, then less often, then at the long recheck.
-APPEARING = frozenset({Reason.ROLE_NOT_FOUND, Reason.IDENTITY_NOT_FOUND, Reason.SERVICE_ACCOUNT_NOT_FOUND})
+APPEARING = frozenset(
+    {Reason.ROLE_NOT_FOUND, Reason.IDENTITY_NOT_FOUND, Reason.SERVICE_ACCOUNT_NOT_FOUND, Reason.NOT_YET_PROPAGATED}
+)
 FAST_FOR = 60.0  # seconds of looks at most 2 s apart
 WAITING_NOTE = "waiting for it to appear: looked for again every 1-2 s in the first minute, then less often"
 

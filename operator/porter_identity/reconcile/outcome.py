@@ -35,6 +35,7 @@ class Reason(StrEnum):
     CLOUD_UNAVAILABLE = "CloudUnavailable"
     ROLE_NOT_FOUND = "RoleNotFound"
     TRUST_POLICY_INVALID = "TrustPolicyInvalid"
+    NOT_YET_PROPAGATED = "NotYetPropagated"
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     IDENTITY_OUTSIDE_PROJECT = "IdentityOutsideProject"
     SERVICE_ACCOUNT_NOT_FOUND = "ServiceAccountNotFound"
@@ -52,7 +53,13 @@ class Reason(StrEnum):
 
 # The one state each reason puts a resource in (docs/connections.md is generated from it). LeastPrivilege is the
 # reason of the LeastPrivilege condition when nothing broad was found, beside a Ready one.
-_RECONCILING = {Reason.PROGRESSING, Reason.THROTTLED, Reason.CLOUD_UNAVAILABLE, Reason.SERVICE_ACCOUNT_NOT_FOUND}
+_RECONCILING = {
+    Reason.PROGRESSING,
+    Reason.THROTTLED,
+    Reason.CLOUD_UNAVAILABLE,
+    Reason.SERVICE_ACCOUNT_NOT_FOUND,
+    Reason.NOT_YET_PROPAGATED,
+}
 _READY = {Reason.BOUND, Reason.SYNCED, Reason.LEAST_PRIVILEGE}
 STATE: dict[Reason, State] = {
     r: State.RECONCILING if r in _RECONCILING else State.READY if r in _READY else State.STALLED for r in Reason
@@ -139,6 +146,12 @@ def ready(message: str, reason: Reason = Reason.BOUND) -> Outcome:
 
 def stalled(reason: Reason, message: str) -> Outcome:
     return Outcome(State.STALLED, reason, message)
+
+
+def propagating(message: str) -> Outcome:
+    """The cloud's own API has the identity (or its fixed trust) and the linking service does not see it yet: every
+    cloud's IAM is eventually consistent. Reconciling, so a link recorded before stays until the new one is made."""
+    return Outcome(State.RECONCILING, Reason.NOT_YET_PROPAGATED, message)
 
 
 def from_error(err: CloudError, *, what: str, missing: Reason = Reason.CLUSTER_NOT_FOUND) -> Outcome:

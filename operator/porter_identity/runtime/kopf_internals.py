@@ -62,7 +62,10 @@ def install() -> None:
 # it was may wake nobody: that is what this subclass does, with the same semantics otherwise.
 
 
-class ToggleSet(aiotoggles.ToggleSet):
+KopfToggleSet = aiotoggles.ToggleSet  # kopf's own, kept: `install` replaces the module attribute
+
+
+class ToggleSet(KopfToggleSet):
     """kopf's ToggleSet; adding or dropping toggles notifies the waiters only if `is_on()` changed."""
 
     async def make_toggle(self, __val: bool = False, *, name: str | None = None) -> aiotoggles.Toggle:

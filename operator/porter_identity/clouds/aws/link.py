@@ -160,13 +160,14 @@ def apply(
                 f"EKS does not see IAM role {conn.spec.aws.role} yet ({err.message}); "
                 "a role made a moment ago takes time"
             )
-            return Result(outcome.stalled(Reason.ROLE_NOT_FOUND, message), conn.status.aws)
+            return Result(outcome.propagating(message), conn.status.aws)
         if refused is decide.RoleRefusal.TRUST:
+            # IAM's GetRole showed a trust that admits EKS Pod Identity (checked above): EKS judges an older one.
             message = (
-                f"EKS refused IAM role {conn.spec.aws.role}: {err.message}; allow {decide.POD_IDENTITY_PRINCIPAL} "
-                f"the actions {', '.join(decide.POD_IDENTITY_ACTIONS)} in its trust policy"
+                f"EKS refused IAM role {conn.spec.aws.role} ({err.message}) although IAM shows a trust policy that "
+                f"allows {decide.POD_IDENTITY_PRINCIPAL}; a trust policy changed a moment ago takes time to reach EKS"
             )
-            return Result(outcome.stalled(Reason.TRUST_POLICY_INVALID, message), conn.status.aws)
+            return Result(outcome.propagating(message), conn.status.aws)
         return Result(outcome.from_error(err, what=step), conn.status.aws)
     return _ready(ns, sa, role, current, change, privilege)
 

@@ -189,6 +189,17 @@ class GcpProvider:
             )
         return found
 
+    def exists(self, email: str) -> bool:
+        """Whether IAM's own API has the service account (iam.serviceAccounts.get, in the operator's role): a policy
+        that answers NOT_FOUND for an account made a moment ago is propagation, not absence. Unknown (refused, or
+        the read failed) counts as absent."""
+        try:
+            with translated(), self._call("GetServiceAccount"):
+                self.client.get_service_account(request={"name": resource(email)})
+        except CloudError:
+            return False
+        return True
+
     def update(self, email: str, change: PolicyChange) -> Written:
         """Apply `change` (None = nothing to do) with the read etag; a stale etag means read again and retry.
 

@@ -69,6 +69,12 @@ def apply(
             return Result(refusal, None, privilege=privilege)
         _, wrote = provider.update(email, lambda policy: decide.with_member(policy, who))
     except NotFound:
+        if provider.exists(email):
+            message = (
+                f"IAM shows service account {email}, and its IAM policy is not found yet: "
+                "a service account made a moment ago takes time to be usable"
+            )
+            return Result(outcome.propagating(message), conn.status.gcp)
         return Result(
             outcome.stalled(
                 Reason.IDENTITY_NOT_FOUND,
