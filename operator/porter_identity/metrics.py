@@ -55,6 +55,14 @@ CLOUD_CALLS = Counter(
     registry=REGISTRY,
 )
 
+ADMISSION_SECONDS = Histogram(
+    "porter_identity_admission_seconds",
+    "The webhook's own time per AdmissionReview, from its body parsed to its answer built; the API server's "
+    "round trip (apiserver_admission_webhook_admission_duration_seconds) adds TLS, the network and its own work.",
+    ["kind", "result"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+    registry=REGISTRY,
+)
 RATE_LIMIT_WAIT = Histogram(
     "porter_identity_cloud_rate_limit_wait_seconds",
     "Time a cloud call waited for the operator's own token bucket (settings: PORTER_RATE_LIMITS__*).",

@@ -7,6 +7,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
+from porter_identity import metrics
 from porter_identity.handlers import admission
 
 log = logging.getLogger("porter_identity.webhook")
@@ -80,6 +82,7 @@ def app(memo: kopf.Memo) -> web.Application:
 
 async def _review(memo: kopf.Memo, validate: Validate, reads: Reads | None, request: web.Request) -> web.Response:
     review = await request.json()
+    started = time.perf_counter()
     req: dict[str, Any] = review.get("request") or {}
     kwargs = {
         "operation": req.get("operation"),
@@ -103,6 +106,9 @@ async def _review(memo: kopf.Memo, validate: Validate, reads: Reads | None, requ
         log.exception("admission check failed", extra={"error": type(err).__name__})
         refusal = kopf.AdmissionError(f"the operator could not check this object: {type(err).__name__}", code=500)
     response = web.json_response(answer(str(req.get("uid", "")), refusal))
+    result = "allowed" if refusal is None else "error" if refusal.code == 500 else "denied"
+    kind = str((req.get("kind") or {}).get("kind") or "").lower()
+    metrics.ADMISSION_SECONDS.labels(kind, result).observe(time.perf_counter() - started)
     if request.app[DRAINING].is_set():
         response.force_close()
     return response

@@ -56,6 +56,24 @@ def test_throttled_calls_are_counted_as_throttled(
     assert value(scrape(operator), "porter_identity_cloud_api_calls_total", **labels) - before == 1
 
 
+def test_the_webhooks_own_time_is_counted_by_kind_and_result(conns: Connections, operator: Operator) -> None:
+    """Measured inside the handler, apart from the API server's round trip."""
+    own = "porter_identity_admission_seconds_count"
+    labels = {"kind": "serviceidentityconnection"}
+    before = scrape(operator)
+    conns.create("admitted", "admitted", aws={"role": "whatever"})
+    with pytest.raises(client.ApiException) as refused:
+        conns.create("foreign", "foreign", aws={"role": "arn:aws:iam::999999999999:role/x"})
+    assert refused.value.status == 403  # the webhook's refusal, counted as denied
+    after = scrape(operator)
+    assert value(after, own, result="allowed", **labels) - value(before, own, result="allowed", **labels) >= 1
+    assert value(after, own, result="denied", **labels) - value(before, own, result="denied", **labels) == 1
+    spent = value(after, "porter_identity_admission_seconds_sum", result="denied", **labels) - value(
+        before, "porter_identity_admission_seconds_sum", result="denied", **labels
+    )
+    assert 0 < spent < 5
+
+
 def test_labels_name_no_object_and_no_secret(operator: Operator) -> None:
     for name, labels in scrape(operator):
         if not name.startswith("porter_identity_"):
