@@ -55,11 +55,24 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
     return out.stdout.strip()
 
 
+# runc seals a memfd copy of itself for every RUN step; the kernel refuses the seal with EBUSY now and then (seen
+# here with shmem transparent huge pages: flatpak/flatpak#3409). The same step then succeeds when run again.
+TRANSIENT = "sealing memfd copy"
+ATTEMPTS = 3
+
+
 def _buildah(*args: str) -> str:
     """buildah with its own storage under .cache (vfs: no overlay mounts needed), never the machine's."""
     store = CACHE / "buildah"
     env = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
-    return _run(["buildah", "--root", str(store / "root"), "--runroot", str(store / "run"), *args], env)
+    argv = ["buildah", "--root", str(store / "root"), "--runroot", str(store / "run"), *args]
+    for attempt in range(ATTEMPTS):
+        try:
+            return _run(argv, env)
+        except RuntimeError as err:
+            if TRANSIENT not in str(err) or attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def base_image() -> tuple[str, Path]:
