@@ -43,7 +43,7 @@ from google.auth.transport.requests import Request
 try:
     credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     credentials.refresh(Request())
-    print(json.dumps({"email": credentials.service_account_email}))
+    print(json.dumps({"email": credentials.service_account_email, "kind": type(credentials).__module__}))
 except Exception as err:
     print(json.dumps({"error": type(err).__name__, "message": str(err)}))
 """

@@ -27,6 +27,7 @@ from porter_dev.chart import CHART, helm, value_args
 from porter_dev.node import GATEWAY
 from porter_dev.pod_identity_agent import POD_IDENTITY_AGENT_ADDRESS
 from porter_dev.processes import AWS_ACCOUNT_ID, AWS_REGION, pod_identity_trust_policy
+from porter_dev.smoke_clouds import AWS_PROBE, AZURE_PROBE, GCP_PROBE
 from tests.conftest import (
     AZURE_SUBSCRIPTION,
     EKS_CLUSTER,
@@ -84,37 +85,8 @@ ENTRA_ALIASES = [{"ip": GATEWAY, "hostnames": [ENTRA_HOST]}]
 OPERATOR_IDENTITY = ("porter-system-rg", "porter-identity-operator")  # the operator's own managed identity
 
 
-# The workload: the real SDK and its default credential chain, nothing of ours. One JSON line on stdout.
-AWS_WORKLOAD = """
-import json, boto3
-try:
-    print(json.dumps({"arn": boto3.client("sts").get_caller_identity()["Arn"]}))
-except Exception as err:
-    print(json.dumps({"error": type(err).__name__, "message": str(err)}))
-"""
-
-GCP_WORKLOAD = """
-import json, google.auth
-from google.auth.transport.requests import Request
-try:
-    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    credentials.refresh(Request())
-    print(json.dumps({"email": credentials.service_account_email, "kind": type(credentials).__module__}))
-except Exception as err:
-    print(json.dumps({"error": type(err).__name__, "message": str(err)}))
-"""
-
-# The access token's claims say whose it is; the token itself is never printed.
-AZURE_WORKLOAD = """
-import base64, json
-from azure.identity import DefaultAzureCredential
-try:
-    token = DefaultAzureCredential().get_token("https://management.azure.com/.default").token
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    print(json.dumps({"clientId": claims["appid"], "principalId": claims["oid"]}))
-except Exception as err:
-    print(json.dumps({"error": type(err).__name__, "message": str(err)}))
-"""
+# The workload: the real SDK and its default credential chain, nothing of ours (the probes hack/cloud-smoke runs).
+AWS_WORKLOAD, GCP_WORKLOAD, AZURE_WORKLOAD = AWS_PROBE, GCP_PROBE, AZURE_PROBE
 
 
 def operator_azure_identity(cluster: NodeCluster) -> dict[str, Any]:
