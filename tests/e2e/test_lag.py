@@ -77,12 +77,21 @@ class Transitions:
         self.stopped = False
         self.broken: Exception | None = None
         self.watch = watch.Watch()
+        # From the version listed now: every change after this line is delivered, however late the stream opens.
+        listed: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        self.since = str(listed["metadata"]["resourceVersion"])
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         stream = self.watch.stream(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, timeout_seconds=180
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            resource_version=self.since,
+            timeout_seconds=180,
         )
         try:
             for event in stream:
@@ -118,7 +127,6 @@ class Transitions:
 @pytest.fixture
 def transitions(api: client.ApiClient, conns: Connections) -> Iterator[Transitions]:
     recorder = Transitions(api, conns.namespace)
-    time.sleep(0.5)  # the watch is open before anything is created
     yield recorder
     recorder.stop()
 
