@@ -26,7 +26,7 @@ from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AwsEmulator, Operator, pod_identity_trust_policy
 from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_POOL, GCP_PROJECT, GROUP, PLURAL, VERSION, wait_for
 from tests.e2e import test_check
-from tests.e2e.helpers import Connections, instead_of_the_session_operator, scrape, value
+from tests.e2e.helpers import Connections, instead_of_the_session_operator, scrape, value, wait_sweeps
 
 pytestmark = pytest.mark.e2e
 
@@ -132,6 +132,8 @@ def transitions(api: client.ApiClient, conns: Connections) -> Iterator[Transitio
 
 
 def orphans_now(operator: Operator) -> dict[str, float]:
+    """The orphan gauge after a whole sweep (an earlier test file's deliberate orphan counts before this test)."""
+    wait_sweeps(operator, count=1)
     metrics = scrape(operator)
     return {p: value(metrics, "porter_identity_orphaned_links", provider=p) for p in ("aws", "azure", "gcp")}
 
