@@ -228,6 +228,27 @@ def _calls(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator) -> dict[str
     }
 
 
+def _unnamed_growth(core: client.CoreV1Api, op: Operator, count: int) -> dict[str, float]:
+    """The idle operator's RSS before and after `count` ServiceAccounts that no connection names appear (in a
+    namespace of their own): what watching ServiceAccounts costs per ServiceAccount in the cluster."""
+    assert op.proc is not None
+    namespace = "bench-unnamed"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    before = _current_rss(op.proc.pid)
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: core.create_namespaced_service_account(
+                    namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=f"unnamed-{i}"))
+                ),
+                range(count),
+            )
+        )
+    _wait_quiet(op.proc.pid, timeout=120)
+    after = _current_rss(op.proc.pid)
+    return {"count": count, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1)}
+
+
 def _wait_quiet(pid: int, timeout: float) -> None:
     """Until the operator has used no CPU for three seconds: its resync is over."""
     deadline, quiet, last = time.monotonic() + timeout, 0, _proc_stats(pid)[1]
@@ -271,6 +292,7 @@ class Options:
     profile: bool = False  # py-spy on the operator from the first create until all are Ready
     admission_probes: int = 300  # dry-run creates per side (webhook on / off) for the admission figure
     pre_created: bool = False  # all N stored before the operator starts: its own catch-up rate, apart from the client's
+    unnamed_service_accounts: int = 0  # ServiceAccounts no connection names, made before the run: idle RSS growth
 
 
 def _kubectl(cp: ControlPlane, *args: str, stdin: str | None = None) -> None:
@@ -463,6 +485,7 @@ def run(
         sa_rv = str(sa_list.metadata.resource_version)
         threading.Thread(target=watcher.run_service_accounts, args=(core, sa_rv), daemon=True).start()
         admission = None
+        unnamed: dict[str, float] | None = None
         each: list[float] = []
         if options.pre_created:
             # Stored while no operator runs (and no webhook is configured): the operator's own catch-up rate.
@@ -486,6 +509,8 @@ def run(
                 time.sleep(2)  # the API server's webhook configuration follows its watch
             time.sleep(3)  # the operator's start-up (imports, first lists) is over: this is its idle RSS
             idle_rss = _current_rss(op.proc.pid)
+            if options.unnamed_service_accounts:
+                unnamed = _unnamed_growth(core, op, options.unnamed_service_accounts)
             if hooks and options.admission_probes:
                 metrics_port = int(op_env["PORTER_METRICS_PORT"])
                 admission = _admission(cp, custom, hooks, bodies[: options.admission_probes], metrics_port)
@@ -534,6 +559,7 @@ def run(
             "admission": admission,
             "restart_ready_seconds": round(restart_ready, 1),
             "pre_created": options.pre_created,
+            "unnamed_service_accounts": unnamed,
             "profile": profile,
             "machine_loop_seconds": {"before": speed_before, "after": machine_seconds()},
         }  # fmt: skip
@@ -676,6 +702,16 @@ def markdown(fig: dict[str, Any]) -> str:
         ),
         ("CPU used by this load generator meanwhile (same machine)", f"{fig['load_generator_cpu_seconds']} s"),
         ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
+        *(
+            [
+                (
+                    f"idle operator RSS before / after {un['count']} ServiceAccounts no connection names",
+                    f"{un['rss_before_mb']} / {un['rss_after_mb']} MB",
+                )
+            ]
+            if (un := fig.get("unnamed_service_accounts"))
+            else []
+        ),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
         ("restarted operator's peak RSS after its full resync", f"{fig['operator']['resync_peak_rss_mb']} MB"),
         ("restarted operator: start to ready (every connection indexed)", f"{fig.get('restart_ready_seconds', '-')} s"),
@@ -723,6 +759,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-webhook", action="store_true", help="run without the validating webhook")
     parser.add_argument("--profile", action="store_true", help="py-spy the operator while it creates")
     parser.add_argument(
+        "--unnamed-service-accounts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="before the run, K ServiceAccounts no connection names: the idle operator's RSS before and after",
+    )
+    parser.add_argument(
         "--pre-created",
         action="store_true",
         help="store all N while the operator is stopped, then start it: its own catch-up rate (times from its start)",
@@ -736,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         admission_probes=args.admission_probes,
         pre_created=args.pre_created,
+        unnamed_service_accounts=args.unnamed_service_accounts,
     )
     # SIGTERM (e.g. `timeout`) must still stop the control plane, emulators and operator this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
