@@ -228,6 +228,27 @@ def _calls(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator) -> dict[str
     }
 
 
+def _unnamed_growth(core: client.CoreV1Api, op: Operator, count: int) -> dict[str, float]:
+    """The idle operator's RSS before and after `count` ServiceAccounts that no connection names appear (in a
+    namespace of their own): what watching ServiceAccounts costs per ServiceAccount in the cluster."""
+    assert op.proc is not None
+    namespace = "bench-unnamed"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    before = _current_rss(op.proc.pid)
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: core.create_namespaced_service_account(
+                    namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=f"unnamed-{i}"))
+                ),
+                range(count),
+            )
+        )
+    _wait_quiet(op.proc.pid, timeout=120)
+    after = _current_rss(op.proc.pid)
+    return {"count": count, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1)}
+
+
 def _wait_quiet(pid: int, timeout: float) -> None:
     """Until the operator has used no CPU for three seconds: its resync is over."""
     deadline, quiet, last = time.monotonic() + timeout, 0, _proc_stats(pid)[1]
@@ -270,6 +291,8 @@ class Options:
     webhook: bool = True  # the chart's default: the validating webhook is on
     profile: bool = False  # py-spy on the operator from the first create until all are Ready
     admission_probes: int = 300  # dry-run creates per side (webhook on / off) for the admission figure
+    pre_created: bool = False  # all N stored before the operator starts: its own catch-up rate, apart from the client's
+    unnamed_service_accounts: int = 0  # ServiceAccounts no connection names, made before the run: idle RSS growth
 
 
 def _kubectl(cp: ControlPlane, *args: str, stdin: str | None = None) -> None:
@@ -452,40 +475,58 @@ def run(
             port = free_port()
             op_env |= {"PORTER_WEBHOOK_PORT": str(port), "PORTER_WEBHOOK_CERT_DIR": str(certs)}
             hooks = json.dumps(webhook_configuration(port, ca))
-        op = _operator(cp, workdir, op_env)
-        assert op.proc is not None
-        if hooks:
-            _kubectl(cp, "apply", "-f", "-", stdin=hooks)
-            time.sleep(2)  # the API server's webhook configuration follows its watch
-        time.sleep(3)  # the operator's start-up (imports, first lists) is over: this is its idle RSS
-        idle_rss = _current_rss(op.proc.pid)
         nth = _nth(providers)
         bodies = [(names[i][0], _body(names[i][1], providers[i], nth[i])) for i in range(n)]
-        admission = (
-            _admission(cp, custom, hooks, bodies[: options.admission_probes], int(op_env["PORTER_METRICS_PORT"]))
-            if hooks and options.admission_probes
-            else None
-        )
         tracks = {key: Track(providers[i]) for i, key in enumerate(names)}
         listed: Any = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        start_rv = str(listed["metadata"]["resourceVersion"])
-        watcher = Watcher(custom, tracks, start_rv)
+        watcher = Watcher(custom, tracks, str(listed["metadata"]["resourceVersion"]))
         threading.Thread(target=watcher.run, daemon=True).start()
         sa_list: Any = core.list_service_account_for_all_namespaces(limit=1)
         sa_rv = str(sa_list.metadata.resource_version)
         threading.Thread(target=watcher.run_service_accounts, args=(core, sa_rv), daemon=True).start()
-        before = _calls(aws, azure, gcp)
-        cpu_before = _proc_stats(op.proc.pid)[1]
-        recording = (
-            profiling.Recording(op.proc.pid, out / f"profile-{provider}-n{n}.txt").start() if options.profile else None
-        )
-
-        harness = os.times()
-        began = time.monotonic()
-        started_at = [0.0] * n
-        applied, each = _timed_creates(custom, bodies, started_at=started_at)
-        for i, key in enumerate(names):
-            tracks[key].created = started_at[i]
+        admission = None
+        unnamed: dict[str, float] | None = None
+        each: list[float] = []
+        if options.pre_created:
+            # Stored while no operator runs (and no webhook is configured): the operator's own catch-up rate.
+            applied, each = _timed_creates(custom, bodies)
+            before = _calls(aws, azure, gcp)
+            harness = os.times()
+            began = time.monotonic()
+            for key in names:
+                tracks[key].created = began
+            op = _operator(cp, workdir, op_env, n)
+            assert op.proc is not None
+            if hooks:
+                _kubectl(cp, "apply", "-f", "-", stdin=hooks)
+            idle_rss, cpu_before = 0.0, 0.0
+            recording = None
+        else:
+            op = _operator(cp, workdir, op_env)
+            assert op.proc is not None
+            if hooks:
+                _kubectl(cp, "apply", "-f", "-", stdin=hooks)
+                time.sleep(2)  # the API server's webhook configuration follows its watch
+            time.sleep(3)  # the operator's start-up (imports, first lists) is over: this is its idle RSS
+            idle_rss = _current_rss(op.proc.pid)
+            if options.unnamed_service_accounts:
+                unnamed = _unnamed_growth(core, op, options.unnamed_service_accounts)
+            if hooks and options.admission_probes:
+                metrics_port = int(op_env["PORTER_METRICS_PORT"])
+                admission = _admission(cp, custom, hooks, bodies[: options.admission_probes], metrics_port)
+            before = _calls(aws, azure, gcp)
+            cpu_before = _proc_stats(op.proc.pid)[1]
+            recording = (
+                profiling.Recording(op.proc.pid, out / f"profile-{provider}-n{n}.txt").start()
+                if options.profile
+                else None
+            )
+            harness = os.times()
+            began = time.monotonic()
+            started_at = [0.0] * n
+            applied, each = _timed_creates(custom, bodies, started_at=started_at)
+            for i, key in enumerate(names):
+                tracks[key].created = started_at[i]
         deadline = began + timeout
         while watcher.ready_count() < n and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -517,6 +558,8 @@ def run(
             },
             "admission": admission,
             "restart_ready_seconds": round(restart_ready, 1),
+            "pre_created": options.pre_created,
+            "unnamed_service_accounts": unnamed,
             "profile": profile,
             "machine_loop_seconds": {"before": speed_before, "after": machine_seconds()},
         }  # fmt: skip
@@ -611,7 +654,12 @@ def markdown(fig: dict[str, Any]) -> str:
         ("connections (Ready / applied)", f"{fig['ready']} / {fig['n']} ({fig['provider']})"),
         ("cloud latency added per call", f"{fig['cloud_latency_ms']:g} ms"),
         ("create → Ready p50 / p95 / p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} s"),
-        ("throughput (all Ready / time from first create)", f"{fig['throughput_per_second']} connections/s"),
+        (
+            "throughput (all Ready / time from the operator's start, all stored before)"
+            if fig.get("pre_created")
+            else "throughput (all Ready / time from first create)",
+            f"{fig['throughput_per_second']} connections/s",
+        ),
         ("time to apply all connections", f"{fig['apply_seconds']} s"),
         (
             "create request p50 / p99 (client side, " + ("webhook on" if fig["webhook"] else "webhook off") + ")",
@@ -654,6 +702,16 @@ def markdown(fig: dict[str, Any]) -> str:
         ),
         ("CPU used by this load generator meanwhile (same machine)", f"{fig['load_generator_cpu_seconds']} s"),
         ("operator RSS before the run", f"{fig['operator']['rss_before_mb']} MB"),
+        *(
+            [
+                (
+                    f"idle operator RSS before / after {un['count']} ServiceAccounts no connection names",
+                    f"{un['rss_before_mb']} / {un['rss_after_mb']} MB",
+                )
+            ]
+            if (un := fig.get("unnamed_service_accounts"))
+            else []
+        ),
         ("operator peak RSS / CPU", f"{fig['operator']['peak_rss_mb']} MB / {fig['operator']['cpu_seconds']} s"),
         ("restarted operator's peak RSS after its full resync", f"{fig['operator']['resync_peak_rss_mb']} MB"),
         ("restarted operator: start to ready (every connection indexed)", f"{fig.get('restart_ready_seconds', '-')} s"),
@@ -701,10 +759,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-webhook", action="store_true", help="run without the validating webhook")
     parser.add_argument("--profile", action="store_true", help="py-spy the operator while it creates")
     parser.add_argument(
+        "--unnamed-service-accounts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="before the run, K ServiceAccounts no connection names: the idle operator's RSS before and after",
+    )
+    parser.add_argument(
+        "--pre-created",
+        action="store_true",
+        help="store all N while the operator is stopped, then start it: its own catch-up rate (times from its start)",
+    )
+    parser.add_argument(
         "--admission-probes", type=int, default=300, help="dry-run creates per side for the admission figure"
     )
     args = parser.parse_args(argv)
-    options = Options(webhook=not args.no_webhook, profile=args.profile, admission_probes=args.admission_probes)
+    options = Options(
+        webhook=not args.no_webhook,
+        profile=args.profile,
+        admission_probes=args.admission_probes,
+        pre_created=args.pre_created,
+        unnamed_service_accounts=args.unnamed_service_accounts,
+    )
     # SIGTERM (e.g. `timeout`) must still stop the control plane, emulators and operator this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [*args.n, *([10_000] if args.big else [])]
@@ -712,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in sizes:
         fig = run(n, args.provider, args.latency_ms, args.out / f"n{n}", args.timeout, options)
-        stem = args.out / f"bench-{args.provider}-n{n}"
+        stem = args.out / f"bench-{args.provider}-n{n}{'-pre-created' if args.pre_created else ''}"
         stem.with_suffix(".json").write_text(json.dumps(fig, indent=2))
         stem.with_suffix(".md").write_text(markdown(fig))
         plot(fig, stem.with_suffix(".png"))

@@ -62,3 +62,17 @@ def test_at_most_three_writes_per_connection_and_none_when_idle(figures: dict[st
 def test_one_service_account_annotation_for_azure_and_gcp_none_for_aws(figures: dict[str, object]) -> None:
     sa = figures["service_account_writes_per_connection"]
     assert sa == {"aws": 0, "azure": 1, "gcp": 1}
+
+
+def test_pre_created_connections_are_caught_up_with_the_same_calls_and_writes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`--pre-created`: all stored while the operator is stopped, then it starts and catches up."""
+    out = tmp_path_factory.mktemp("bench-pre")
+    argv = ["--n", "60", "--provider", "aws", "--latency-ms", "0", "--timeout", "180", "--out", str(out)]
+    assert bench.main([*argv, "--pre-created"]) == 0
+    fig = json.loads((out / "bench-aws-n60-pre-created.json").read_text())
+    assert fig["pre_created"] is True and fig["ready"] == 60
+    assert fig["connection_writes_to_ready"]["max"] == 2  # the finalizer, then status: a catch-up costs no more
+    assert fig["cloud_calls_per_connection"]["aws"]["idle_resync"] == 0
+    assert "time from the operator's start" in (out / "bench-aws-n60-pre-created.md").read_text()
