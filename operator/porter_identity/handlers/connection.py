@@ -66,6 +66,8 @@ def watch_service_accounts(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> 
     kube: Kube = memo.kube
 
     def deliver(type: str | None, meta: Mapping[str, Any]) -> None:
+        if stop.is_set() or loop.is_closed():
+            return  # the operator is stopping: nothing is run any more
         loop.call_soon_threadsafe(service_account_seen, memo, type, meta)
 
     paths = [rest.path("", "v1", "serviceaccounts", ns) for ns in memo.namespaces] or [
