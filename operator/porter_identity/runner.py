@@ -115,6 +115,9 @@ async def configure(
     # An object's kopf worker keeps its last body while it idles: at start-up every listed object has one, so a
     # short idle keeps fewer bodies at once (a later event starts a new worker: a task, not a thread).
     settings.queueing.idle_timeout = 1.0
+    # kopf lists a kind in one request by default: 10,000 connections are one JSON document parsed at once. In
+    # pages, the per-object work of one page runs while the next is fetched.
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     # A PorterRoleSet deleted while its drift timer runs waits for that run (a thread cannot be cancelled);
     # look again every second instead of kopf's default minute.
