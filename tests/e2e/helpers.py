@@ -134,12 +134,7 @@ def instead_of_the_session_operator(
             env = {k: v for k, v in operator.env.items() if k != "PORTER_HEALTH_PORT"}
             if i > 0:
                 env["PORTER_WEBHOOK_PORT"] = "0"  # the webhook configuration points at the first one's port
-            started[name] = Operator(
-                kubeconfig=operator.kubeconfig,  # the chart's RBAC, as the session's operator
-                logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
-                env=env | {"PORTER_METRICS_PORT": str(free_port())} | changes,
-                args=["--log-format", "json"],
-            ).start()
+            started[name] = _start(operator, workdir, name, env, changes)
         for op in started.values():
             op.wait_ready()
         yield started
@@ -147,6 +142,25 @@ def instead_of_the_session_operator(
         for op in started.values():
             op.stop()
         operator.start().wait_ready()
+
+
+def _start(operator: Operator, workdir: Path, name: str, env: dict[str, str], changes: dict[str, str]) -> Operator:
+    """Started with ports picked now; picked again if one was taken between its pick and the bind (another test
+    process may take a free port first)."""
+    for attempt in range(3):
+        ports = {"PORTER_METRICS_PORT": str(free_port())}
+        made = Operator(
+            kubeconfig=operator.kubeconfig,  # the chart's RBAC, as the session's operator
+            logfile=workdir / "logs" / f"operator-{name}-{uuid.uuid4().hex[:4]}.log",
+            env=env | ports | changes,
+            args=["--log-format", "json"],
+        )
+        try:
+            return made.start()
+        except RuntimeError as err:
+            if "Address already in use" not in str(err) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def check(env: dict[str, str], namespace: str, name: str, *args: str) -> tuple[int, dict[str, Any]]:

@@ -115,8 +115,13 @@ class Transitions:
             return [(status, reason) for _, status, reason in self.seen.get(name, [])]
 
     def ready_at(self, name: str) -> float:
-        with self.lock:
-            found = next(when for when, status, _ in self.seen.get(name, []) if status == "True")
+        """When the watch saw `name` Ready; the test's own read may see it a moment before the watch delivers it."""
+
+        def seen() -> float | None:
+            with self.lock:
+                return next((when for when, status, _ in self.seen.get(name, []) if status == "True"), None)
+
+        found: float = wait_for(seen, 10, what=f"the watch showing {name} Ready")
         return found
 
     def stop(self) -> None:
