@@ -3,7 +3,7 @@
 The runner runs in this process, with the operator's own services, against the real API server (with the chart's
 RBAC) and the emulators; the session operator is stopped meanwhile. A client of the runner's own kind makes the
 competing write at the moment an ordering needs: before the run reads, between its read and its write, or after
-its write with a body read before it. The door records what is asked instead of running it, so each run here is
+its write with a body read before it. The door runs nothing it is asked for later, so each run here is
 exactly one call of `Runner.run`."""
 
 from __future__ import annotations
@@ -61,14 +61,8 @@ class HookedKube(Kube):
         return super().request(method, path, body, **kw)
 
 
-class Recorder:
-    """The door's run function: records what is asked, runs nothing."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, Ask]] = []
-
-    async def __call__(self, uid: str, ask: Ask) -> None:
-        self.asked.append((uid, ask))
+async def _asked(uid: str, ask: Ask) -> None:
+    """The door's run function here: what the runner asks for later is not run (each run is one `Runner.run`)."""
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +93,8 @@ def runner(quiet: Operator, operator_kubeconfig: Path, loop: asyncio.AbstractEve
     memo.kopf_settings = kopf.OperatorSettings()
     memo.finalizer = FINALIZER
     run = Runner(memo, None, 2)
-    recorder = Recorder()
-    run.door = Door(recorder, 1)
+    run.door = Door(_asked, 1)
     asyncio.run_coroutine_threadsafe(_start(run.door), loop).result(5)
-    run.recorder = recorder  # type: ignore[attr-defined]
     yield run
     asyncio.run_coroutine_threadsafe(run.door.stop(), loop).result(5)
 

@@ -76,10 +76,6 @@ class Index(Generic[K, V]):
         return {key: list(found.values()) for key, found in list(self._by_key.items())}
 
 
-def _provider_of(spec: Mapping[str, Any]) -> str:
-    return next((p for p in ("aws", "azure", "gcp") if isinstance(spec.get(p), Mapping)), "")
-
-
 def _identity_of(spec: Mapping[str, Any]) -> str:
     aws, azure_, gcp_ = spec.get("aws") or {}, spec.get("azure") or {}, spec.get("gcp") or {}
     if azure_:
@@ -116,7 +112,8 @@ def claim_of(body: Mapping[str, Any]) -> tuple[ClaimKey, claims.Claim]:
         str(ready.get("reason", "")),
         needs(status) if rank == claims.HOLDS else (),
     )
-    return (str(meta.get("namespace") or ""), str(spec.get("serviceAccountName", "")), _provider_of(spec)), claim
+    provider = (drift.group_of(spec) or ("",))[0]
+    return (str(meta.get("namespace") or ""), str(spec.get("serviceAccountName", "")), provider), claim
 
 
 class Connections:
