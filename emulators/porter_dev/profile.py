@@ -59,7 +59,7 @@ class Recording:
 
     def start(self, rate: int = 100) -> Recording:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        command = [_py_spy(), "record", "--pid", str(self.pid), "--rate", str(rate), "--format", "raw"]
+        command = [_py_spy(), "record", "--pid", str(self.pid), "--rate", str(rate), "--format", "raw", "--gil"]
         self.proc = subprocess.Popen(
             [*command, "--nonblocking", "--output", str(self.out)],
             stdout=subprocess.DEVNULL,

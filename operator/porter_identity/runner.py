@@ -27,9 +27,10 @@ from porter_identity.config import Settings
 from porter_identity.engine import allow
 from porter_identity.engine.index import Connections
 from porter_identity.engine.lifecycle import Lifecycle
+from porter_identity.engine.namespaces import Namespaces
 from porter_identity.engine.runner import Runner
 from porter_identity.handlers import connection, drift, roleset  # noqa: F401 - registers the handlers
-from porter_identity.handlers import namespaces as _namespaces  # noqa: F401 - registers the handlers
+from porter_identity.handlers import namespaces as _namespaces
 from porter_identity.handlers import shard as shard_filters
 from porter_identity.health import Health
 from porter_identity.iam.sync import RoleSetService
@@ -79,21 +80,12 @@ def services(memo: kopf.Memo, config: Settings) -> None:
 
 
 @kopf.on.startup()
-async def configure(
-    settings: kopf.OperatorSettings,
-    memo: kopf.Memo,
-    allowed_identities: kopf.Index[str, str] | None = None,
-    **_: Any,
-) -> None:
-    """kopf's own settings; every connection indexed (a paged list) before kopf watches and the runner runs; the
-    namespaces' allow annotations for the runs outside a handler (sweep, woken claimants, the webhook)."""
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's own settings (it runs PorterRoleSets); then the operator's own watches, in order: every namespace
+    known (the policy reads their annotations), every connection indexed (a paged list), the runner, then the
+    watches of ServiceAccounts and connections whose events ask it for runs."""
     config: Settings = memo.settings
-    memo.allowed_identities = allowed_identities
-    connections: Connections = memo.connections
-    found = await asyncio.to_thread(connections.fill, memo.kube, memo.namespaces)
-    logging.getLogger(__name__).info(f"indexed {found} connections")
-    settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
-    memo.finalizer = settings.persistence.finalizer
+    memo.finalizer = settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
     memo.kopf_settings = settings  # the runner logs through kopf's per-object logger
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
     # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).
@@ -103,7 +95,7 @@ async def configure(
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS)
     settings.persistence.diffbase_storage = SpecDiffBase(name=KOPF_STATUS)
     # Handlers post an Event for every state change themselves; kopf's own "Handler succeeded" log lines
-    # would add one API write per connection. Only errors still become Events.
+    # would add one API write per object. Only errors still become Events.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = config.max_workers
     if isinstance(settings.execution.executor, ThreadPoolExecutor):
@@ -112,27 +104,34 @@ async def configure(
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # An object's kopf worker keeps its last body while it idles: at start-up every listed object has one, so a
-    # short idle keeps fewer bodies at once (a later event starts a new worker: a task, not a thread).
-    settings.queueing.idle_timeout = 1.0
-    # kopf lists a kind in one request by default: 10,000 connections are one JSON document parsed at once. In
-    # pages, the per-object work of one page runs while the next is fetched.
-    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     # A PorterRoleSet deleted while its drift timer runs waits for that run (a thread cannot be cancelled);
     # look again every second instead of kopf's default minute.
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 5
+
+    loop = asyncio.get_running_loop()
+    memo.watching = stop = threading.Event()
+    memo.namespaces_known = Namespaces()
+    listed = _namespaces.watch_namespaces(memo, loop, stop).listed
+    while not await asyncio.to_thread(listed.wait, 1.0):
+        if stop.is_set():
+            return
+    memo.allowed_identities = memo.namespaces_known.allowed_identities
+    connections: Connections = memo.connections
+    found = await asyncio.to_thread(connections.fill, memo.kube, memo.namespaces)
+    logging.getLogger(__name__).info(f"indexed {found} connections")
     # The one runner of connections, on kopf's worker threads: at most max_workers connections run at once.
     memo.runner = Runner(memo, settings.execution.executor, config.max_workers)
     memo.runner.door.start()
-    memo.service_account_watch = connection.watch_service_accounts(memo, asyncio.get_running_loop())
+    connection.watch_service_accounts(memo, loop, stop)
+    connection.watch_connections(memo, loop, stop)
 
 
 @kopf.on.cleanup()
 async def stop_runner(memo: kopf.Memo, **_: Any) -> None:
-    """Runs in flight finish on their threads; nothing waiting is started."""
-    watching: threading.Event | None = memo.get("service_account_watch")
+    """The watches stop; runs in flight finish on their threads; nothing waiting is started."""
+    watching: threading.Event | None = memo.get("watching")
     if watching is not None:
         watching.set()
     runner: Runner | None = memo.get("runner")
@@ -209,8 +208,6 @@ def _configure_logging(log_format: str) -> None:
 def run(namespaces: list[str], log_format: str = "text") -> int:
     _configure_logging(log_format)
     config = Settings()
-    if config.shard_selector:
-        shard_filters.register_index()
     kopf_internals.install()
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
     loop = uvloop.new_event_loop()

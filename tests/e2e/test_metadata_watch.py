@@ -49,7 +49,7 @@ def test_listed_in_pages_then_watched_with_metadata_only(
 ) -> None:
     monkeypatch.setattr(watch, "PAGE", 3)
     seen, stop = Seen(), threading.Event()
-    watcher = watch.MetadataWatch(kube, rest.path("", "v1", "serviceaccounts", space), seen, stop)
+    watcher = watch.Watch(kube, rest.path("", "v1", "serviceaccounts", space), seen, stop)
     watcher.start("test watch")
     try:
         wait_for(lambda: all(seen.of(f"a{i}") == [None] for i in range(7)), 10, what="all seven listed")
@@ -76,7 +76,7 @@ def test_listed_in_pages_then_watched_with_metadata_only(
 
 def test_a_gone_version_lists_again(kube: Kube, space: str) -> None:
     """The 410 path on its own: an ERROR event with code 410 raises Gone, which run() turns into a new list."""
-    watcher = watch.MetadataWatch(kube, rest.path("", "v1", "serviceaccounts", space), Seen(), threading.Event())
+    watcher = watch.Watch(kube, rest.path("", "v1", "serviceaccounts", space), Seen(), threading.Event())
     with pytest.raises(watch.Gone):
         list(watcher._event({"type": "ERROR", "object": {"code": 410, "reason": "Expired"}}))
     bookmark = list(watcher._event({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}))

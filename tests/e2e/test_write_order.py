@@ -153,10 +153,10 @@ def conns(api: client.ApiClient, namespace: str, service_account: Any, runner: R
         if meta.get("deletionTimestamp") is None:
             made.delete(meta["name"])
         deleting = made.get(meta["name"])
-        if deleting is not None:  # the delete run removes the link; then the finalizer may come off
+        if deleting is not None:  # the delete run removes the link, then takes its finalizer off
             done = runner.run(meta["uid"], Ask(namespace, meta["name"], "deleting", deleting=True, body=deleting))
             assert isinstance(done, engine.Deleted) and done.delay is None, done
-            _patch(made, meta["name"], {"metadata": {"finalizers": None}})
+            assert made.get(meta["name"]) is None
 
 
 def _patch(conns: Connections, name: str, body: dict[str, Any], status: bool = False) -> None:
@@ -167,7 +167,7 @@ def _patch(conns: Connections, name: str, body: dict[str, Any], status: bool = F
 
 
 def _create(conns: Connections, spec: dict[str, Any]) -> dict[str, Any]:
-    """As kopf leaves a new connection: with the finalizer, before any run."""
+    """A new connection with this shard's finalizer, before any run (as a run that was stopped after adding it)."""
     conns.create("app", "app", **spec)
     _patch(conns, "app", {"metadata": {"finalizers": [FINALIZER]}})
     body = conns.get("app")
@@ -222,7 +222,8 @@ def test_a_status_written_between_the_runs_read_and_write_is_not_overwritten_bli
 def test_a_finalizer_written_between_the_runs_read_and_write_costs_one_more_patch_not_a_run(
     cloud: Cloud, conns: Connections, runner: Runner
 ) -> None:
-    """kopf's own metadata write changes nothing the run decided from: the same result lands on the new version."""
+    """Another controller's metadata write changes nothing the run decided from: the same result lands on the new
+    version."""
     body = _create(conns, cloud.identity())
     other = {"metadata": {"finalizers": [FINALIZER, "example.com/keep"]}}
     _kube(runner).before_status_write = lambda: _patch(conns, "app", other)
@@ -285,3 +286,29 @@ def test_a_status_written_before_the_run_reads_is_corrected_by_the_run(
     final = _ready(conns)
     assert "stale writer" not in str(final["status"])
     assert cloud.links(conns.namespace) == 1
+
+
+def test_a_new_connection_gets_the_finalizer_before_its_link_and_loses_it_after_the_delete_run(
+    cloud: Cloud, conns: Connections, runner: Runner
+) -> None:
+    """The runner adds this shard's finalizer before the cloud is touched; the delete run removes the link, then
+    that finalizer only (another controller's stays)."""
+    conns.create("app", "app", **cloud.identity())
+    body = conns.get("app")
+    assert body is not None and not body["metadata"].get("finalizers")
+    seen: list[Any] = []
+    _kube(runner).before_status_write = lambda: seen.append((conns.get("app") or {})["metadata"].get("finalizers"))
+    runner.run(body["metadata"]["uid"], Ask(conns.namespace, "app", "its spec", body=body))
+    assert seen == [[FINALIZER]]  # on the object before the status that records the link
+    assert _ready(conns)["metadata"]["finalizers"] == [FINALIZER]
+    _patch(conns, "app", {"metadata": {"finalizers": ["example.com/keep", FINALIZER]}})
+    conns.delete("app")
+    deleting = conns.get("app")
+    assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
+    # A recheck that finds the object deleting runs the delete, as the delete's own ask would.
+    done = runner.run(body["metadata"]["uid"], Ask(conns.namespace, "app", "recheck"))
+    assert isinstance(done, engine.Deleted) and done.delay is None, done
+    assert cloud.links(conns.namespace) == 0
+    left = conns.get("app")
+    assert left is not None and left["metadata"]["finalizers"] == ["example.com/keep"]
+    _patch(conns, "app", {"metadata": {"finalizers": None}})

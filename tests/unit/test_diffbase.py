@@ -1,5 +1,5 @@
-"""kopf's last-handled configuration keeps the spec and the reconcile-policy annotation, nothing else; for
-connections it keeps nothing (the runner decides what changed, and a stored diffbase would be one more write)."""
+"""kopf's last-handled configuration of a PorterRoleSet keeps the spec and the reconcile-policy annotation, nothing
+else."""
 
 from __future__ import annotations
 
@@ -44,14 +44,3 @@ def test_a_label_change_is_no_change_a_spec_or_policy_change_is() -> None:
     assert storage.build(body=kopf.Body(respec)) != before
     unpaused = {**BODY, "metadata": {**BODY["metadata"], "annotations": {}}}
     assert dict(storage.build(body=kopf.Body(unpaused))) == {"spec": BODY["spec"]}
-
-
-def test_nothing_is_stored_or_read_for_a_connection() -> None:
-    storage = SpecDiffBase(name="kopf")
-    connection = kopf.Body({**BODY, "kind": "ServiceIdentityConnection"})
-    handled = {**BODY, "kind": "ServiceIdentityConnection", "status": {"kopf": {"last-handled-configuration": "{}"}}}
-    patch = kopf.Patch()
-    storage.store(body=connection, patch=patch, essence=storage.build(body=connection))
-    assert not patch
-    assert storage.fetch(body=kopf.Body(handled)) == storage.build(body=connection) == {}  # no change, ever
-    assert storage.fetch(body=kopf.Body({**handled, "kind": "PorterRoleSet"})) == {}

@@ -85,12 +85,11 @@ def test_entry_without_provider_is_none() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"metadata": {"generation": 3}},  # a spec change kopf has not handled yet
-        {"status": {"kopf": {"progress": {"reconcile": {"retries": 1}}}}},  # kopf is retrying it
+        {"metadata": {"generation": 3}},  # a spec change no run has written a status for yet
         {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}},  # being deleted
     ],
 )
-def test_a_connection_kopf_is_busy_with_is_not_settled(change: dict[str, Any]) -> None:
+def test_a_connection_a_run_is_due_for_is_not_settled(change: dict[str, Any]) -> None:
     found = drift.entry(body(**change))
     assert found is not None and not found[1].settled and not found[1].checked
 

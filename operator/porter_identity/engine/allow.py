@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import kopf
@@ -14,15 +14,19 @@ from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import guard, policy
 from porter_identity.reconcile.policy import ANNOTATION
 
+# Namespace name -> its allow annotation (a list of at most one value, as kopf's indexes have it):
+# engine/namespaces.py keeps it from the namespaces' watch.
+AllowIndex = Mapping[str, Collection[str]]
 
-def annotation_of(index: kopf.Index[str, str] | None, namespace: str) -> str | None:
+
+def annotation_of(index: AllowIndex | None, namespace: str) -> str | None:
     """None without an index (a standby's webhook): a refusal is then checked again with `check_live`."""
     if index is None:
         return None
     return next(iter(index.get(namespace, [])), None)
 
 
-def check(memo: kopf.Memo, index: kopf.Index[str, str] | None, spec: ConnectionSpec, namespace: str) -> policy.Decision:
+def check(memo: kopf.Memo, index: AllowIndex | None, spec: ConnectionSpec, namespace: str) -> policy.Decision:
     """The policy decision for a connection: refusals no rule lifts (reconcile/guard.py), then the loaded policy
     file and the namespace's annotation. Admission, reconcile and the drift sweep all decide here."""
     return _decide(memo, spec, namespace, annotation_of(index, namespace))

@@ -3,7 +3,7 @@ list at start and kept by the watch.
 
 kopf's own indexes hold every object's handlers until all objects of every indexed kind are listed: at 10,000
 connections a restarted operator held 10,000 bodies (and their loggers and patches) at once. This index is filled
-before kopf watches, one page at a time, so kopf's per-object work starts at once and ends with the object."""
+before the watch of connections starts (handlers/connection.py), one page at a time, and keeps only claims."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ class Connections:
 
     def unconfirmed(self, older_than: float = CONFIRM_SECONDS) -> list[tuple[str, str, str]]:
         """(uid, namespace, name) of connections the start-up list found and no watch event has shown since: one
-        deleted between that list and kopf's is in no event, and a run that finds it gone forgets it."""
+        deleted between that list and the watch's is in no event, and a run that finds it gone forgets it."""
         cutoff = time.monotonic() - older_than
         due = [(uid, ns, name) for uid, (at, ns, name) in list(self._unconfirmed.items()) if at <= cutoff]
         for uid, *_ in due:

@@ -1,4 +1,4 @@
-"""The one path of a connection's link, shared by the kopf handlers and the drift sweep.
+"""The one path of a connection's link, shared by the runner's runs and the drift sweep.
 
 It decides which identities to touch (the spec's, and the one status says is linked) and when: apply makes,
 moves (make-before-break), adopts or keeps the link; a refusal removes what this connection linked; Retain

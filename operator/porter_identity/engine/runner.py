@@ -1,7 +1,8 @@
 """Run a connection: read it, decide with the policy and the owners, act through its cloud's link, write status once.
 
-This is the only code that runs a connection's lifecycle and the only writer of its status (a merge patch checked
-against the resourceVersion it read). Every source of work asks through the Door (engine/door.py); the Runner also
+This is the only code that runs a connection's lifecycle, the only writer of its status (a merge patch checked
+against the resourceVersion it read) and of this shard's finalizer on it (added before anything is linked, taken off
+after the delete run). Every source of work asks through the Door (engine/door.py); the Runner also
 decides when a connection runs again (a retry, a missing identity looked for again, the long recheck)."""
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ KIND = SINGULAR
 log = logging.getLogger(__name__)
 
 # A write that finds the object changed is tried again with the new resourceVersion when nothing this run read
-# changed (kopf's finalizer or its delete bookkeeping); otherwise the connection is run again.
+# changed (another controller's finalizer, a label); otherwise the connection is run again.
 WRITE_ATTEMPTS = 5
 # The reason a connection's own watch event gives (created, resumed, its spec changed).
 OWN_EVENT = "its spec"
@@ -93,7 +94,7 @@ class _Changed(Exception):
 
 @dataclass(frozen=True)
 class Deleted:
-    """A delete run's answer to the delete handler: None delay means the finalizer may come off."""
+    """A delete run's answer: None delay means the finalizer may come off; otherwise the delete runs again then."""
 
     delay: float | None
     message: str = ""
@@ -126,16 +127,16 @@ class Runner:
     def ask(self, uid: str, ask: Ask) -> None:
         self.door.ask(uid, ask)
 
-    def notice(self, body: Mapping[str, Any]) -> None:
+    def notice(self, body: Mapping[str, Any], finalized: bool = True) -> None:
         """A watch event of the connection itself (on the event loop): ask for a run only when its spec or pause
-        changed since the last ask, and not at all when status already describes the spec as Ready (a restart
-        over settled connections runs nothing)."""
+        changed since the last ask, or this shard's finalizer is missing, and not at all when status already
+        describes the spec as Ready (a restart over settled connections runs nothing)."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid"))
         pause = (meta.get("annotations") or {}).get(reconcile_policy.ANNOTATION)
         mark = (meta.get("generation"), pause)
         before = self.seen.get(uid)
-        if before == mark:
+        if before == mark and finalized:
             return
         self.seen[uid] = mark
         resumed = before is not None and before[1] != pause  # leaving skip: the link is brought back, drift too
@@ -147,7 +148,7 @@ class Runner:
             drifted=resumed,
             body=body,
         )
-        if not resumed and self._settled(body):
+        if not resumed and finalized and self._settled(body):
             return
         self.door.ask(uid, ask)
 
@@ -180,25 +181,21 @@ class Runner:
                 for claim in owners.get(key, []):
                     self.door.ask(claim.uid, Ask(namespace, claim.name, why))
 
-    async def delete(self, body: Mapping[str, Any]) -> Deleted:
-        """The delete handler's door: the delete runs as any other run of this connection, never beside one."""
-        meta = body.get("metadata") or {}
-        done: asyncio.Future[Deleted] = asyncio.get_running_loop().create_future()
-        ask = Ask(str(meta.get("namespace") or ""), str(meta.get("name") or ""), "deleting", deleting=True, body=body)
-        self.door.ask(str(meta.get("uid")), replace(ask, waiters=(done,)))
-        return await done
-
     # ---- running ------------------------------------------------------------------------------------------------
 
     async def _run_async(self, uid: str, ask: Ask) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.run, uid, ask)
 
+    @property
+    def finalizer(self) -> str:
+        finalizer: str = self.memo.finalizer
+        return finalizer
+
     def run(self, uid: str, ask: Ask) -> Deleted | Outcome | None:
-        if ask.deleting:
-            return self._delete(uid, ask)
         body = ask.body
-        cached = True  # the first read may come from the API server's watch cache: the write is checked anyway
+        # The first read may come from the API server's watch cache (the write is checked anyway); a delete's not.
+        cached = not ask.deleting
         for _ in range(WRITE_ATTEMPTS):
             try:
                 if body is None:
@@ -209,6 +206,12 @@ class Runner:
                     if connections is not None:
                         connections.forget(uid)  # gone between the start-up list and the watch: no event says so
                     return None
+                meta = body.get("metadata") or {}
+                if meta.get("deletionTimestamp"):
+                    # Whatever asked (a delete, a recheck timer): a deleting object's run is its delete run.
+                    if self.finalizer not in (meta.get("finalizers") or []):
+                        return None  # not ours to hold: nothing of this shard's was linked, or it is done
+                    return self._delete_run(uid, replace(ask, deleting=True), body)
                 return self._run_once(uid, ask, body)
             except _Changed:
                 body, cached = None, False
@@ -240,9 +243,6 @@ class Runner:
         return found
 
     def _run_once(self, uid: str, ask: Ask, body: Mapping[str, Any]) -> Outcome | None:
-        meta = body.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
-            return None  # the delete handler asks for the delete run
         parsed = parse(body)
         if isinstance(parsed, Outcome):
             self._events.post(body, "Warning", parsed.reason.value, parsed.message)
@@ -256,6 +256,7 @@ class Runner:
         if decision.allowed and self._paused(body, why, decision):
             self.door.cancel_later(uid)
             return None
+        body = self._finalize(body)
         if not ask.look and decision.allowed and is_current(conn) and not self.settings.block_broad_permissions:
             return None
         refusal = None if decision.allowed else decision.message
@@ -331,7 +332,7 @@ class Runner:
 
     def _write(self, body: Mapping[str, Any], conn: ServiceIdentityConnection, new: Any, made: bool = False) -> None:
         """Patch status only on change, checked against the resourceVersion read; a conflict with a write that
-        changed nothing this run decided from (kopf's finalizer) is written again on the new version.
+        changed nothing this run decided from (another controller's finalizer) is written again on the new version.
 
         `made`: this run changed the cloud. Its status is then written even when the object changed meanwhile (and
         the connection is run again after): status is where the next run finds what exists, so a link made for a
@@ -362,6 +363,53 @@ class Runner:
                 changed = True
             version = (fresh.get("metadata") or {}).get("resourceVersion")
         raise _Changed
+
+    def _finalize(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """This shard's finalizer on the object before anything is linked (a delete then waits for the delete run);
+        the answer is the object as it is now. A conflict runs the connection again on a fresh read."""
+        meta = body.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if self.finalizer in finalizers:
+            return body
+        try:
+            answer: Mapping[str, Any] = self.memo.kube.patch(
+                self._where(meta),
+                {"metadata": {"finalizers": [*finalizers, self.finalizer], "resourceVersion": meta["resourceVersion"]}},
+            )
+        except rest.ApiError as err:
+            if err.status in (404, 409):
+                raise _Changed from err
+            raise
+        return answer
+
+    def _unfinalize(self, body: Mapping[str, Any]) -> None:
+        """Take this shard's finalizer off (the delete run is done); another controller's stay."""
+        kube: Kube = self.memo.kube
+        for _ in range(WRITE_ATTEMPTS):
+            meta = body.get("metadata") or {}
+            finalizers = list(meta.get("finalizers") or [])
+            if self.finalizer not in finalizers:
+                return
+            kept = [f for f in finalizers if f != self.finalizer]
+            try:
+                kube.patch(
+                    self._where(meta), {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}}
+                )
+                return
+            except rest.ApiError as err:
+                if err.status == 404:
+                    return
+                if err.status != 409:
+                    raise
+            fresh = self._read(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            if fresh is None:
+                return
+            body = fresh
+        raise _Changed
+
+    @staticmethod
+    def _where(meta: Mapping[str, Any]) -> str:
+        return rest.path(GROUP, VERSION, PLURAL, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
     def _logger(self, body: Mapping[str, Any]) -> logging.LoggerAdapter[Any]:
         """kopf's per-object logger without Events: JSON lines carry the object's kind/name and namespace."""
@@ -480,6 +528,15 @@ class Runner:
         self.door.later(uid, delay, Ask(ask.namespace, ask.name, "recheck"))
 
     # ---- deleting -----------------------------------------------------------------------------------------------
+
+    def _delete_run(self, uid: str, ask: Ask, body: Mapping[str, Any]) -> Deleted:
+        """The delete, then the finalizer off; or the delete again after the answer's delay."""
+        done = self._delete(uid, replace(ask, body=body))
+        if done.delay is None:
+            self._unfinalize(body)
+        else:
+            self.door.later(uid, done.delay, Ask(ask.namespace, ask.name, "deleting", deleting=True))
+        return done
 
     def _delete(self, uid: str, ask: Ask) -> Deleted:
         """Remove the cloud link; the finalizer comes off only when the answer's delay is None. The policy decides

@@ -68,7 +68,7 @@ def validate_connection(
     new: kopf.Body | None,
     namespace: str | None,
     memo: kopf.Memo,
-    allowed_identities: kopf.Index[str, str] | None = None,
+    allowed_identities: allow.AllowIndex | None = None,
     **_: Any,
 ) -> None:
     if _unchanged(connection.KIND, operation, old, new):
@@ -153,7 +153,7 @@ def reads(
     new: kopf.Body | None,
     namespace: str | None,
     memo: kopf.Memo,
-    allowed_identities: kopf.Index[str, str] | None = None,
+    allowed_identities: allow.AllowIndex | None = None,
     **_: Any,
 ) -> bool:
     """Whether `validate_connection` may read the API server or a cloud before it answers this request."""

@@ -1,9 +1,10 @@
-"""kopf handlers for ServiceIdentityConnection: they only ask the runner (engine/runner.py) for runs.
+"""The watches behind connections: their own events, their ServiceAccounts' and the delete all only ask the runner
+(engine/runner.py) for runs; nothing here decides or writes.
 
-The watch events of connections, of their ServiceAccounts (a metadata-only watch of our own: kube/watch.py) and
-the delete all reach the one door; nothing here decides or writes. kopf keeps the finalizer and waits for a
-delete's run; it stores no progress or diffbase for connections (kube/diffbase.py), so the runner's status patch is
-the only write a run makes."""
+Connections are not kopf's: a watch of our own (kube/watch.py) hands each event to `connection_seen` on the event
+loop, a few dict lookups for an event that needs no run. kopf's per-object worker, memory, change detection and
+handler invocation cost more CPU per event than the whole decision (docs/performance.md). The runner adds this
+shard's finalizer before it links anything and takes it off after the delete run (engine/runner.py)."""
 
 from __future__ import annotations
 
@@ -20,62 +21,75 @@ from porter_identity.engine import revoke
 from porter_identity.engine.door import Ask
 from porter_identity.engine.index import Connections
 from porter_identity.engine.runner import Runner
-from porter_identity.handlers.shard import in_shard
+from porter_identity.handlers.shard import serves
 from porter_identity.kube import rest
 from porter_identity.kube.rest import Kube
-from porter_identity.kube.watch import MetadataWatch
+from porter_identity.kube.watch import Watch
 from porter_identity.reconcile import claims
 from porter_identity.reconcile.outcome import Reason
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def connection_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Created, resumed, its spec or pause changed: ask for a run. Its own status writes ask for nothing.
+def _paths(memo: kopf.Memo, group: str, version: str, plural: str) -> list[str]:
+    return [rest.path(group, version, plural, ns) for ns in memo.namespaces] or [rest.path(group, version, plural)]
 
-    Every connection is indexed, in this shard or not (ownership spans shards); only this shard's are run."""
-    runner: Runner | None = memo.get("runner")
-    connections: Connections | None = memo.get("connections")
-    if runner is None or connections is None:
-        return
+
+def _on_loop(loop: asyncio.AbstractEventLoop, stop: threading.Event, handle: Any, *args: Any) -> None:
+    if stop.is_set() or loop.is_closed():
+        return  # the operator is stopping: nothing is run any more
+    loop.call_soon_threadsafe(handle, *args)
+
+
+def watch_connections(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> list[Watch]:
+    """Start the watch of whole connections: each event reaches `connection_seen` on the loop."""
+    kube: Kube = memo.kube
+
+    def deliver(type: str | None, body: Mapping[str, Any]) -> None:
+        _on_loop(loop, stop, connection_seen, memo, type, body)
+
+    watches = [Watch(kube, path, deliver, stop, whole=True) for path in _paths(memo, GROUP, VERSION, PLURAL)]
+    for watch in watches:
+        watch.start(f"watch {watch.path}")
+    return watches
+
+
+def connection_seen(memo: kopf.Memo, type: str | None, body: Mapping[str, Any]) -> None:
+    """Created, resumed, its spec or pause changed, or deleted: ask for a run. Its own status writes ask for
+    nothing. Every connection is indexed, in this shard or not (ownership spans shards); only this shard's run."""
+    runner: Runner = memo.runner
+    connections: Connections = memo.connections
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid"))
     if type == "DELETED":
-        connections.forget(str(body.metadata.uid))
-        runner.forget(str(body.metadata.uid))
+        connections.forget(uid)
+        runner.forget(uid)
         return
     connections.update(body)
-    if not in_shard(memo=memo, **kwargs):
+    if not serves(memo, str(meta.get("namespace") or "")):
         return
-    if body.metadata.get("deletionTimestamp"):
-        return  # the delete handler asks for the delete run
-    if memo.finalizer not in (body.metadata.get("finalizers") or []):
-        return  # kopf adds the finalizer first (nothing is linked without it); that write's event comes back here
-    runner.notice(body)
+    finalized = memo.finalizer in (meta.get("finalizers") or [])
+    if meta.get("deletionTimestamp"):
+        if finalized:  # the finalizer comes off only when the delete run says the link is gone (or kept)
+            runner.ask(
+                uid,
+                Ask(
+                    str(meta.get("namespace") or ""), str(meta.get("name") or ""), "deleting", deleting=True, body=body
+                ),
+            )
+        return
+    runner.notice(body, finalized)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, when=in_shard)
-async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The finalizer comes off only when the runner's delete run says the link is gone (or kept by Retain)."""
-    runner: Runner = memo.runner
-    done = await runner.delete(body)
-    if done.delay is not None:
-        raise kopf.TemporaryError(done.message, delay=done.delay)
-
-
-def watch_service_accounts(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> threading.Event:
-    """Start the metadata-only watch of ServiceAccounts (kube/watch.py); setting the returned event stops it."""
-    stop = threading.Event()
+def watch_service_accounts(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> list[Watch]:
+    """Start the metadata-only watch of ServiceAccounts."""
     kube: Kube = memo.kube
 
     def deliver(type: str | None, meta: Mapping[str, Any]) -> None:
-        if stop.is_set() or loop.is_closed():
-            return  # the operator is stopping: nothing is run any more
-        loop.call_soon_threadsafe(service_account_seen, memo, type, meta)
+        _on_loop(loop, stop, service_account_seen, memo, type, meta)
 
-    paths = [rest.path("", "v1", "serviceaccounts", ns) for ns in memo.namespaces] or [
-        rest.path("", "v1", "serviceaccounts")
-    ]
-    for path in paths:
-        MetadataWatch(kube, path, deliver, stop).start(f"watch {path}")
-    return stop
+    watches = [Watch(kube, path, deliver, stop) for path in _paths(memo, "", "v1", "serviceaccounts")]
+    for watch in watches:
+        watch.start(f"watch {watch.path}")
+    return watches
 
 
 def service_account_seen(memo: kopf.Memo, type: str | None, meta: Mapping[str, Any]) -> None:

@@ -1,9 +1,9 @@
 """The drift sweep: a background task that reads cloud links in bulk and repairs what was changed outside.
 
 kopf has no cluster-wide timer, so the sweep is an asyncio task started at start-up and cancelled at cleanup.
-It reads the connections from a kopf index (no API list), the cloud with one paged list per EKS cluster or
-Azure identity and one policy per GCP service account, and runs a connection's own reconcile only where
-reconcile/drift.py found something wrong: an idle sweep writes nothing, to the cloud or to Kubernetes.
+It reads the connections from the operator's index (engine/index.py, no API list), the cloud with one paged list
+per EKS cluster or Azure identity and one policy per GCP service account, and runs a connection's own reconcile only
+where reconcile/drift.py found something wrong: an idle sweep writes nothing, to the cloud or to Kubernetes.
 """
 
 from __future__ import annotations
@@ -220,9 +220,9 @@ async def after_takeover(memo: kopf.Memo, delay: float) -> None:
     """Once a lease duration after winning the Lease, every connection not settled is run once more.
 
     The old leader may have written to an object in its last moments (a frozen one wakes up and patches before it
-    sees it lost). When that write is the finalizer kopf here was about to add, kopf's own patch changes nothing,
-    no watch event follows, and kopf would wait for one forever: controller-runtime's resync covers such lost
-    events; kopf has none, so this does, once, when the old leader can no longer write."""
+    sees it lost), and a run here that saw the object before that write may have ended on it. controller-runtime's
+    resync covers such lost events; our watches have none, so this does, once, when the old leader can no longer
+    write."""
     await asyncio.sleep(delay)
     connections: Connections = memo.connections
     waiting = [
@@ -240,8 +240,7 @@ async def after_takeover(memo: kopf.Memo, delay: float) -> None:
 
 @kopf.on.startup()
 async def start_sweep(memo: kopf.Memo, **kwargs: Any) -> None:
-    """The sweep reads the connections' index, kept as kopf watches; kopf passes its namespace index too."""
-    memo.namespace_labels = kwargs.get(shard.INDEX)  # registered only with a shard selector
+    """The sweep reads the connections' index, kept by the operator's watch of connections."""
     memo.drift_stop = threading.Event()
     memo.drift_task = asyncio.create_task(
         _loop(memo, memo.connections, Settings().drift_sweep_seconds, memo.drift_stop), name="drift sweep"

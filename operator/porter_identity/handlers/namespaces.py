@@ -1,48 +1,61 @@
-"""Namespaces: the index of their allow annotations (policy checks make no API reads), and a change to one asks
-for a run of every connection in the namespace at once (an admin's withdrawal acts now, not at the next sweep)."""
+"""Namespaces, from a metadata-only watch of our own (kube/watch.py): their allow annotations and labels
+(engine/namespaces.py), and a change to an allow annotation asks for a run of every connection in the namespace at
+once (an admin's withdrawal acts now, not at the next sweep)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any
 
 import kopf
 
 from porter_identity.engine import revoke
+from porter_identity.engine.namespaces import Namespaces
 from porter_identity.engine.runner import Runner
 from porter_identity.kube import rest
+from porter_identity.kube.rest import Kube
+from porter_identity.kube.watch import Watch
 from porter_identity.reconcile.policy import ANNOTATION
 
-_UNSEEN = object()
 log = logging.getLogger(__name__)
 
 
-@kopf.index("v1", "namespaces")
-async def allowed_identities(name: str, annotations: kopf.Annotations, **_: Any) -> dict[str, str]:
-    """Async on purpose, like the connection index: it runs on every namespace watch event."""
-    value = annotations.get(ANNOTATION)
-    return {name: value} if value is not None else {}
+def watch_namespaces(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> Watch:
+    """Start the watch; its `listed` is set once every namespace is known (runs wait for it: a policy decision
+    before it would refuse what an annotation allows)."""
+    kube: Kube = memo.kube
+    known: Namespaces = memo.namespaces_known
+
+    def deliver(type: str | None, meta: Mapping[str, Any]) -> None:
+        seen, before, after = known.update(type, meta)
+        # The first sight of a namespace (start-up's listing) only records its annotation: resuming connections
+        # are checked against the policy anyway.
+        if seen and before != after and type != "DELETED" and not stop.is_set() and not loop.is_closed():
+            loop.call_soon_threadsafe(allow_annotation_changed, memo, str(meta.get("name") or ""))
+
+    watch = Watch(kube, rest.path("", "v1", "namespaces"), deliver, stop)
+    watch.start("watch namespaces")
+    return watch
 
 
-@kopf.on.event("v1", "namespaces")
-async def allow_annotation_changed(
-    type: str | None, name: str, annotations: kopf.Annotations, memo: kopf.Memo, **_: Any
-) -> None:
-    """The first sight of a namespace (start-up's listing) only records its annotation: resuming connections
-    are checked against the policy anyway."""
-    if type == "DELETED":
-        return
-    seen: dict[str, str | None] = memo.setdefault("allow_annotations", {})
-    value = annotations.get(ANNOTATION)
-    before = seen.get(name, _UNSEEN)
-    seen[name] = value
+def allow_annotation_changed(memo: kopf.Memo, name: str) -> None:
     runner: Runner | None = memo.get("runner")
-    if before is _UNSEEN or before == value or runner is None:
+    if runner is None:
         return
     runner.ask_namespace(name, f"namespace {name}'s {ANNOTATION} changed")
-    loop = asyncio.get_running_loop()
-    try:
-        await loop.run_in_executor(runner.executor, revoke.revoke_retained, memo, runner.retained_marks, name)
-    except (rest.ApiError, OSError) as err:  # the sweep looks again
+    done = asyncio.get_running_loop().run_in_executor(
+        runner.executor, revoke.revoke_retained, memo, runner.retained_marks, name
+    )
+    done.add_done_callback(lambda f: _revoked(f, name))
+
+
+def _revoked(done: Future[Any] | asyncio.Future[Any], name: str) -> None:
+    err = None if done.cancelled() else done.exception()
+    if isinstance(err, rest.ApiError | OSError):  # the sweep looks again
         log.warning(f"could not check the retained links of namespace {name}: {err}")
+    elif err is not None:
+        log.error(f"checking the retained links of namespace {name} failed", exc_info=err)

@@ -1,8 +1,9 @@
-"""A metadata-only list and watch of one kind on a thread, handing each object's metadata to the event loop.
+"""A list and watch of one kind on a thread, handing each object (or only its metadata) to a callback.
 
-What the operator needs of a ServiceAccount is its name and annotations. kopf's watch keeps a memory per object
-(a copy of the operator's memo among others) for every ServiceAccount in the cluster, named by a connection or not,
-and parses whole bodies: PartialObjectMetadata (what client-go's metadata informers use) is a fraction of that."""
+The operator's own informer for connections, their ServiceAccounts and Namespaces: kopf keeps a memory, a worker
+and loggers per object and runs its change detection and handler machinery on every event; what the operator needs
+of an event is a few dict lookups. Of a ServiceAccount or Namespace it needs only the name, labels and annotations:
+PartialObjectMetadata (what client-go's metadata informers use) is a fraction of a whole body."""
 
 from __future__ import annotations
 
@@ -25,20 +26,25 @@ WATCH_SECONDS = 300
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)
 log = logging.getLogger(__name__)
 
-# (event type, metadata): the type is None for an object found by a list, as kopf's on.event has it.
+# (event type, object or metadata): the type is None for an object found by a list, as kopf's on.event has it.
 Deliver = Callable[[str | None, Mapping[str, Any]], None]
+WHOLE = "application/json"
 
 
 class Gone(Exception):
     """410: the resourceVersion is too old to watch from; list again."""
 
 
-class MetadataWatch:
-    """List (a page at a time), then watch from the list's resourceVersion; list again after a 410."""
+class Watch:
+    """List (a page at a time), then watch from the list's resourceVersion; list again after a 410.
 
-    def __init__(self, kube: Kube, path: str, deliver: Deliver, stop: threading.Event) -> None:
-        self.kube, self.path, self.deliver, self.stop = kube, path, deliver, stop
+    `whole`: deliver whole objects; otherwise each object's metadata only. `listed` is set once the first list
+    has been delivered."""
+
+    def __init__(self, kube: Kube, path: str, deliver: Deliver, stop: threading.Event, whole: bool = False) -> None:
+        self.kube, self.path, self.deliver, self.stop, self.whole = kube, path, deliver, stop, whole
         self.resource_version = ""
+        self.listed = threading.Event()
 
     def start(self, name: str) -> threading.Thread:
         thread = threading.Thread(target=self.run, name=name, daemon=True)
@@ -51,6 +57,7 @@ class MetadataWatch:
             try:
                 if not self.resource_version:
                     self.resource_version = self._list()
+                    self.listed.set()
                 for kind, meta in self._watch():
                     failures = 0
                     self.deliver(kind, meta)
@@ -66,9 +73,9 @@ class MetadataWatch:
         token = ""
         while True:
             query = {"limit": str(PAGE)} | ({"continue": token} if token else {})
-            page = self.kube.get(self.path, query=query, accept=PARTIAL_LIST)
+            page = self.kube.get(self.path, query=query, accept=WHOLE if self.whole else PARTIAL_LIST)
             for item in page.get("items") or []:
-                self.deliver(None, item.get("metadata") or {})
+                self.deliver(None, item if self.whole else item.get("metadata") or {})
             listed = page.get("metadata") or {}
             token = str(listed.get("continue") or "")
             if not token:
@@ -84,7 +91,7 @@ class MetadataWatch:
         answer = self.kube.pool.request(
             "GET",
             f"{self.kube.server}{self.path}?{urlencode(query)}",
-            headers={"Accept": PARTIAL, **self.kube.auth_headers()},
+            headers={"Accept": WHOLE if self.whole else PARTIAL, **self.kube.auth_headers()},
             preload_content=False,
             timeout=urllib3.Timeout(connect=30, read=WATCH_SECONDS + 30),
             retries=False,
@@ -116,4 +123,4 @@ class MetadataWatch:
         if meta.get("resourceVersion"):
             self.resource_version = str(meta["resourceVersion"])
         if kind != "BOOKMARK":
-            yield kind, meta
+            yield kind, obj if self.whole else meta

@@ -1,7 +1,7 @@
 """Decide what a drift sweep found: links changed or removed outside the operator, and links left without a connection.
 
 Inputs are what the sweep read in bulk (one paged list per EKS cluster or Azure identity, one policy per GCP
-service account) and the connections as kopf's in-memory index holds them; nothing here does I/O.
+service account) and the connections as the operator's in-memory index holds them; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Linked:
     service_account: str
     ready: bool
     reason: str
-    settled: bool  # status describes this generation and kopf has no handler in progress for it
+    settled: bool  # status describes this generation, and it is not being deleted
     recorded: str | None = None  # AWS association id / Azure credential name / GCP member, from status
     role_arn: str | None = None  # AWS: the role recorded in status
     spec: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # as written, for the policy
@@ -55,7 +55,7 @@ class Linked:
 
     @property
     def checked(self) -> bool:
-        """Ready and left alone by kopf: compared with the cloud."""
+        """Ready and settled: compared with the cloud."""
         return self.settled and self.ready
 
     @property
@@ -90,12 +90,7 @@ def entry(body: Mapping[str, Any]) -> tuple[Group, Linked] | None:
     if group is None:
         return None
     ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    in_progress = bool(((status.get("kopf") or {}).get("progress")) or {})
-    settled = (
-        status.get("observedGeneration") == meta.get("generation")
-        and not in_progress
-        and not meta.get("deletionTimestamp")
-    )
+    settled = status.get("observedGeneration") == meta.get("generation") and not meta.get("deletionTimestamp")
     provider_status = status.get(group[0]) or {}
     recorded = {"aws": "associationId", "azure": "credentialName", "gcp": "member"}[group[0]]
     return group, Linked(
