@@ -51,7 +51,7 @@ Run = Callable[[str, Ask], Awaitable[Any]]
 class Door:
     """The queue. `ask` and `later` are safe from any thread; workers run on the event loop they were started on."""
 
-    def __init__(self, run: Run, workers: int, keep_bodies: int = 200) -> None:
+    def __init__(self, run: Run, workers: int, keep_bodies: int = 1000) -> None:
         self._run = run
         self._workers = workers
         self._keep_bodies = keep_bodies

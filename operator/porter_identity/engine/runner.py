@@ -347,7 +347,9 @@ class Runner:
         changed = False
         for _ in range(WRITE_ATTEMPTS):
             try:
-                kube.patch(f"{where}/status", {"metadata": {"resourceVersion": version}, "status": doc})
+                kube.patch(
+                    f"{where}/status", {"metadata": {"resourceVersion": version}, "status": doc}, answer_wanted=False
+                )
                 if changed:
                     raise _Changed
                 return
@@ -392,8 +394,11 @@ class Runner:
                 return
             kept = [f for f in finalizers if f != self.finalizer]
             try:
+                version = meta["resourceVersion"]
                 kube.patch(
-                    self._where(meta), {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}}
+                    self._where(meta),
+                    {"metadata": {"finalizers": kept, "resourceVersion": version}},
+                    answer_wanted=False,
                 )
                 return
             except rest.ApiError as err:

@@ -44,6 +44,11 @@ def watch_connections(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: th
     kube: Kube = memo.kube
 
     def deliver(type: str | None, body: Mapping[str, Any]) -> None:
+        # Half a connection's JSON is metadata.managedFields, which nothing reads: an Ask keeps a body while it
+        # waits, so the body kept is the smaller one.
+        meta = body.get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("managedFields", None)
         _on_loop(loop, stop, connection_seen, memo, type, body)
 
     watches = [Watch(kube, path, deliver, stop, whole=True) for path in _paths(memo, GROUP, VERSION, PLURAL)]

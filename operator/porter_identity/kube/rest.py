@@ -86,8 +86,10 @@ class Kube:
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float | None = None,
+        answer_wanted: bool = True,
     ) -> Any:
-        """The answer's JSON (None when empty); raises ApiError on any status of 400 or more."""
+        """The answer's JSON (None when empty, or not `answer_wanted`: a whole object is not parsed for nothing);
+        raises ApiError on any status of 400 or more."""
         url = self.server + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": accept, **self.auth_headers()}
         data = None
@@ -109,7 +111,7 @@ class Kube:
             except (ValueError, AttributeError):
                 message = ""
             raise ApiError(answer.status, answer.reason or "", message)
-        return json.loads(answer.data) if answer.data else None
+        return json.loads(answer.data) if answer.data and answer_wanted else None
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
