@@ -227,10 +227,18 @@ def _system_cpu(pid: int) -> float:
 
 
 def _calls(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator) -> dict[str, int]:
+    return {provider: sum(ops.values()) for provider, ops in _operations(aws, azure, gcp).items()}
+
+
+def _operations(aws: AwsEmulator, azure: AzureEmulator, gcp: GcpEmulator) -> dict[str, dict[str, int]]:
+    """Each emulator's calls by operation: what a figure of calls per connection is made of."""
+    return {"aws": dict(aws.calls()), "azure": dict(azure.calls()), "gcp": dict(gcp.calls())}
+
+
+def _ops_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return {
-        "aws": sum(aws.calls().values()),
-        "azure": sum(azure.calls().values()),
-        "gcp": sum(gcp.calls().values()),
+        p: {op: n - before[p].get(op, 0) for op, n in sorted(ops.items()) if n - before[p].get(op, 0)}
+        for p, ops in after.items()
     }
 
 
@@ -497,6 +505,7 @@ def run(
             # Stored while no operator runs (and no webhook is configured): the operator's own catch-up rate.
             applied, each = _timed_creates(custom, bodies)
             before = _calls(aws, azure, gcp)
+            ops_before = _operations(aws, azure, gcp)
             harness = os.times()
             began = time.monotonic()
             for key in names:
@@ -521,6 +530,7 @@ def run(
                 metrics_port = int(op_env["PORTER_METRICS_PORT"])
                 admission = _admission(cp, custom, hooks, bodies[: options.admission_probes], metrics_port)
             before = _calls(aws, azure, gcp)
+            ops_before = _operations(aws, azure, gcp)
             cpu_before, system_before = _proc_stats(op.proc.pid)[1], _system_cpu(op.proc.pid)
             recording = (
                 profiling.Recording(op.proc.pid, out / f"profile-{provider}-n{n}.txt").start()
@@ -537,6 +547,7 @@ def run(
         while watcher.ready_count() < n and time.monotonic() < deadline:
             time.sleep(0.2)
         settled = _calls(aws, azure, gcp)
+        operations = _ops_between(ops_before, _operations(aws, azure, gcp))
         harness_cpu = sum(os.times()[:2]) - sum(harness[:2])
         assert op.proc is not None
         peak_rss, cpu = _proc_stats(op.proc.pid)
@@ -564,6 +575,7 @@ def run(
                 q: round(1000 * percentile(each, v), 1) for q, v in (("p50", 0.5), ("p99", 0.99))
             },
             "admission": admission,
+            "cloud_calls_by_operation": operations,
             "restart_ready_seconds": round(restart_ready, 1),
             "operator_system_cpu_seconds": round(system_cpu, 1),
             "pre_created": options.pre_created,
@@ -698,6 +710,11 @@ def markdown(fig: dict[str, Any]) -> str:
         *(
             (f"{p} cloud calls per connection (create / idle resync total)", f"{c['create']} / {c['idle_resync']}")
             for p, c in calls.items()
+        ),
+        *(
+            (f"{p} calls by operation, to Ready", ", ".join(f"{op} {n}" for op, n in ops.items()))
+            for p, ops in (fig.get("cloud_calls_by_operation") or {}).items()
+            if ops
         ),
         (
             "writes to the connection to reach Ready (mean / max)",

@@ -63,8 +63,11 @@ def services(memo: kopf.Memo, config: Settings) -> None:
     memo.clouds = clients.build(config)
     # Never a target, whatever its name (docs/security.md): as configured and as the pod runs.
     memo.own_identities = guard.OwnIdentities.of(config, os.environ)
-    # One pooled connection per worker thread, or connections are dropped and re-handshaken under load.
-    kube = Kube.from_environment(config.max_workers)
+    # One pooled connection per worker thread, plus one held by each watch (namespaces, and ServiceAccounts and
+    # connections in each namespace served) and a few for admission's reads and the probes; a full pool drops
+    # connections under load, and each new one is a TLS handshake.
+    watches = 1 + 2 * max(1, len(memo.namespaces))
+    kube = Kube.from_environment(config.max_workers + watches + 4)
     memo.kube = kube
     memo.service_accounts = ServiceAccounts(kube)
     memo.connections = Connections()
