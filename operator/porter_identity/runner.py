@@ -40,6 +40,7 @@ from porter_identity.kube.events import Events
 from porter_identity.kube.lease import Leases
 from porter_identity.kube.rest import Kube
 from porter_identity.kube.serviceaccounts import ServiceAccounts
+from porter_identity.kube.watch import Watch
 from porter_identity.leader import Elector
 from porter_identity.providers import clients
 from porter_identity.providers.fence import FENCE
@@ -85,8 +86,8 @@ def services(memo: kopf.Memo, config: Settings) -> None:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's own settings (it runs PorterRoleSets); then the operator's own watches, in order: every namespace
-    known (the policy reads their annotations), every connection indexed (a paged list), the runner, then the
-    watches of ServiceAccounts and connections whose events ask it for runs."""
+    known (the policy reads their annotations); every connection listed and indexed, its asks kept; the
+    ServiceAccounts (their events find every claim); then the runner runs."""
     config: Settings = memo.settings
     memo.finalizer = settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
     memo.kopf_settings = settings  # the runner logs through kopf's per-object logger
@@ -116,19 +117,29 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     loop = asyncio.get_running_loop()
     memo.watching = stop = threading.Event()
     memo.namespaces_known = Namespaces()
-    listed = _namespaces.watch_namespaces(memo, loop, stop).listed
-    while not await asyncio.to_thread(listed.wait, 1.0):
-        if stop.is_set():
-            return
+    if not await _listed([_namespaces.watch_namespaces(memo, loop, stop)], stop):
+        return
     memo.allowed_identities = memo.namespaces_known.allowed_identities
-    connections: Connections = memo.connections
-    found = await asyncio.to_thread(connections.fill, memo.kube, memo.namespaces)
-    logging.getLogger(__name__).info(f"indexed {found} connections")
     # The one runner of connections, on kopf's worker threads: at most max_workers connections run at once.
-    memo.runner = Runner(memo, settings.execution.executor, config.max_workers)
-    memo.runner.door.start()
-    connection.watch_service_accounts(memo, loop, stop)
-    connection.watch_connections(memo, loop, stop)
+    memo.runner = runner = Runner(memo, settings.execution.executor, config.max_workers)
+    runner.door.bind()
+    connections: Connections = memo.connections
+    if not await _listed(connection.watch_connections(memo, loop, stop), stop):
+        return
+    connections.listed = True
+    logging.getLogger(__name__).info(f"indexed {len(connections.owners.uids())} connections")
+    if not await _listed(connection.watch_service_accounts(memo, loop, stop), stop):
+        return
+    runner.door.start()
+
+
+async def _listed(watches: list[Watch], stop: threading.Event) -> bool:
+    """Whether each watch has delivered its first list (False: the operator stops first)."""
+    for watch in watches:
+        while not await asyncio.to_thread(watch.listed.wait, 1.0):
+            if stop.is_set():
+                return False
+    return True
 
 
 @kopf.on.cleanup()

@@ -81,3 +81,16 @@ def test_a_gone_version_lists_again(kube: Kube, space: str) -> None:
         list(watcher._event({"type": "ERROR", "object": {"code": 410, "reason": "Expired"}}))
     bookmark = list(watcher._event({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}))
     assert bookmark == [] and watcher.resource_version == "42"
+
+
+def test_a_relist_says_deleted_for_what_it_no_longer_finds(kube: Kube, space: str) -> None:
+    """After a 410 the watch lists again; an object deleted in the gap has no event of its own, so the new list's
+    absence is its DELETED (as client-go's informers replace their store)."""
+    seen = Seen()
+    watcher = watch.Watch(kube, rest.path("", "v1", "serviceaccounts", space), seen, threading.Event())
+    watcher._list()
+    assert all(seen.of(f"a{i}") == [None] for i in range(7))
+    watcher._present["gone-uid"] = ("gone", space)
+    watcher._list()
+    assert seen.of("gone") == ["DELETED"]
+    assert all(seen.of(f"a{i}") == [None, None] for i in range(7))  # listed again, not deleted

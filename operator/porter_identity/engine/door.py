@@ -63,6 +63,10 @@ class Door:
         self._tasks: list[asyncio.Task[None]] = []
         self.runs = 0  # runs finished since start: tests wait on it instead of sleeping
 
+    def bind(self) -> None:
+        """Take asks from now on; they wait until `start` (while the start-up list fills the index)."""
+        self._loop = asyncio.get_running_loop()
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._worker(), name=f"runner {i}") for i in range(self._workers)]

@@ -1,22 +1,17 @@
-"""The connections in memory: owners by ServiceAccount and cloud, and the drift sweep's groups, filled by a paged
-list at start and kept by the watch.
+"""The connections in memory: owners by ServiceAccount and cloud, and the drift sweep's groups, kept by the
+operator's watch of connections (handlers/connection.py) from its first list on.
 
 kopf's own indexes hold every object's handlers until all objects of every indexed kind are listed: at 10,000
-connections a restarted operator held 10,000 bodies (and their loggers and patches) at once. This index is filled
-before the watch of connections starts (handlers/connection.py), one page at a time, and keeps only claims."""
+connections a restarted operator held 10,000 bodies (and their loggers and patches) at once. This index keeps only
+claims; no connection runs before the watch's first list has filled it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from porter_identity import GROUP, VERSION
-from porter_identity.api.connection import PLURAL
 from porter_identity.clouds.azure import plan as azure
 from porter_identity.clouds.gcp import plan as gcp
-from porter_identity.kube import rest
-from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import claims, drift
 from porter_identity.reconcile.drift import Group, Linked
 from porter_identity.reconcile.outcome import NOT_CLAIMING
@@ -24,10 +19,6 @@ from porter_identity.reconcile.outcome import NOT_CLAIMING
 K = TypeVar("K")
 V = TypeVar("V")
 ClaimKey = tuple[str, str, str]  # namespace, ServiceAccount, provider
-# Items per page of the start-up list: what is parsed at once.
-PAGE = 500
-# A connection listed at start that no watch event has shown within this long is run once (it may be gone).
-CONFIRM_SECONDS = 120.0
 
 
 class Index(Generic[K, V]):
@@ -122,50 +113,15 @@ class Connections:
     def __init__(self) -> None:
         self.owners: Index[ClaimKey, claims.Claim] = Index()
         self.groups: Index[Group, Linked] = Index()
-        self.listed = False  # the start-up list is complete: ownership may be decided
-        self._unconfirmed: dict[str, tuple[float, str, str]] = {}  # uid -> (listed at, namespace, name)
+        self.listed = False  # the watch's first list is complete: ownership may be decided
 
     def update(self, body: Mapping[str, Any]) -> None:
         """A watch event's body (on the event loop)."""
-        uid = str((body.get("metadata") or {}).get("uid"))
-        self._unconfirmed.pop(uid, None)
-        self._put(uid, body)
+        self._put(str((body.get("metadata") or {}).get("uid")), body)
 
     def forget(self, uid: str) -> None:
-        self._unconfirmed.pop(uid, None)
         self.owners.remove(uid)
         self.groups.remove(uid)
-
-    def fill(self, kube: Kube, namespaces: list[str]) -> int:
-        """The start-up list, a page at a time; returns how many connections it found."""
-        paths = [rest.path(GROUP, VERSION, PLURAL, ns) for ns in namespaces] or [rest.path(GROUP, VERSION, PLURAL)]
-        now = time.monotonic()
-        count = 0
-        for path in paths:
-            token = ""
-            while True:
-                query = {"limit": str(PAGE)} | ({"continue": token} if token else {})
-                page = kube.get(path, query=query)
-                for item in page.get("items") or []:
-                    meta = item.get("metadata") or {}
-                    uid = str(meta.get("uid"))
-                    self._put(uid, item)
-                    self._unconfirmed[uid] = (now, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-                    count += 1
-                token = str((page.get("metadata") or {}).get("continue") or "")
-                if not token:
-                    break
-        self.listed = True
-        return count
-
-    def unconfirmed(self, older_than: float = CONFIRM_SECONDS) -> list[tuple[str, str, str]]:
-        """(uid, namespace, name) of connections the start-up list found and no watch event has shown since: one
-        deleted between that list and the watch's is in no event, and a run that finds it gone forgets it."""
-        cutoff = time.monotonic() - older_than
-        due = [(uid, ns, name) for uid, (at, ns, name) in list(self._unconfirmed.items()) if at <= cutoff]
-        for uid, *_ in due:
-            self._unconfirmed.pop(uid, None)
-        return due
 
     def _put(self, uid: str, body: Mapping[str, Any]) -> None:
         key, claim = claim_of(body)

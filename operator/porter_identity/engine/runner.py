@@ -204,7 +204,7 @@ class Runner:
                     self.forget(uid)
                     connections: Connections | None = self.memo.get("connections")
                     if connections is not None:
-                        connections.forget(uid)  # gone between the start-up list and the watch: no event says so
+                        connections.forget(uid)  # gone: its DELETED event may still be on its way
                     return None
                 meta = body.get("metadata") or {}
                 if meta.get("deletionTimestamp"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 import kopf
@@ -40,8 +41,17 @@ def _on_loop(loop: asyncio.AbstractEventLoop, stop: threading.Event, handle: Any
 
 
 def watch_connections(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> list[Watch]:
-    """Start the watch of whole connections: each event reaches `connection_seen` on the loop."""
+    """Start the watch of whole connections: each event reaches `connection_seen` on the loop. Its first list fills
+    the index a page at a time: a page is handled before the next is read, so a restart over 10,000 connections
+    never holds more than a page of bodies waiting for the loop."""
     kube: Kube = memo.kube
+
+    def paced() -> None:
+        if stop.is_set() or loop.is_closed():
+            return
+        # call_soon_threadsafe runs callbacks in order: this one ends after the page's own.
+        with suppress(RuntimeError, TimeoutError):  # the loop closed meanwhile: nothing waits for the page
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout=60)
 
     def deliver(type: str | None, body: Mapping[str, Any]) -> None:
         # Half a connection's JSON is metadata.managedFields, which nothing reads: an Ask keeps a body while it
@@ -51,7 +61,9 @@ def watch_connections(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: th
             meta.pop("managedFields", None)
         _on_loop(loop, stop, connection_seen, memo, type, body)
 
-    watches = [Watch(kube, path, deliver, stop, whole=True) for path in _paths(memo, GROUP, VERSION, PLURAL)]
+    watches = [
+        Watch(kube, path, deliver, stop, whole=True, paced=paced) for path in _paths(memo, GROUP, VERSION, PLURAL)
+    ]
     for watch in watches:
         watch.start(f"watch {watch.path}")
     return watches

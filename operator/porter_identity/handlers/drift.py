@@ -196,9 +196,8 @@ async def _loop(memo: kopf.Memo, connections: Connections, interval: float, stop
     sweeper = Sweeper(memo, stop)
     while True:
         await asyncio.sleep(interval)
-        runner: Runner = memo.runner
-        for uid, ns, name in connections.unconfirmed():
-            runner.ask(uid, Ask(ns, name, "listed at start-up and not seen since"))
+        if not connections.listed:
+            continue  # a sweep over half an index would take the rest's links for orphans
         # Only this shard's connections: another shard repairs its own. Copied on the event loop, the index's writer.
         view = {
             g: [c for c in cs if shard.serves(memo, c.namespace)] for g, cs in connections.groups.snapshot().items()
