@@ -369,11 +369,15 @@ def test_a_retained_link_is_removed_within_5_s_of_its_rule_being_withdrawn(
 
     core.patch_namespace(ns, {"metadata": {"annotations": {ALLOW: "gcp:nothing-here"}}})
     wait_for(lambda: not linked(), 5, what="the retained link removed")
-    events = core.list_namespaced_event(
-        ns, field_selector="involvedObject.name=kept,involvedObject.kind=ServiceAccount"
-    )
-    messages = [e.message for e in events.items if e.reason == "NotAllowed" and e.type == "Warning"]
-    assert any("retained" in m and "not allowed by policy" in m for m in messages), messages
+
+    def warned() -> bool:  # posted just after the cloud call that removed the link
+        events = core.list_namespaced_event(
+            ns, field_selector="involvedObject.name=kept,involvedObject.kind=ServiceAccount"
+        )
+        messages = [e.message for e in events.items if e.reason == "NotAllowed" and e.type == "Warning"]
+        return any("retained" in m and "not allowed by policy" in m for m in messages)
+
+    wait_for(warned, 10, what="a NotAllowed Warning on the ServiceAccount saying the retained link was removed")
     marks = sa_annotations(api, ns, "kept")
     assert not [k for k in marks if k.startswith("identity.porter.run/retained-")], marks
 
