@@ -24,7 +24,6 @@ RELOAD_SECONDS = 2.0
 DRAINING = web.AppKey("draining", threading.Event)  # set once, never cleared: the process is on its way out
 
 Validate = Callable[..., None]
-Reads = Callable[..., bool]
 
 
 class Certificate:
@@ -69,18 +68,18 @@ def answer(uid: str, refusal: kopf.AdmissionError | None) -> dict[str, Any]:
 
 
 def app(memo: kopf.Memo) -> web.Application:
-    routes: dict[str, tuple[Validate, Reads | None]] = {
-        admission.CONNECTION_PATH: (admission.validate_connection, admission.reads),
-        admission.ROLESET_PATH: (admission.validate_roleset, None),
+    routes: dict[str, Validate] = {
+        admission.CONNECTION_PATH: admission.validate_connection,
+        admission.ROLESET_PATH: admission.validate_roleset,
     }
     application = web.Application()
     application[DRAINING] = threading.Event()
-    for path, (validate, reads) in routes.items():
-        application.router.add_post(f"/{path}", partial(_review, memo, validate, reads))
+    for path, validate in routes.items():
+        application.router.add_post(f"/{path}", partial(_review, memo, validate))
     return application
 
 
-async def _review(memo: kopf.Memo, validate: Validate, reads: Reads | None, request: web.Request) -> web.Response:
+async def _review(memo: kopf.Memo, validate: Validate, request: web.Request) -> web.Response:
     review = await request.json()
     started = time.perf_counter()
     req: dict[str, Any] = review.get("request") or {}
@@ -95,11 +94,11 @@ async def _review(memo: kopf.Memo, validate: Validate, reads: Reads | None, requ
     }
     refusal: kopf.AdmissionError | None = None
     try:
-        if reads is not None and reads(**kwargs):
+        try:
+            validate(**kwargs, may_read=False)
+        except admission.NeedsRead:
             # Off the event loop: the Namespace, the budget's list or an Azure identity is read first.
             await asyncio.get_running_loop().run_in_executor(admission.READS, partial(validate, **kwargs))
-        else:
-            validate(**kwargs)
     except kopf.AdmissionError as err:
         refusal = err
     except Exception as err:  # the API server applies the failure policy to a 500; say which check broke

@@ -220,15 +220,19 @@ def test_deletion_policy_may_still_change_while_deleting() -> None:
 
 
 def test_an_allowed_create_and_bookkeeping_patches_are_answered_without_a_read() -> None:
-    """Answered on the event loop; only a refusal (or a budget, or an Azure client id) reads, on threads of its own."""
-    from porter_identity.handlers.admission import reads
+    """Answered on the event loop, the spec parsed once; only a refusal (or a budget, or an Azure client id) needs a
+    read, and says so instead of reading there (the webhook then checks again on threads of its own)."""
+    from porter_identity.handlers.admission import NeedsRead
 
     allowed = {"operation": "CREATE", "old": None, "new": sic(ALLOWED), "namespace": "shop", "memo": memo()}
-    assert not reads(**allowed, allowed_identities={})
+    validate_connection(**allowed, allowed_identities={}, may_read=False)
     patched = {"operation": "UPDATE", "old": sic(DENIED), "new": sic(DENIED), "namespace": "shop", "memo": memo()}
-    assert not reads(**patched, allowed_identities={})
+    validate_connection(**patched, allowed_identities={}, may_read=False)
     refused = {"operation": "CREATE", "old": None, "new": sic(DENIED), "namespace": "shop", "memo": memo()}
-    assert reads(**refused, allowed_identities={})
+    with pytest.raises(NeedsRead):
+        validate_connection(**refused, allowed_identities={}, may_read=False)
+    with pytest.raises(kopf.AdmissionError, match="not allowed by policy"):
+        validate_connection(**refused, allowed_identities={})
 
 
 # --- what a connection may keep is the cluster admin's to grant ---------------------------------------------------

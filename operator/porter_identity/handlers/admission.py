@@ -33,6 +33,15 @@ INVALID = 422
 READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="admission")
 
 
+class NeedsRead(Exception):
+    """The answer needs a read (`may_read=False` was asked): check again where reads may block (READS)."""
+
+
+def _may(may_read: bool) -> None:
+    if not may_read:
+        raise NeedsRead
+
+
 def _pause(body: kopf.Body | None) -> str | None:
     annotations: dict[str, str] = (body.get("metadata", {}).get("annotations") if body is not None else None) or {}
     return annotations.get(reconcile_policy.ANNOTATION)
@@ -69,8 +78,11 @@ def validate_connection(
     namespace: str | None,
     memo: kopf.Memo,
     allowed_identities: allow.AllowIndex | None = None,
+    may_read: bool = True,
     **_: Any,
 ) -> None:
+    """The connection's checks, parsed once. With `may_read=False` (on the event loop) a check that must read the
+    API server or a cloud first raises NeedsRead instead: an allowed create is answered without a thread hop."""
     if _unchanged(connection.KIND, operation, old, new):
         return
     assert new is not None
@@ -89,6 +101,7 @@ def validate_connection(
     decision = allow.check(memo, allowed_identities, spec, ns)
     if not decision.allowed:
         # The index lags the API server: a Namespace applied with its connection may not be in it yet.
+        _may(may_read)
         decision = allow.check_live(memo, spec, namespace or "")
     if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=FORBIDDEN)
@@ -97,33 +110,37 @@ def validate_connection(
         kept = decision.refuses_keeping(wanted)
         if kept is not None:
             raise kopf.AdmissionError(kept, code=FORBIDDEN)
-    refused = guard.own_identity(spec, memo.own_identities, _azure_client_id(memo, spec)) or _over_budget(
-        memo, spec, ns, str(new.get("metadata", {}).get("name", ""))
+    refused = guard.own_identity(spec, memo.own_identities, _azure_client_id(memo, spec, may_read)) or _over_budget(
+        memo, spec, ns, str(new.get("metadata", {}).get("name", "")), may_read
     )
     if refused is not None:
         raise kopf.AdmissionError(refused.message, code=FORBIDDEN)
 
 
-def _azure_client_id(memo: kopf.Memo, spec: connection.ConnectionSpec) -> str | None:
+def _azure_client_id(memo: kopf.Memo, spec: connection.ConnectionSpec, may_read: bool) -> str | None:
     """The named Azure identity's client id, read only when the operator's own client id is known; None when it
     cannot be read now (reconcile checks again with the identity it reads anyway)."""
     own: guard.OwnIdentities = memo.own_identities
     azure: AzureProvider | None = memo.clouds.azure if own.azure_client_ids and spec.azure is not None else None
     if azure is None or spec.azure is None:
         return None
+    _may(may_read)
     try:
         return azure.get_identity(spec.azure.resource_group, spec.azure.identity_name).client_id
     except CloudError:
         return None
 
 
-def _over_budget(memo: kopf.Memo, spec: connection.ConnectionSpec, namespace: str, name: str) -> policy.Decision | None:
+def _over_budget(
+    memo: kopf.Memo, spec: connection.ConnectionSpec, namespace: str, name: str, may_read: bool
+) -> policy.Decision | None:
     """The namespace's budget per identity, counted from the API server itself (a quorum list, not the watch
     cache), so connections created a moment ago count."""
     rules: Policy | None = memo.policy
     limit = rules.max_links_per_namespace_per_identity if rules is not None else None
     if limit is None:
         return None
+    _may(may_read)
     kube: Kube = memo.kube
     listed: Any = kube.get(rest.path(GROUP, VERSION, connection.PLURAL, namespace))
     return guard.over_budget(spec, namespace, limit, guard.targets(listed["items"], excluding=name))
@@ -145,30 +162,3 @@ def validate_roleset(
         before = _parse(roleset.RoleSetSpec, old.get("spec"))
         if before.account_id != spec.account_id:
             raise kopf.AdmissionError("spec.accountId is immutable; create a new PorterRoleSet instead", INVALID)
-
-
-def reads(
-    operation: str | None,
-    old: kopf.Body | None,
-    new: kopf.Body | None,
-    namespace: str | None,
-    memo: kopf.Memo,
-    allowed_identities: allow.AllowIndex | None = None,
-    **_: Any,
-) -> bool:
-    """Whether `validate_connection` may read the API server or a cloud before it answers this request."""
-    if new is None or new.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    if operation == "UPDATE" and old is not None and old.get("spec") == new.get("spec") and _pause(old) == _pause(new):
-        return False
-    try:
-        spec = connection.ConnectionSpec.model_validate(dict(new.get("spec") or {}))
-    except ValidationError:
-        return False  # refused for the spec alone
-    rules: Policy | None = memo.policy
-    own: guard.OwnIdentities = memo.own_identities
-    if rules is not None and rules.max_links_per_namespace_per_identity is not None:
-        return True
-    if own.azure_client_ids and spec.azure is not None:
-        return True
-    return not allow.check(memo, allowed_identities, spec, namespace or "").allowed
