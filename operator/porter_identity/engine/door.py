@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,9 @@ class Ask:
     why: str
     look: bool = True  # False: only when status does not already describe the spec as Ready (its own events)
     drifted: bool = False  # the sweep saw something changed outside: a repair is a DriftCorrected Warning
-    deleting: bool = False  # the delete handler waits for this run's result
+    deleting: bool = False  # the connection is being deleted: its run is the delete run
     ignoring: frozenset[str] = frozenset()  # uids of connections to leave out of ownership (one being deleted)
     body: Mapping[str, Any] | None = None  # the freshest body seen, saving a read; may be stale (rv-checked write)
-    waiters: tuple[asyncio.Future[Any], ...] = field(default=(), compare=False)
 
     def merge(self, later: Ask) -> Ask:
         why = self.why if later.why == self.why else f"{self.why}; {later.why}"
@@ -41,7 +40,6 @@ class Ask:
             deleting=self.deleting or later.deleting,
             ignoring=self.ignoring | later.ignoring,
             body=later.body if later.body is not None else self.body,
-            waiters=self.waiters + later.waiters,
         )
 
 
@@ -78,10 +76,6 @@ class Door:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ask in self._pending.values():
-            for waiter in ask.waiters:
-                if not waiter.done():
-                    waiter.cancel()
 
     @property
     def waiting(self) -> int:
@@ -152,18 +146,11 @@ class Door:
             ask = self._pending.pop(key)
             self._running.add(key)
             try:
-                result = await self._run(key, ask)
+                await self._run(key, ask)
             except asyncio.CancelledError:
                 raise
-            except BaseException as err:  # one connection's failure never stops a worker
+            except BaseException:  # one connection's failure never stops a worker
                 log.exception(f"running {ask.namespace}/{ask.name} failed")
-                for waiter in ask.waiters:
-                    if not waiter.done():
-                        waiter.set_exception(err)
-            else:
-                for waiter in ask.waiters:
-                    if not waiter.done():
-                        waiter.set_result(result)
             finally:
                 self._running.discard(key)
                 self.runs += 1
