@@ -32,14 +32,26 @@ def watch_namespaces(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: thr
 
     def deliver(type: str | None, meta: Mapping[str, Any]) -> None:
         seen, before, after = known.update(type, meta)
-        # The first sight of a namespace (start-up's listing) only records its annotation: resuming connections
-        # are checked against the policy anyway.
-        if seen and before != after and type != "DELETED" and not stop.is_set() and not loop.is_closed():
-            loop.call_soon_threadsafe(allow_annotation_changed, memo, str(meta.get("name") or ""))
+        if stop.is_set() or loop.is_closed() or type in (None, "DELETED"):
+            # Start-up's listing only records the annotations: resuming connections are checked against the policy.
+            return
+        name = str(meta.get("name") or "")
+        if not seen:
+            # Created with its connections in one apply: one that ran before this event was decided without the
+            # namespace's annotation (refused as not allowed), and runs again now.
+            loop.call_soon_threadsafe(namespace_appeared, memo, name)
+        elif before != after:
+            loop.call_soon_threadsafe(allow_annotation_changed, memo, name)
 
     watch = Watch(kube, rest.path("", "v1", "namespaces"), deliver, stop)
     watch.start("watch namespaces")
     return watch
+
+
+def namespace_appeared(memo: kopf.Memo, name: str) -> None:
+    runner: Runner | None = memo.get("runner")
+    if runner is not None:
+        runner.ask_namespace(name, f"namespace {name} appeared")
 
 
 def allow_annotation_changed(memo: kopf.Memo, name: str) -> None:
