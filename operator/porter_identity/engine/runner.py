@@ -172,14 +172,15 @@ class Runner:
         self.written.pop(uid, None)
         self.door.cancel_later(uid)
 
-    def ask_namespace(self, namespace: str, why: str) -> None:
+    def ask_namespace(self, namespace: str, why: str, look: bool = True) -> None:
+        """`look=False`: only the connections whose status does not already describe their spec as Ready run."""
         owners = self.owners
         if owners is None:
             return
         for key in list(owners):
             if key[0] == namespace:
                 for claim in owners.get(key, []):
-                    self.door.ask(claim.uid, Ask(namespace, claim.name, why))
+                    self.door.ask(claim.uid, Ask(namespace, claim.name, why, look=look))
 
     # ---- running ------------------------------------------------------------------------------------------------
 

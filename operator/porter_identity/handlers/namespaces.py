@@ -51,7 +51,8 @@ def watch_namespaces(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: thr
 def namespace_appeared(memo: kopf.Memo, name: str) -> None:
     runner: Runner | None = memo.get("runner")
     if runner is not None:
-        runner.ask_namespace(name, f"namespace {name} appeared")
+        # Only what is not Ready yet: a connection already linked has nothing to gain from a run.
+        runner.ask_namespace(name, f"namespace {name} appeared", look=False)
 
 
 def allow_annotation_changed(memo: kopf.Memo, name: str) -> None:
