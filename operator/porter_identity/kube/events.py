@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,10 +45,11 @@ class Events:
                 self.posted[key] = (seen[0], seen[1], seen[2] + 1)
             return
         stamp = _timestamp(now)
+        name = _name(str(meta["name"]))
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace or "default"},
+            "metadata": {"name": name, "namespace": namespace or "default"},
             "involvedObject": {
                 "apiVersion": body["apiVersion"],
                 "kind": body["kind"],
@@ -66,24 +68,31 @@ class Events:
             "count": 1,
         }
         try:
-            made: Any = self.kube.post(path("", "v1", "events", namespace or "default"), event)
+            self.kube.post(path("", "v1", "events", namespace or "default"), event, answer_wanted=False)
         except ApiError as err:
             log.warning("could not post Event %s: %s", reason, err.reason)
             return
         with self.lock:
-            self.posted[key] = (namespace or "default", str(made["metadata"]["name"]), 1)
+            self.posted[key] = (namespace or "default", name, 1)
 
     def _count_up(self, seen: tuple[str, str, int], now: datetime) -> bool:
         """False when the Event is gone (expired, deleted): the caller posts a new one."""
         namespace, name, count = seen
         patch = {"count": count + 1, "lastTimestamp": _timestamp(now)}
         try:
-            self.kube.patch(path("", "v1", "events", namespace, name), patch)
+            self.kube.patch(path("", "v1", "events", namespace, name), patch, answer_wanted=False)
         except ApiError as err:
             if err.status != 404:
                 log.warning("could not count up Event %s: %s", name, err.reason)
             return False
         return True
+
+
+def _name(involved: str) -> str:
+    """As client-go's recorder names an Event (`<object>.<unix nanoseconds in hex>`): known before the post, so its
+    answer need not be parsed. A name at the 253-character limit is cut to leave room for the suffix."""
+    suffix = f".{time.time_ns():x}"
+    return involved[: 253 - len(suffix)].rstrip(".-") + suffix
 
 
 def _timestamp(now: datetime) -> str:
