@@ -242,7 +242,7 @@ def operator(
     # As the Helm chart does: the configuration is the cluster's, the operator only serves it.
     kubectl("apply", "-f", "-", stdin=json.dumps(webhook_configuration(webhook_port, ca)))
     yield op.wait_ready()
-    kubectl("delete", "validatingwebhookconfiguration", admission.NAME, check=False)
+    kubectl("delete", admission.KINDS, admission.NAME, check=False)
     op.stop()
 
 

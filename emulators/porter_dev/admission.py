@@ -1,7 +1,7 @@
-"""Wire a local operator's validating webhook and allow rules, as the Helm chart does in a cluster.
+"""Wire a local operator's admission webhooks and allow rules, as the Helm chart does in a cluster.
 
-Follows the ValidatingWebhookConfiguration API (admissionregistration.k8s.io/v1: `clientConfig.url` for a
-webhook outside the cluster, `caBundle`, `failurePolicy: Fail`, `sideEffects: None`)."""
+Follows the Mutating- and ValidatingWebhookConfiguration API (admissionregistration.k8s.io/v1: `clientConfig.url`
+for a webhook outside the cluster, `caBundle`, `failurePolicy: Fail`, `sideEffects: None`, `reinvocationPolicy`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from porter_dev.azure import CERT_NAME, KEY_NAME, write_certificate
 # Not the chart's name (porter-identity), so `helm install porter-identity` works against the sandbox and tests.
 NAME = "porter-identity-local"
 GROUP, VERSION = "identity.porter.run", "v1alpha1"
-WEBHOOKS = {"serviceidentityconnections": "validate-connection", "porterrolesets": "validate-roleset"}
+# The chart's: a connection's webhook also adds the finalizer at create (mutating); a PorterRoleSet's only checks.
+WEBHOOKS = {
+    "serviceidentityconnections": ("validate-connection", "MutatingWebhookConfiguration"),
+    "porterrolesets": ("validate-roleset", "ValidatingWebhookConfiguration"),
+}
+# For kubectl get/delete of both configurations at once (they share NAME).
+KINDS = "mutatingwebhookconfiguration,validatingwebhookconfiguration"
 
 
 def write_webhook_certificate(cert_dir: Path) -> bytes:
@@ -35,9 +41,11 @@ SPEC_CHANGED = (
 
 
 def webhook_configuration(port: int, ca_pem: bytes) -> dict[str, Any]:
-    """One webhook per resource, CREATE and UPDATE only, failing closed, pointing at https://127.0.0.1:<port>."""
-    hooks = [
-        {
+    """A List of the two configurations, one webhook per resource, CREATE and UPDATE only, failing closed, pointing
+    at https://127.0.0.1:<port>."""
+    items = []
+    for plural, (path, kind) in WEBHOOKS.items():
+        hook: dict[str, Any] = {
             "name": f"{path}.{GROUP}",
             "clientConfig": {
                 "url": f"https://127.0.0.1:{port}/{path}",
@@ -58,14 +66,17 @@ def webhook_configuration(port: int, ca_pem: bytes) -> dict[str, Any]:
             "admissionReviewVersions": ["v1"],
             "timeoutSeconds": 10,
         }
-        for plural, path in WEBHOOKS.items()
-    ]
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": NAME},
-        "webhooks": hooks,
-    }
+        if kind == "MutatingWebhookConfiguration":
+            hook["reinvocationPolicy"] = "IfNeeded"
+        items.append(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": NAME},
+                "webhooks": [hook],
+            }
+        )
+    return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
 def write_policy(path: Path, rules: list[dict[str, Any]]) -> Path:

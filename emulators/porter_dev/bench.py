@@ -27,6 +27,7 @@ from kubernetes import client, config, watch
 
 from porter_dev import CACHE, rbac
 from porter_dev import profile as profiling
+from porter_dev.admission import KINDS as WEBHOOK_KINDS
 from porter_dev.admission import NAME as WEBHOOK_NAME
 from porter_dev.admission import webhook_configuration, write_policy, write_webhook_certificate
 from porter_dev.azure import AzureEmulator
@@ -402,7 +403,7 @@ def _admission(
     own_before = _webhook_own(metrics_port)
     with_wall, with_each = _timed_creates(custom, bodies, dry_run=True)
     own = _own_time(own_before, _webhook_own(metrics_port))
-    _kubectl(cp, "delete", "validatingwebhookconfiguration", WEBHOOK_NAME)
+    _kubectl(cp, "delete", WEBHOOK_KINDS, WEBHOOK_NAME)
     time.sleep(2)  # the API server's webhook configuration follows its watch
     _timed_creates(custom, bodies[:50], dry_run=True)
     without_wall, without_each = _timed_creates(custom, bodies, dry_run=True)

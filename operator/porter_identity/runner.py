@@ -61,6 +61,7 @@ def services(memo: kopf.Memo, config: Settings) -> None:
     memo.policy = policy.load(config.policy_file) if config.policy_file else None
     memo.settings = config
     memo.shard = shard.parse(config.shard_selector)
+    memo.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)  # admission adds it at create
     memo.clouds = clients.build(config)
     # Never a target, whatever its name (docs/security.md): as configured and as the pod runs.
     memo.own_identities = guard.OwnIdentities.of(config, os.environ)
@@ -89,7 +90,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     known (the policy reads their annotations); every connection listed and indexed, its asks kept; the
     ServiceAccounts (their events find every claim); then the runner runs."""
     config: Settings = memo.settings
-    memo.finalizer = settings.persistence.finalizer = shard_filters.finalizer(GROUP, config.shard_selector)
+    settings.persistence.finalizer = memo.finalizer
     memo.kopf_settings = settings  # the runner logs through kopf's per-object logger
     # The CRDs exist before the operator starts (the Helm chart installs them first): no need to watch
     # CustomResourceDefinitions, so the operator's RBAC does not grant it (charts/.../rbac.yaml).

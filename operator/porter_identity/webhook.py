@@ -1,8 +1,10 @@
-"""The validating webhook's HTTPS server, on every replica; its certificate is reloaded when its files change."""
+"""The admission webhook's HTTPS server, on every replica; its certificate is reloaded when its files change."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import os
 import ssl
@@ -24,6 +26,7 @@ RELOAD_SECONDS = 2.0
 DRAINING = web.AppKey("draining", threading.Event)  # set once, never cleared: the process is on its way out
 
 Validate = Callable[..., None]
+Mutate = Callable[..., list[dict[str, Any]] | None]
 
 
 class Certificate:
@@ -59,27 +62,32 @@ class Certificate:
             self.reload_if_changed()
 
 
-def answer(uid: str, refusal: kopf.AdmissionError | None) -> dict[str, Any]:
-    """An admission.k8s.io/v1 AdmissionReview response."""
+def answer(uid: str, refusal: kopf.AdmissionError | None, patch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An admission.k8s.io/v1 AdmissionReview response; an admitted object may come with a JSON patch."""
     response: dict[str, Any] = {"uid": uid, "allowed": refusal is None}
     if refusal is not None:
         response["status"] = {"message": str(refusal), "code": refusal.code or 500}
+    elif patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
 def app(memo: kopf.Memo) -> web.Application:
-    routes: dict[str, Validate] = {
-        admission.CONNECTION_PATH: admission.validate_connection,
-        admission.ROLESET_PATH: admission.validate_roleset,
+    # A connection's webhook is a mutating one (the chart's MutatingWebhookConfiguration): it checks, then adds
+    # the finalizer at create. PorterRoleSets' only checks.
+    routes: dict[str, tuple[Validate, Mutate | None]] = {
+        admission.CONNECTION_PATH: (admission.validate_connection, admission.finalizer_patch),
+        admission.ROLESET_PATH: (admission.validate_roleset, None),
     }
     application = web.Application()
     application[DRAINING] = threading.Event()
-    for path, validate in routes.items():
-        application.router.add_post(f"/{path}", partial(_review, memo, validate))
+    for path, (validate, mutate) in routes.items():
+        application.router.add_post(f"/{path}", partial(_review, memo, validate, mutate))
     return application
 
 
-async def _review(memo: kopf.Memo, validate: Validate, request: web.Request) -> web.Response:
+async def _review(memo: kopf.Memo, validate: Validate, mutate: Mutate | None, request: web.Request) -> web.Response:
     review = await request.json()
     started = time.perf_counter()
     req: dict[str, Any] = review.get("request") or {}
@@ -93,18 +101,20 @@ async def _review(memo: kopf.Memo, validate: Validate, request: web.Request) -> 
         "allowed_identities": memo.get("allowed_identities"),
     }
     refusal: kopf.AdmissionError | None = None
+    patch: list[dict[str, Any]] | None = None
     try:
         try:
             validate(**kwargs, may_read=False)
         except admission.NeedsRead:
             # Off the event loop: the Namespace, the budget's list or an Azure identity is read first.
             await asyncio.get_running_loop().run_in_executor(admission.READS, partial(validate, **kwargs))
+        patch = mutate(**kwargs) if mutate is not None else None
     except kopf.AdmissionError as err:
         refusal = err
     except Exception as err:  # the API server applies the failure policy to a 500; say which check broke
         log.exception("admission check failed", extra={"error": type(err).__name__})
         refusal = kopf.AdmissionError(f"the operator could not check this object: {type(err).__name__}", code=500)
-    response = web.json_response(answer(str(req.get("uid", "")), refusal))
+    response = web.json_response(answer(str(req.get("uid", "")), refusal, patch))
     result = "allowed" if refusal is None else "error" if refusal.code == 500 else "denied"
     kind = str((req.get("kind") or {}).get("kind") or "").lower()
     metrics.ADMISSION_SECONDS.labels(kind, result).observe(time.perf_counter() - started)

@@ -331,13 +331,25 @@ def test_secrets_are_readable_only_in_the_listed_namespaces_and_names() -> None:
 # --- webhook, policy, metrics ----------------------------------------------------------------------------------------
 
 
+WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+
+
+def webhooks(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The connection's webhook (mutating), then the PorterRoleSet's (validating)."""
+    return [hook for kind in WEBHOOK_KINDS for hook in one(objects, kind)["webhooks"]]
+
+
 def test_webhook_configuration() -> None:
+    """A connection's webhook is a mutating one (it adds the finalizer at create, and is called again after a later
+    webhook's change); a PorterRoleSet's validates only."""
     objects = render()
-    hooks = one(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    hooks = webhooks(objects)
     assert [(h["name"], h["clientConfig"]["service"]["path"], h["rules"][0]["resources"]) for h in hooks] == [
         ("validate-connection.identity.porter.run", "/validate-connection", ["serviceidentityconnections"]),
         ("validate-roleset.identity.porter.run", "/validate-roleset", ["porterrolesets"]),
     ]
+    assert one(objects, "MutatingWebhookConfiguration")["webhooks"][0]["reinvocationPolicy"] == "IfNeeded"
+    assert "reinvocationPolicy" not in one(objects, "ValidatingWebhookConfiguration")["webhooks"][0]
     for hook in hooks:
         assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
         assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"]) == ("Fail", "None", 5)
@@ -361,6 +373,7 @@ def test_generated_certificate_is_signed_by_the_ca_bundle_for_the_service_name()
     secret = one(objects, "Secret", "-webhook-tls")
     ca_bundle = one(objects, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"]
     assert secret["data"]["ca.crt"] == ca_bundle
+    assert one(objects, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"] == ca_bundle
     ca = x509.load_pem_x509_certificate(base64.b64decode(ca_bundle))
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
     cert.verify_directly_issued_by(ca)
@@ -376,11 +389,12 @@ def test_cert_manager_issues_the_certificate_instead() -> None:
     assert certificate["spec"]["secretName"] == "rel-porter-identity-webhook-tls"
     assert certificate["spec"]["issuerRef"] == {"name": "rel-porter-identity-selfsigned", "kind": "Issuer"}
     assert one(objects, "Issuer")["spec"] == {"selfSigned": {}}
-    vwc = one(objects, "ValidatingWebhookConfiguration")
-    assert vwc["metadata"]["annotations"] == {
-        "cert-manager.io/inject-ca-from": "porter-system/rel-porter-identity-webhook"
-    }
-    assert all("caBundle" not in h["clientConfig"] for h in vwc["webhooks"])
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        configuration = one(objects, kind)
+        assert configuration["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": "porter-system/rel-porter-identity-webhook"
+        }
+        assert all("caBundle" not in h["clientConfig"] for h in configuration["webhooks"])
     given = render(
         {"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}}}
     )
@@ -391,7 +405,7 @@ def test_cert_manager_issues_the_certificate_instead() -> None:
 def test_webhook_disabled_renders_none_of_it() -> None:
     objects = render({"webhook": {"enabled": False}})
     kinds = {o["kind"] for o in objects}
-    assert "ValidatingWebhookConfiguration" not in kinds and "Secret" not in kinds
+    assert not {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Secret"} & kinds
     assert not [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-webhook")]
     assert not {"PORTER_WEBHOOK_PORT", "PORTER_WEBHOOK_CERT_DIR"} & set(env_of(objects))
     assert "webhook-tls" not in {v["name"] for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
@@ -472,7 +486,7 @@ def test_a_disruption_budget_keeps_a_webhook_up_and_goes_away_with_one_replica()
 def test_spec_less_updates_never_reach_the_webhook_and_the_sandbox_uses_the_same_condition() -> None:
     from porter_dev.admission import SPEC_CHANGED
 
-    hooks = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
+    hooks = webhooks(render())
     assert [h["matchConditions"] for h in hooks] == [[{"name": "spec-changed", "expression": SPEC_CHANGED}]] * 2
     assert "object.spec != oldObject.spec" in SPEC_CHANGED
 
@@ -482,10 +496,9 @@ def test_the_argo_cd_ignore_differences_name_what_the_chart_generates() -> None:
     ignored = yaml.safe_load((CHART.parents[1] / "docs" / "argocd" / "ignore-differences.yaml").read_text())
     objects = template("porter-identity", "porter-system", None)
     secret = next(o for o in objects if o["kind"] == "Secret" and o["type"] == "kubernetes.io/tls")
-    hooks = one(objects, "ValidatingWebhookConfiguration")
     names = {(i["kind"], i["name"]) for i in ignored["ignoreDifferences"]}
     assert names == {
         ("Secret", secret["metadata"]["name"]),
-        ("ValidatingWebhookConfiguration", hooks["metadata"]["name"]),
+        *((kind, one(objects, kind)["metadata"]["name"]) for kind in WEBHOOK_KINDS),
     }
     assert "RespectIgnoreDifferences=true" in ignored["syncPolicy"]["syncOptions"]

@@ -180,13 +180,15 @@ def check(env: dict[str, str], namespace: str, name: str, *args: str) -> tuple[i
 @contextmanager
 def webhook_bypassed(kubectl: Any) -> Iterator[None]:
     """As an attacker who got the webhook configuration deleted: only the CRD rules and reconcile remain."""
-    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
+    saved = json.loads(kubectl("get", admission.KINDS, admission.NAME, "-o", "json").stdout)
+    assert len(saved["items"]) == 2, saved  # the mutating (connections) and the validating (PorterRoleSets)
+    kubectl("delete", admission.KINDS, admission.NAME)
     try:
         yield
     finally:
-        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-            saved["metadata"].pop(key, None)
+        for item in saved["items"]:
+            for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+                item["metadata"].pop(key, None)
         kubectl("apply", "-f", "-", stdin=json.dumps(saved))
 
 

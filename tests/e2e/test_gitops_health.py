@@ -17,10 +17,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from porter_dev import REPO_ROOT, admission
+from porter_dev import REPO_ROOT
 from porter_dev.processes import AwsEmulator, Operator
 from tests.conftest import GROUP, VERSION, wait_for
-from tests.e2e.helpers import Connections, roleset
+from tests.e2e.helpers import Connections, roleset, webhook_bypassed
 
 pytestmark = pytest.mark.e2e
 
@@ -65,16 +65,12 @@ def unseen(operator: Operator, kubectl: Any) -> Iterator[None]:
     """The operator paused (SIGSTOP) and the webhook it serves out of the way: what the API server serves before the
     operator has seen an object."""
     assert operator.proc is not None
-    saved = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
-    operator.proc.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        operator.proc.send_signal(signal.SIGCONT)
-        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-            saved["metadata"].pop(key, None)
-        kubectl("apply", "-f", "-", stdin=json.dumps(saved))
+    with webhook_bypassed(kubectl):
+        operator.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            operator.proc.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture

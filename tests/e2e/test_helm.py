@@ -100,6 +100,7 @@ def test_install_creates_everything_and_uninstall_leaves_only_the_crds(
         ("PodDisruptionBudget", fullname),
         ("ClusterRole", fullname),
         ("ClusterRoleBinding", fullname),
+        ("MutatingWebhookConfiguration", fullname),
         ("ValidatingWebhookConfiguration", fullname),
     }
     assert _labelled(kubectl, release, release_namespace) == expected
@@ -166,7 +167,7 @@ def _labelled(kubectl: Kubectl, release: str, namespace: str) -> set[tuple[str, 
     """Every object of the release, namespaced and cluster-wide, by the chart's instance label."""
     selector = f"app.kubernetes.io/instance={release}"
     kinds = "serviceaccounts,configmaps,secrets,services,deployments,roles,rolebindings,poddisruptionbudgets"
-    cluster_kinds = "clusterroles,clusterrolebindings,validatingwebhookconfigurations"
+    cluster_kinds = "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,validatingwebhookconfigurations"
     found = set()
     for args in (["-n", namespace, "get", kinds], ["get", cluster_kinds]):
         listed = json.loads(kubectl(*args, "-l", selector, "-o", "json").stdout)["items"]
@@ -222,6 +223,7 @@ DENIED = [
     ("patch", "events", "shop"),
     ("list", "pods", None),
     ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io", None),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io", None),
 ]
 
 

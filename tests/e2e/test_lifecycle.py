@@ -235,6 +235,46 @@ def test_create_and_delete(cloud: Cloud, conns: Connections, service_account: An
     deleted_leaves_nothing(cloud, conns)
 
 
+def _finalizer_owners(body: dict[str, Any]) -> list[str]:
+    """The managers whose managedFields own metadata.finalizers."""
+    return [
+        entry.get("manager", "")
+        for entry in body["metadata"].get("managedFields") or []
+        if "f:finalizers" in (entry.get("fieldsV1") or {}).get("f:metadata", {})
+    ]
+
+
+def test_the_webhook_adds_the_finalizer_at_create_and_a_server_side_reapply_keeps_it(
+    cloud: Cloud, conns: Connections, service_account: Any, kubectl: Callable[..., Any]
+) -> None:
+    """The connection's admission adds the finalizer to the create itself: Ready after one write of the operator's
+    (its status), no finalizer patch. The API server records admission's change at create under no manager, so a
+    GitOps tool's server-side re-apply (which removes only what its manager owns and no longer lists) keeps it."""
+    one = cloud.identity()
+    service_account(conns.namespace, "app")
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ServiceIdentityConnection",
+        "metadata": {"name": "app", "namespace": conns.namespace, "labels": {"team": "a"}},
+        "spec": {"serviceAccountName": "app", **cloud.spec(one)},
+    }
+    apply = ("apply", "--server-side", "--field-manager=gitops", "-o", "json", "-f", "-")
+    created = json.loads(kubectl(*apply, stdin=json.dumps(body)).stdout)
+    assert created["metadata"]["finalizers"] == [f"{GROUP}/finalizer"], "stored with the create"
+    ready = conns.wait_ready("app")
+    assert int(ready["metadata"]["generation"]) == 1
+    assert _finalizer_owners(ready) == [], "no manager wrote the finalizer: the operator did not patch it"
+    fields = ready["metadata"]["managedFields"]
+    managers = {(e.get("manager"), e.get("operation"), e.get("subresource")) for e in fields}
+    assert {m for m in managers if m[2] != "status"} == {("gitops", "Apply", None)}, managers
+    body["metadata"]["labels"] = {"team": "b"}
+    reapplied = json.loads(kubectl(*apply, stdin=json.dumps(body)).stdout)
+    assert reapplied["metadata"]["finalizers"] == [f"{GROUP}/finalizer"]
+    assert reapplied["metadata"]["labels"] == {"team": "b"}
+    assert cloud.links(conns.namespace, "app") == {one}
+    deleted_leaves_nothing(cloud, conns)
+
+
 def test_identity_change_moves_the_link(cloud: Cloud, conns: Connections, service_account: Any) -> None:
     old, new = cloud.identity(), cloud.identity()
     linked(cloud, conns, service_account, old)

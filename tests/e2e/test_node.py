@@ -651,8 +651,8 @@ def test_uninstall_leaves_only_the_crds(installed: NodeCluster) -> None:
 
     # The pod goes last: the garbage collector deletes it after its ReplicaSet, and it stops gracefully.
     wait_for(lambda: not left(), 60, interval=1, what="the release's objects to go")
-    cluster_wide = installed.kubectl("get", "clusterroles,clusterrolebindings,validatingwebhookconfigurations", "-o",
-                                     "name").stdout.split()  # fmt: skip
+    cluster_wide = installed.kubectl("get", "clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
+                                     "validatingwebhookconfigurations", "-o", "name").stdout.split()  # fmt: skip
     assert [name for name in cluster_wide if RELEASE in name] == []
     crds = installed.kubectl("get", "crds", "-o", "name").stdout.split()
     assert {f"customresourcedefinition.apiextensions.k8s.io/{p}.{GROUP}" for p in

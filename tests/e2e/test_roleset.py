@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from porter_dev import admission
 from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator
 from porter_identity.iam import presets
 from porter_identity.iam.inventory import STATEMENT_HEADER
 from porter_identity.reconcile.roleset import INLINE_POLICY, canonical
 from tests.conftest import EKS_CLUSTER, GROUP, VERSION, wait_for
-from tests.e2e.helpers import roleset
+from tests.e2e.helpers import roleset, webhook_bypassed
 from tests.seedtable import parse_inventory, parse_seed
 
 pytestmark = pytest.mark.e2e
@@ -797,15 +796,9 @@ def test_a_set_for_a_foreign_account_never_assumes_a_role_even_without_the_webho
         rolesets.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
     assert refused.value.status == 403 and f"is not the configured account {AWS_ACCOUNT_ID}" in str(refused.value.body)
 
-    webhook = json.loads(kubectl("get", "validatingwebhookconfiguration", admission.NAME, "-o", "json").stdout)
-    kubectl("delete", "validatingwebhookconfiguration", admission.NAME)
-    try:
+    with webhook_bypassed(kubectl):
         rolesets.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
         cond = rolesets.wait_reason("foreign", "NotAllowed", kind="Stalled")
-    finally:
-        for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-            webhook["metadata"].pop(key, None)
-        kubectl("apply", "-f", "-", stdin=json.dumps(webhook))
     assert f"spec.accountId {FOREIGN_ACCOUNT} is not the configured account {AWS_ACCOUNT_ID}" in cond["message"]
     assert aws.assume_role_calls().get(foreign_access, 0) == 0, "no AssumeRole, so the ExternalId never left"
     rolesets.delete("foreign")

@@ -15,6 +15,9 @@ from porter_identity.reconcile.guard import OwnIdentities
 POLICY = Policy.model_validate({"rules": [{"namespaces": ["shop"], "aws": {"roles": ["shop-*"]}}]})
 
 
+FINALIZER = "identity.porter.run/finalizer"
+
+
 def memo(policy: Policy | None = POLICY, live: str | None = None, **settings: Any) -> kopf.Memo:
     """`live`: the annotation the API server has now (the webhook reads it before refusing; tests/e2e use a real
     one, see test_lifecycle's one-apply test)."""
@@ -23,6 +26,7 @@ def memo(policy: Policy | None = POLICY, live: str | None = None, **settings: An
     out.policy = policy
     out.live_annotations = lambda namespace: live
     out.own_identities = OwnIdentities.of(out.settings, {})
+    out.finalizer = FINALIZER
     return out
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import ssl
 from pathlib import Path
@@ -12,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from porter_dev.admission import write_webhook_certificate
 from porter_identity import webhook
-from tests.unit.test_admission import ALLOWED, DENIED, memo, sic
+from porter_identity.engine.namespaces import Namespaces
+from porter_identity.reconcile import shard
+from tests.unit.test_admission import ALLOWED, DENIED, FINALIZER, memo, sic
 
 
 def review(obj: dict[str, Any], operation: str = "CREATE", old: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -31,10 +35,57 @@ async def post(app_memo: Any, path: str, body: dict[str, Any]) -> dict[str, Any]
         return found
 
 
-def test_an_allowed_connection_is_admitted_with_its_uid() -> None:
+def patched(response: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if "patch" not in response:
+        return None
+    assert response["patchType"] == "JSONPatch"
+    found: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"]))
+    return found
+
+
+def test_an_allowed_connection_is_admitted_with_its_uid_and_the_finalizer() -> None:
     found = asyncio.run(post(memo(), "validate-connection", review(dict(sic(ALLOWED)))))
     assert found["kind"] == "AdmissionReview"
-    assert found["response"] == {"uid": "u-1", "allowed": True}
+    assert found["response"]["uid"] == "u-1" and found["response"]["allowed"] is True
+    assert patched(found["response"]) == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+
+
+def test_the_finalizer_is_appended_to_others_and_never_twice() -> None:
+    other = asyncio.run(post(memo(), "validate-connection", review(dict(sic(ALLOWED, finalizers=["x.io/keep"])))))
+    assert patched(other["response"]) == [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
+    ours = asyncio.run(post(memo(), "validate-connection", review(dict(sic(ALLOWED, finalizers=[FINALIZER])))))
+    assert ours["response"]["allowed"] is True and patched(ours["response"]) is None
+
+
+def test_only_a_create_gets_the_finalizer() -> None:
+    """An update's object keeps what it has: the runner adds a missing finalizer before it links."""
+    old = dict(sic(ALLOWED))
+    new = dict(sic({**ALLOWED, "aws": {"role": "shop-web"}}))
+    found = asyncio.run(post(memo(), "validate-connection", review(new, "UPDATE", old)))
+    assert found["response"]["allowed"] is True and patched(found["response"]) is None
+
+
+def test_no_finalizer_where_this_instance_does_not_serve() -> None:
+    """A namespace outside `--namespace`, or one this shard's selector does not match (a standby of a shard knows no
+    labels): a finalizer there would hold a delete that no runner of this instance ever takes off."""
+    elsewhere = memo()
+    elsewhere.namespaces = ["billing"]
+    found = asyncio.run(post(elsewhere, "validate-connection", review(dict(sic(ALLOWED)))))
+    assert found["response"]["allowed"] is True and patched(found["response"]) is None
+    sharded = memo()
+    sharded.shard = shard.parse("porter.run/shard=a")
+    sharded.namespaces_known = Namespaces()
+    found = asyncio.run(post(sharded, "validate-connection", review(dict(sic(ALLOWED)))))
+    assert patched(found["response"]) is None
+    sharded.namespaces_known.labels["shop"] = [{"porter.run/shard": "a"}]
+    found = asyncio.run(post(sharded, "validate-connection", review(dict(sic(ALLOWED)))))
+    assert patched(found["response"]) == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+
+
+def test_a_roleset_is_never_patched() -> None:
+    body = {"metadata": {"name": "r"}, "spec": {"accountId": "123456789012"}}
+    found = asyncio.run(post(memo(), "validate-roleset", review(body)))
+    assert "patch" not in found["response"]
 
 
 def test_a_refusal_carries_the_checks_message_and_code() -> None:

@@ -1,8 +1,8 @@
 """Run a connection: read it, decide with the policy and the owners, act through its cloud's link, write status once.
 
 This is the only code that runs a connection's lifecycle, the only writer of its status (a merge patch checked
-against the resourceVersion it read) and of this shard's finalizer on it (added before anything is linked, taken off
-after the delete run). Every source of work asks through the Door (engine/door.py); the Runner also
+against the resourceVersion it read) and of this shard's finalizer on it (added before anything is linked when
+admission did not add it at create, taken off after the delete run). Every source of work asks through the Door (engine/door.py); the Runner also
 decides when a connection runs again (a retry, a missing identity looked for again, the long recheck)."""
 
 from __future__ import annotations
@@ -369,7 +369,9 @@ class Runner:
 
     def _finalize(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """This shard's finalizer on the object before anything is linked (a delete then waits for the delete run);
-        the answer is the object as it is now. A conflict runs the connection again on a fresh read."""
+        the answer is the object as it is now. Admission adds it to most at create (handlers/admission.py); this is
+        for the rest (the webhook off or bypassed, a standby of a shard answering, an object from before). A conflict
+        runs the connection again on a fresh read."""
         meta = body.get("metadata") or {}
         finalizers = list(meta.get("finalizers") or [])
         if self.finalizer in finalizers:

@@ -1,4 +1,5 @@
-"""Validating webhooks: refuse invalid or disallowed specs at `kubectl apply`, before anything reaches a cloud."""
+"""Admission: refuse invalid or disallowed specs at `kubectl apply`, before anything reaches a cloud; a connection
+admitted at create carries this shard's finalizer from its first write."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from porter_identity.api.policy import Policy
 from porter_identity.config import Settings
 from porter_identity.engine import allow
 from porter_identity.errors import CloudError
+from porter_identity.handlers.shard import serves
 from porter_identity.kube import rest
 from porter_identity.kube.rest import Kube
 from porter_identity.reconcile import guard, policy, reconcile_policy
@@ -144,6 +146,27 @@ def _over_budget(
     kube: Kube = memo.kube
     listed: Any = kube.get(rest.path(GROUP, VERSION, connection.PLURAL, namespace))
     return guard.over_budget(spec, namespace, limit, guard.targets(listed["items"], excluding=name))
+
+
+def finalizer_patch(
+    operation: str | None, new: kopf.Body | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> list[dict[str, Any]] | None:
+    """A JSON patch adding this shard's finalizer to a connection it serves, at create: otherwise the runner adds it
+    with a write of its own before it links (one more write and watch event per connection). Only where this
+    instance knows it serves the namespace (a standby of a shard does not: the runner adds it then)."""
+    if operation != "CREATE" or new is None:
+        return None
+    ns = namespace or ""
+    watched: list[str] = memo.get("namespaces") or []
+    finalizer: str | None = memo.get("finalizer")
+    if finalizer is None or (watched and ns not in watched) or not serves(memo, ns):
+        return None
+    finalizers = list(new.get("metadata", {}).get("finalizers") or [])
+    if finalizer in finalizers:
+        return None
+    if not finalizers:
+        return [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
+    return [{"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}]
 
 
 def validate_roleset(
