@@ -94,3 +94,49 @@ def test_a_relist_says_deleted_for_what_it_no_longer_finds(kube: Kube, space: st
     watcher._list()
     assert seen.of("gone") == ["DELETED"]
     assert all(seen.of(f"a{i}") == [None, None] for i in range(7))  # listed again, not deleted
+
+
+def test_a_namespaces_relist_asks_as_the_missed_events_would_have(
+    kube: Kube, api: client.ApiClient, space: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first list only records annotations; a list again after a 410 asks for what changed in the gap: a
+    namespace that appeared, an allow annotation that changed (an admin's withdrawal acts at once, not at the
+    next sweep). Unchanged namespaces ask nothing."""
+    import asyncio
+
+    import kopf
+
+    from porter_identity.engine.namespaces import Namespaces
+    from porter_identity.handlers import namespaces
+
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(namespaces, "namespace_appeared", lambda memo, name: asked.append(("appeared", name)))
+    monkeypatch.setattr(namespaces, "allow_annotation_changed", lambda memo, name: asked.append(("changed", name)))
+    monkeypatch.setattr(watch.Watch, "start", lambda self, name: None)  # this test lists by hand, as run() would
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    memo = kopf.Memo(kube=kube, namespaces_known=Namespaces())
+    core = client.CoreV1Api(api)
+    appeared = f"{space}-new"
+    try:
+        watcher = namespaces.watch_namespaces(memo, loop, threading.Event())
+        watcher._list()
+        watcher.listed.set()
+        assert not [a for a in asked if a[1] in (space, "default", "kube-system")]
+        core.patch_namespace(space, {"metadata": {"annotations": {"identity.porter.run/allowed-identities": "aws:x"}}})
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=appeared)))
+        watcher._list()
+        # Other tests make namespaces meanwhile: only these four are looked at (two changed, two did not).
+        mine = {space, appeared, "default", "kube-system"}
+
+        def asks() -> list[tuple[str, str]]:
+            return sorted(a for a in list(asked) if a[1] in mine)
+
+        wait_for(lambda: len(asks()) >= 2, 10, what="the relist's asks")
+        assert asks() == [("appeared", appeared), ("changed", space)]
+        assert memo.namespaces_known.allowed_identities[space] == ["aws:x"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        core.delete_namespace(appeared)

@@ -32,8 +32,11 @@ def watch_namespaces(memo: kopf.Memo, loop: asyncio.AbstractEventLoop, stop: thr
 
     def deliver(type: str | None, meta: Mapping[str, Any]) -> None:
         seen, before, after = known.update(type, meta)
-        if stop.is_set() or loop.is_closed() or type in (None, "DELETED"):
+        if stop.is_set() or loop.is_closed() or type == "DELETED":
+            return
+        if type is None and not watch.listed.is_set():
             # Start-up's listing only records the annotations: resuming connections are checked against the policy.
+            # A list again after the watch expired (410) is what changed meanwhile: it asks as the events would have.
             return
         name = str(meta.get("name") or "")
         if not seen:
