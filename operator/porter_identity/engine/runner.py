@@ -2,8 +2,9 @@
 
 This is the only code that runs a connection's lifecycle, the only writer of its status (a merge patch checked
 against the resourceVersion it read) and of this shard's finalizer on it (added before anything is linked when
-admission did not add it at create, taken off after the delete run). Every source of work asks through the Door (engine/door.py); the Runner also
-decides when a connection runs again (a retry, a missing identity looked for again, the long recheck)."""
+admission did not add it at create, taken off after the delete run). Every source of work asks through the Door
+(engine/door.py); the Runner also decides when a connection runs again (a retry, a missing identity looked for
+again, the long recheck)."""
 
 from __future__ import annotations
 
