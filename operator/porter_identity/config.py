@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         description="YAML allow rules (docs/security.md); unset means only namespace annotations can allow.",
     )
     webhook_port: int = Field(
-        default=9443, ge=0, le=65535, description="HTTPS port of the validating webhook; 0 turns it off."
+        default=9443, ge=0, le=65535, description="HTTPS port of the admission webhook; 0 turns it off."
     )
     webhook_cert_dir: str | None = Field(
         default=None, description="Directory with tls.crt and tls.key for the webhook (needed when the port is set)."

@@ -23,6 +23,7 @@ from porter_identity.handlers import admission
 
 log = logging.getLogger("porter_identity.webhook")
 RELOAD_SECONDS = 2.0
+MAX_REVIEW_BYTES = 8 * 1024 * 1024  # an AdmissionReview of a 3 MiB object, with its oldObject on an update
 DRAINING = web.AppKey("draining", threading.Event)  # set once, never cleared: the process is on its way out
 
 Validate = Callable[..., None]
@@ -80,7 +81,9 @@ def app(memo: kopf.Memo) -> web.Application:
         admission.CONNECTION_PATH: (admission.validate_connection, admission.finalizer_patch),
         admission.ROLESET_PATH: (admission.validate_roleset, None),
     }
-    application = web.Application()
+    # The API server sends up to its 3 MiB request limit: a mutating webhook sees an object before the schema's
+    # limits are checked, and aiohttp's default 1 MiB would answer 413 ("failed calling webhook") instead.
+    application = web.Application(client_max_size=MAX_REVIEW_BYTES)
     application[DRAINING] = threading.Event()
     for path, (validate, mutate) in routes.items():
         application.router.add_post(f"/{path}", partial(_review, memo, validate, mutate))

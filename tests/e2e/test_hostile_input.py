@@ -14,8 +14,8 @@ from kubernetes import client
 from porter_dev.azure import AzureEmulator
 from porter_dev.gcp import GcpEmulator
 from porter_dev.processes import AWS_ACCOUNT_ID, AwsEmulator, Operator
-from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT
-from tests.e2e.helpers import Connections
+from tests.conftest import AZURE_SUBSCRIPTION, EKS_CLUSTER, GCP_PROJECT, wait_for
+from tests.e2e.helpers import Connections, webhook_bypassed
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,9 @@ def gcp(address: str) -> dict[str, Any]:
 
 
 CREATES = [
-    # -- structure (CRD schema and CEL: they hold even with the webhook down)
+    # -- structure (CRD schema and CEL: they hold even with the webhook down). The connection's webhook is a mutating
+    # one, which the API server calls before it checks the schema: it answers first, with the same rule messages
+    # (api/validation.py) or pydantic's for a length or an enum, each naming the field.
     Case("no-provider", {"serviceAccountName": "app"}, ONE_PROVIDER),
     Case("two-providers", {**aws(OK), "gcp": {"serviceAccountEmail": email(OK)}}, ONE_PROVIDER),
     Case("three-providers", {**aws(OK), **azure(OK), "gcp": {"serviceAccountEmail": email(OK)}}, ONE_PROVIDER),
@@ -75,7 +77,7 @@ CREATES = [
     Case("sa-zero-width", aws(OK, "ap\u200bp"), SA_RULE),
     Case("sa-rtl-override", aws(OK, "app\u202eppa"), SA_RULE),
     Case("sa-empty", aws(OK, ""), "spec.serviceAccountName"),
-    Case("sa-oversize", aws(OK, "a" * 254), "Too long"),
+    Case("sa-oversize", aws(OK, "a" * 254), "spec.serviceAccountName: String should have at most 253 characters"),
     Case("role-dot-dot-slash", aws("../porter-manager"), ROLE_RULE),
     Case("role-quote", aws(f"{OK}'"), ROLE_RULE),
     Case("role-newline", aws(f"{OK}\nporter-manager"), ROLE_RULE),
@@ -84,7 +86,7 @@ CREATES = [
     Case("role-zero-width", aws(f"ok\u200b-{SUFFIX}"), ROLE_RULE),
     Case("role-rtl-override", aws(f"\u202e{OK}"), ROLE_RULE),
     Case("role-65-chars", aws("r" * 65), ROLE_RULE),
-    Case("role-oversize", aws("r" * 2049), "Too long"),
+    Case("role-oversize", aws("r" * 2049), "spec.aws.role: String should have at most 2048 characters"),
     Case("role-arn-wildcard", aws(f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/*"), ROLE_RULE),
     Case("role-arn-short-account", aws(f"arn:aws:iam::12345:role/{OK}"), ROLE_RULE),
     Case("role-arn-user", aws(f"arn:aws:iam::{AWS_ACCOUNT_ID}:user/{OK}"), ROLE_RULE),
@@ -98,7 +100,7 @@ CREATES = [
     Case("gcp-newline", gcp(f"{OK}\n@{GCP_PROJECT}.iam.gserviceaccount.com"), EMAIL_RULE),
     Case("gcp-homoglyph", gcp(email(f"\u043ek-{SUFFIX}")), EMAIL_RULE),
     Case("gcp-upper-case", gcp(email(OK.upper())), EMAIL_RULE),
-    Case("bad-deletion-policy", {**aws(OK), "deletionPolicy": "Destroy"}, 'Unsupported value: "Destroy"'),
+    Case("bad-deletion-policy", {**aws(OK), "deletionPolicy": "Destroy"}, "spec.deletionPolicy: Input should be"),
     # -- policy (the webhook)
     Case("reserved-aws-role", aws(RESERVED), RESERVED_MSG),
     Case("reserved-aws-arn", aws(f"arn:aws:iam::{AWS_ACCOUNT_ID}:role/porter-manager"), RESERVED_MSG),
@@ -247,6 +249,35 @@ def sic(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
+
+
+# The structural cases (the CRD's schema and CEL rules), and what the API server says where pydantic's words differ.
+STRUCTURE = CREATES[: next(i for i, c in enumerate(CREATES) if c.id == "reserved-aws-role")]
+SCHEMA_SAYS = {
+    "sa-oversize": "spec.serviceAccountName: Too long",
+    "role-oversize": "spec.aws.role: Too long",
+    "bad-deletion-policy": 'spec.deletionPolicy: Unsupported value: "Destroy"',
+}
+
+
+def test_the_crd_rules_refuse_every_malformed_spec_with_the_webhook_bypassed(
+    kubectl: Kubectl, clouds: Clouds, namespaces: None, api: client.ApiClient
+) -> None:
+    """The webhook answers first; these hold without it (configuration deleted, failurePolicy Ignore)."""
+    before = clouds.snapshot()
+    oversize = next(c for c in STRUCTURE if c.id == "sa-oversize")
+    with webhook_bypassed(kubectl):
+        wait_for(
+            lambda: SCHEMA_SAYS["sa-oversize"] in apply_refused(kubectl, sic(oversize.id, HOSTILE_NS, oversize.spec)),
+            what="the API server to stop calling the deleted webhook",
+        )
+        for case in STRUCTURE:
+            message = apply_refused(kubectl, sic(case.id, case.namespace, case.spec))
+            assert SCHEMA_SAYS.get(case.id, case.expected) in message, (case.id, message)
+            assert "admission webhook" not in message, (case.id, message)
+    for case in STRUCTURE:
+        assert Connections(api, case.namespace).get(case.id) is None
+    assert clouds.snapshot() == before
 
 
 @pytest.mark.parametrize("case", CREATES, ids=[c.id for c in CREATES])

@@ -187,3 +187,12 @@ def test_a_half_written_pair_keeps_the_old_certificate(tmp_path: Path) -> None:
     certificate = webhook.Certificate(tmp_path)
     (tmp_path / "tls.key").write_text("not a key")
     assert not certificate.reload_if_changed()
+
+
+def test_a_review_past_aiohttps_default_size_is_still_answered() -> None:
+    """A mutating webhook sees an object before the API server checks its size and schema: a 2 MiB spec is refused
+    with its field's message, not with a 413 that the API server reports as a failed call."""
+    huge = dict(sic({"serviceAccountName": "a" * (2 * 1024 * 1024), "aws": {"role": "shop-api"}}))
+    found = asyncio.run(post(memo(), "validate-connection", review(huge)))
+    assert found["response"]["allowed"] is False
+    assert found["response"]["status"]["message"].startswith("spec.serviceAccountName: String should have at most")
