@@ -55,7 +55,12 @@ def _ready_column(name: str, field: str) -> dict[str, Any]:
 
 
 def _crd(
-    module: Any, scope: str, columns: list[dict[str, Any]], spec: type[BaseModel], status: type[BaseModel]
+    module: Any,
+    scope: str,
+    columns: list[dict[str, Any]],
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    kopf_runs_it: bool,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -89,7 +94,7 @@ def _crd(
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": _schema(spec),
-                                "status": _unobserved(_with_kopf(_schema(status))),
+                                "status": _unobserved(_with_kopf(_schema(status)) if kopf_runs_it else _schema(status)),
                             },
                         }
                     },
@@ -130,7 +135,9 @@ def connection_crd() -> dict[str, Any]:
         {"name": "Link", "type": "string", "jsonPath": ".status.link", "priority": 1},
         {**_ready_column("Message", "message"), "priority": 1},
     ]
-    return _crd(connection, "Namespaced", columns, connection.ConnectionSpec, connection.ConnectionStatus)
+    # The operator runs connections itself (kube/watch.py, engine/runner.py): no status.kopf; one an earlier version
+    # left is pruned by the API server (the schema no longer lists it).
+    return _crd(connection, "Namespaced", columns, connection.ConnectionSpec, connection.ConnectionStatus, False)
 
 
 def roleset_crd() -> dict[str, Any]:
@@ -141,7 +148,7 @@ def roleset_crd() -> dict[str, Any]:
         _ready_column("Reason", "reason"),
         _AGE,
     ]
-    return _crd(roleset, "Cluster", columns, roleset.RoleSetSpec, roleset.RoleSetStatus)
+    return _crd(roleset, "Cluster", columns, roleset.RoleSetSpec, roleset.RoleSetStatus, True)
 
 
 def all_crds() -> dict[str, dict[str, Any]]:
