@@ -46,7 +46,6 @@ from porter_identity.providers import clients
 from porter_identity.providers.fence import FENCE
 from porter_identity.providers.iam import AssumedRoles
 from porter_identity.reconcile import guard, shard
-from porter_identity.runtime import kopf_internals
 
 
 @kopf.on.login()
@@ -223,7 +222,6 @@ def _configure_logging(log_format: str) -> None:
 def run(namespaces: list[str], log_format: str = "text") -> int:
     _configure_logging(log_format)
     config = Settings()
-    kopf_internals.install()
     # uvloop: kopf's reactor (watch streams, patches, Events) is most of the operator's CPU under load.
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
