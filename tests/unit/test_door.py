@@ -185,3 +185,25 @@ def test_asking_before_start_is_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="not started"):
         Door(run, workers=1).ask("a", ask())
+
+
+def test_a_sweeps_observation_survives_a_merge_only_with_another_sweeps() -> None:
+    """A sweep's ask carries when its read began; merged with any other ask it loses it, so that ask always runs."""
+    first, later = ask("sweep", observed=10.0), ask("sweep again", observed=12.0)
+    assert first.merge(later).observed == 12.0 and later.merge(first).observed == 12.0
+    assert first.merge(ask("its spec")).observed is None
+    assert ask("its spec").merge(first).observed is None
+
+
+def test_a_sweep_ask_older_than_the_last_status_written_does_not_run() -> None:
+    """The sweep read the cloud at 10; the connection's run wrote status at 11, after its own look: nothing to repair.
+    The runner returns before it reads anything (this runner has no API client: a read would fail)."""
+    import kopf
+
+    from porter_identity.engine.runner import Runner
+
+    runner = Runner(kopf.Memo(), None, 1)
+    runner.written["u1"] = (11.0, 1)
+    assert runner.run("u1", ask("drift", observed=10.0)) is None
+    with pytest.raises(AttributeError):  # a newer observation runs: it reaches for the API client
+        runner.run("u1", ask("drift", observed=12.0))

@@ -29,6 +29,9 @@ class Ask:
     deleting: bool = False  # the connection is being deleted: its run is the delete run
     ignoring: frozenset[str] = frozenset()  # uids of connections to leave out of ownership (one being deleted)
     body: Mapping[str, Any] | None = None  # the freshest body seen, saving a read; may be stale (rv-checked write)
+    # The sweep's: when its read of the cloud began (time.monotonic). A run that wrote status since saw the cloud
+    # after the sweep did, so this ask has nothing to add. None for every other ask, which always runs.
+    observed: float | None = None
 
     def merge(self, later: Ask) -> Ask:
         why = self.why if later.why == self.why else f"{self.why}; {later.why}"
@@ -40,6 +43,7 @@ class Ask:
             deleting=self.deleting or later.deleting,
             ignoring=self.ignoring | later.ignoring,
             body=later.body if later.body is not None else self.body,
+            observed=None if self.observed is None or later.observed is None else max(self.observed, later.observed),
         )
 
 

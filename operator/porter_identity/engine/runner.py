@@ -195,6 +195,8 @@ class Runner:
         return finalizer
 
     def run(self, uid: str, ask: Ask) -> Deleted | Outcome | None:
+        if ask.observed is not None and self.written.get(uid, (0.0, 0))[0] > ask.observed:
+            return None  # the sweep read the cloud before this connection's last run did: what it saw is stale
         body = ask.body
         # The first read may come from the API server's watch cache (the write is checked anyway); a delete's not.
         cached = not ask.deleting

@@ -62,10 +62,11 @@ class Sweeper:
         for key, claim in claims.double_bound(owners or {}):
             # two connections applied together both linked before either saw the other: the newer yields
             self.runner.ask(claim.uid, Ask(key[0], claim.name, f"{key[0]}/{key[1]} is linked twice"))
-        found: list[tuple[Group, Findings]] = []
+        found: list[tuple[Group, Findings, float]] = []
         for group, linked in sorted(view.items()):
             if self.stop.is_set():
                 return
+            read_began = time.monotonic()
             try:
                 findings = self._read(group, linked)
             except CloudError as err:
@@ -74,17 +75,17 @@ class Sweeper:
                 )
                 continue
             if findings is not None:
-                found.append((group, findings))
+                found.append((group, findings, read_began))
         for group, item in self._revoked(view):
             self._repair(group, item)
         revoke.revoke_retained(self.memo, self.runner.retained_marks)
         orphans: Counter[str] = Counter()
         namespaces: dict[str, list[tuple[Group, Linked]]] = {}
-        for group, findings in found:
+        for group, findings, read_began in found:
             for item in findings.drifts:
                 if self.stop.is_set():
                     return
-                self._repair(group, item)
+                self._repair(group, item, read_began)
             for orphan in findings.orphans:
                 try:
                     if self._confirmed(group, orphan, namespaces):
@@ -97,7 +98,7 @@ class Sweeper:
         for provider in ("aws", "azure"):
             metrics.ORPHANS.labels(provider).set(orphans[provider])
         checked = sum(len(linked) for linked in view.values())
-        drifted = sum(len(f.drifts) for _, f in found)
+        drifted = sum(len(f.drifts) for _, f, _ in found)
         log.info(
             f"drift sweep: {checked} connections, {len(view)} bulk reads, {drifted} to repair, "
             f"{sum(orphans.values())} orphans, {time.monotonic() - began:.1f} s"
@@ -117,10 +118,12 @@ class Sweeper:
         runner: Runner = self.memo.runner
         return runner
 
-    def _repair(self, group: Group, item: Drift) -> None:
-        """Ask for a run of the connection (a repair that changes something is a DriftCorrected Warning)."""
+    def _repair(self, group: Group, item: Drift, observed: float | None = None) -> None:
+        """Ask for a run of the connection (a repair that changes something is a DriftCorrected Warning). `observed`:
+        when the read that found it began; a connection whose run wrote status since is not run again for it (under
+        a flaky cloud that rerun could fail and turn a Ready connection Reconciling for nothing)."""
         c = item.connection
-        self.runner.ask(c.uid, Ask(c.namespace, c.name, item.message, drifted=item.corrects))
+        self.runner.ask(c.uid, Ask(c.namespace, c.name, item.message, drifted=item.corrects, observed=observed))
 
     def _revoked(self, view: dict[Group, list[Linked]]) -> list[tuple[Group, Drift]]:
         """Connections whose identity the policy no longer allows (a withdrawn rule or annotation), whether linked
