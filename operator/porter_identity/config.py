@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     # service account are serialised: enough threads keep the CPU busy (hack/bench: 20 -> 40 threads took
     # N=1,000 from 47 to 50 connections/s at 50 ms per call).
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
-    max_workers: int = Field(default=40, ge=1, description="Threads for blocking cloud calls.")
+    max_workers: int = Field(default=60, ge=1, description="Threads for blocking cloud calls.")
     lock_wait_seconds: float = Field(
         default=2.0,
         gt=0,

@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert s.retry_base_seconds == 1.0
     assert s.retry_max_seconds == 120.0
     assert s.stalled_recheck_seconds == 300.0
-    assert s.max_workers == 40
+    assert s.max_workers == 60
 
 
 def test_reads_porter_env(monkeypatch: pytest.MonkeyPatch) -> None:
