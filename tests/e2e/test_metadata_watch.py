@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client
 
+from porter_identity.engine.namespaces import Namespaces
+from porter_identity.handlers import namespaces
 from porter_identity.kube import rest, watch
 from porter_identity.kube.rest import Kube
 from tests.conftest import wait_for
@@ -102,13 +106,6 @@ def test_a_namespaces_relist_asks_as_the_missed_events_would_have(
     """The first list only records annotations; a list again after a 410 asks for what changed in the gap: a
     namespace that appeared, an allow annotation that changed (an admin's withdrawal acts at once, not at the
     next sweep). Unchanged namespaces ask nothing."""
-    import asyncio
-
-    import kopf
-
-    from porter_identity.engine.namespaces import Namespaces
-    from porter_identity.handlers import namespaces
-
     asked: list[tuple[str, str]] = []
     monkeypatch.setattr(namespaces, "namespace_appeared", lambda memo, name: asked.append(("appeared", name)))
     monkeypatch.setattr(namespaces, "allow_annotation_changed", lambda memo, name: asked.append(("changed", name)))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import kopf
 import pytest
 
 from porter_identity.engine.door import Ask, Door
+from porter_identity.engine.runner import Runner
 
 
 def ask(why: str = "x", **kw: Any) -> Ask:
@@ -198,10 +200,6 @@ def test_a_sweeps_observation_survives_a_merge_only_with_another_sweeps() -> Non
 def test_a_sweep_ask_older_than_the_last_status_written_does_not_run() -> None:
     """The sweep read the cloud at 10; the connection's run wrote status at 11, after its own look: nothing to repair.
     The runner returns before it reads anything (this runner has no API client: a read would fail)."""
-    import kopf
-
-    from porter_identity.engine.runner import Runner
-
     runner = Runner(kopf.Memo(), None, 1)
     runner.written["u1"] = (11.0, 1)
     assert runner.run("u1", ask("drift", observed=10.0)) is None
